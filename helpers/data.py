@@ -1,0 +1,264 @@
+"""CIFAR-10 through ``torchvision.datasets.CIFAR10``, and an honest synthetic stand-in for offline machines.
+
+The real data set is always preferred and always checksum-verified by torchvision. Only when it is neither
+on disk nor downloadable, and the user opted in with ``CNNVIS_OFFLINE=1``, a synthetic data set in the very
+same on-disk format is written to ``<root>/cifar10-synthetic/`` (a different folder, so it can never be
+mistaken for the real one) and read by :class:`SyntheticCIFAR10`, which differs from torchvision's class only
+in not checking the md5 sums of the real files.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision.datasets import CIFAR10
+from torchvision.transforms import v2
+
+from .config import DATA_DIR, offline_opt_in
+from .models import OfflineStandInWarning
+
+SYNTHETIC_FOLDER = "cifar10-synthetic"
+SYNTHETIC_CLASSES = ("disc", "square", "triangle", "ring", "cross",
+                     "horizontal stripes", "vertical stripes", "diagonal stripes", "checkerboard", "two dots")
+
+
+class DataUnavailableError(RuntimeError):
+    """CIFAR-10 is neither on disk nor downloadable."""
+
+
+def _complete(folder: Path) -> bool:
+    """All files of the CIFAR-10 on-disk format are in ``folder`` (existence only, no checksum)."""
+    names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+    return all((folder / name).is_file() for name in names)
+
+
+class SyntheticCIFAR10(CIFAR10):
+    """``torchvision.datasets.CIFAR10`` for the synthetic stand-in written by :func:`write_synthetic_cifar10`.
+
+    Identical to torchvision's class except that it does not verify the md5 sums of the real CIFAR-10 files
+    (which a synthetic set cannot match); it checks only that the files exist. ``is_synthetic`` is True.
+    """
+
+    is_synthetic = True
+
+    def _check_integrity(self) -> bool:
+        return _complete(Path(self.root) / self.base_folder)
+
+    def _load_meta(self) -> None:
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        with open(path, "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+def _shape_masks(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Boolean masks ``(N, size, size)`` of each label's shape at a random place, scale and small rotation."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+
+    def draw(low, high):
+        return rng.uniform(low, high, (n, 1, 1)).astype(np.float32)
+
+    cx, cy, r = draw(9, size - 9), draw(9, size - 9), draw(6.5, 9.5)
+    theta = draw(-0.3, 0.3)  # a small tilt: the orientation of stripes stays the class
+    period, phase, dots = draw(3.5, 5.0), draw(0, 2 * np.pi), draw(0, 2 * np.pi)
+    masks = np.zeros((n, size, size), dtype=bool)
+    for c in range(10):
+        sel = np.flatnonzero(labels == c)
+        if len(sel) == 0:
+            continue
+        u0, v0, rc, t = xx - cx[sel], yy - cy[sel], r[sel], theta[sel]
+        u = np.cos(t) * u0 + np.sin(t) * v0
+        v = -np.sin(t) * u0 + np.cos(t) * v0
+        d = np.sqrt(u**2 + v**2)
+        k, ph = 2 * np.pi / period[sel], phase[sel]
+        box = np.maximum(np.abs(u), np.abs(v))
+        if c == 0:    # disc
+            m = d < rc
+        elif c == 1:  # square
+            m = box < 0.85 * rc
+        elif c == 2:  # triangle, apex up
+            m = (v > -rc) & (v < 0.8 * rc) & (np.abs(u) < 0.6 * (v + rc))
+        elif c == 3:  # ring
+            m = (d > 0.55 * rc) & (d < rc)
+        elif c == 4:  # cross
+            m = ((np.abs(u) < 0.3 * rc) | (np.abs(v) < 0.3 * rc)) & (box < rc)
+        elif c == 5:  # horizontal stripes
+            m = (d < 1.1 * rc) & (np.sin(k * v + ph) > 0)
+        elif c == 6:  # vertical stripes
+            m = (d < 1.1 * rc) & (np.sin(k * u + ph) > 0)
+        elif c == 7:  # diagonal stripes
+            m = (d < 1.1 * rc) & (np.sin(k * (u + v) / np.sqrt(2) + ph) > 0)
+        elif c == 8:  # checkerboard
+            m = (box < rc) & (np.sin(k * u + ph) * np.sin(k * v + ph) > 0)
+        else:         # two dots
+            ox, oy = 0.6 * rc * np.cos(dots[sel]), 0.6 * rc * np.sin(dots[sel])
+            m = (np.hypot(u - ox, v - oy) < 0.4 * rc) | (np.hypot(u + ox, v + oy) < 0.4 * rc)
+        masks[sel] = m
+    return masks
+
+
+def synthetic_cifar10_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic CIFAR-format images: uint8 ``(N, 32, 32, 3)`` and int64 labels ``(N,)``.
+
+    Each class is a shape or texture orientation (see ``SYNTHETIC_CLASSES``) drawn at a random position,
+    scale and tilt, in a noisy colour with a class-dependent bias, on a noisy gradient background, with a
+    random distractor patch in half of the images. A LeNet learns it far above chance but not perfectly,
+    and random crops and flips (which keep every class) help it generalise.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    masks = _shape_masks(labels, rng)[..., None]
+    palette = np.random.default_rng(1234).uniform(0.15, 0.85, (10, 3)).astype(np.float32)
+    fg = np.clip(palette[labels] + rng.normal(0, 0.12, (n, 3)), 0, 1).astype(np.float32)[:, None, None, :]
+    bg_a = rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32)
+    bg_b = rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi, (n, 1, 1, 1)).astype(np.float32)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
+    t = np.clip(0.5 + (np.cos(angle) * (xx[..., None] - 0.5) + np.sin(angle) * (yy[..., None] - 0.5)), 0, 1)
+    background = bg_a * (1 - t) + bg_b * t
+    img = np.where(masks, fg, background)
+    # a distractor patch of random colour in half of the images
+    has = rng.random(n) < 0.5
+    px, py = rng.integers(0, 28, n), rng.integers(0, 28, n)
+    colour = rng.uniform(0, 1, (n, 3))
+    for i in np.flatnonzero(has):
+        img[i, py[i]:py[i] + 4, px[i]:px[i] + 4] = colour[i]
+    img += 0.06 * rng.standard_normal(img.shape, dtype=np.float32)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels.astype(np.int64)
+
+
+def write_synthetic_cifar10(root: str | Path, n_train: int = 10_000, n_test: int = 2_000,
+                            seed: int = 0) -> Path:
+    """Write a synthetic stand-in in CIFAR-10's exact on-disk format (``<root>/cifar-10-batches-py/``).
+
+    Five ``data_batch_*`` files, ``test_batch`` and ``batches.meta``, pickled dicts with ``data`` (uint8
+    ``(N, 3072)``, channel-major rows), ``labels``, ``filenames``, ``batch_label``, and a ``SYNTHETIC.txt``
+    saying what it is. Files are written to temporary names and renamed at the end, so an interrupted
+    write leaves no half-written set behind.
+
+    Returns:
+        The ``cifar-10-batches-py`` folder.
+    """
+    if n_train < 5 or n_test < 1:
+        raise ValueError(f"need at least 5 training and 1 test image, got {n_train} and {n_test}")
+    folder = Path(root) / CIFAR10.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = synthetic_cifar10_images(n_train + n_test, seed)
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CIFAR rows: all R, then G, then B
+    splits = np.array_split(np.arange(n_train), 5)
+    batches = [(f"data_batch_{i + 1}", f"training batch {i + 1} of 5 (SYNTHETIC)", idx)
+               for i, idx in enumerate(splits)]
+    batches.append(("test_batch", "testing batch 1 of 1 (SYNTHETIC)", np.arange(n_train, n_train + n_test)))
+    temporary = []
+    try:
+        for name, label, idx in batches:
+            entry = {"batch_label": label, "labels": labels[idx].tolist(), "data": rows[idx],
+                     "filenames": [f"synthetic_{i:06d}.png" for i in idx]}
+            temporary.append((folder / (name + ".partial"), folder / name, entry))
+        meta = {"num_cases_per_batch": len(splits[0]), "label_names": list(SYNTHETIC_CLASSES), "num_vis": 3072}
+        temporary.append((folder / "batches.meta.partial", folder / "batches.meta", meta))
+        for tmp, _, entry in temporary:
+            with open(tmp, "wb") as f:
+                pickle.dump(entry, f, protocol=pickle.HIGHEST_PROTOCOL)
+        for tmp, final, _ in temporary:
+            tmp.replace(final)
+    finally:
+        for tmp, _, _ in temporary:
+            tmp.unlink(missing_ok=True)
+    (folder / "SYNTHETIC.txt").write_text(
+        "This is NOT CIFAR-10: a synthetic stand-in written by helpers.write_synthetic_cifar10 "
+        f"(seed {seed}, {n_train} train / {n_test} test images, classes: {', '.join(SYNTHETIC_CLASSES)}).\n")
+    return folder
+
+
+def cifar10_transform(augment: bool = False, normalize: bool = False) -> v2.Compose:
+    """Sheet 4's transforms: to a float tensor in [0, 1]; optionally random crop (padding 4) + horizontal
+    flip; optionally ``Normalize(0.5, 0.5)`` to [-1, 1]."""
+    steps: list = [v2.ToImage()]
+    if augment:
+        steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if normalize:
+        steps.append(v2.Normalize([0.5] * 3, [0.5] * 3))
+    return v2.Compose(steps)
+
+
+def _unavailable_message(root: Path, reason: str) -> str:
+    return (
+        f"CIFAR-10 is not in {root} and could not be downloaded ({reason}). Place it by hand: download "
+        f"{CIFAR10.url} (md5 {CIFAR10.tgz_md5}) and put {CIFAR10.filename} into {root}/ (it is unpacked "
+        f"on first use), or unpack it there so that {root}/{CIFAR10.base_folder}/ holds data_batch_1..5, "
+        "test_batch and batches.meta. Or set CNNVIS_OFFLINE=1 to use a clearly labelled synthetic stand-in."
+    )
+
+
+def cifar10_dataset(root: str | Path | None = None, train: bool = True, *, augment: bool = False,
+                    normalize: bool = False, subset: int | None = None, seed: int = 0) -> CIFAR10:
+    """CIFAR-10 (train or test split) via ``torchvision.datasets.CIFAR10``, with sheet 4's transforms.
+
+    Real data on disk is used (md5-verified); otherwise it is downloaded; if that fails, a
+    :class:`DataUnavailableError` says how to place the files by hand, unless ``CNNVIS_OFFLINE=1``: then the
+    synthetic stand-in is written (once) and read, with an :class:`OfflineStandInWarning`.
+
+    Args:
+        root: folder holding ``cifar-10-batches-py/``; default the project's ``data/``.
+        train: training (50,000 images) or test split (10,000).
+        augment: random crop with padding 4 and random horizontal flip.
+        normalize: ``Normalize(0.5, 0.5)`` after scaling to [0, 1].
+        subset: keep a random subset of this many images (quick runs).
+        seed: seed of the subset choice.
+
+    Returns:
+        The dataset; ``dataset.is_synthetic`` tells real from stand-in, ``dataset.classes`` names the labels.
+    """
+    root = Path(DATA_DIR if root is None else root).expanduser()
+    transform = cifar10_transform(augment, normalize)
+    dataset = None
+    try:
+        dataset = CIFAR10(root, train=train, transform=transform, download=False)
+    except RuntimeError:
+        if (root / CIFAR10.filename).exists() or not offline_opt_in():
+            try:
+                dataset = CIFAR10(root, train=train, transform=transform, download=True)
+            except (URLError, OSError, RuntimeError) as e:
+                if not offline_opt_in():
+                    raise DataUnavailableError(_unavailable_message(root, str(e))) from e
+    if dataset is not None:
+        dataset.is_synthetic = False
+    else:
+        synthetic_root = root / SYNTHETIC_FOLDER
+        if not _complete(synthetic_root / CIFAR10.base_folder):
+            write_synthetic_cifar10(synthetic_root)
+        warnings.warn(
+            f"OFFLINE STAND-IN: CIFAR-10 is not in {root}, so CNNVIS_OFFLINE=1 uses SYNTHETIC data from "
+            f"{synthetic_root} (shapes and stripes, not CIFAR-10 photographs).", OfflineStandInWarning,
+            stacklevel=2)
+        dataset = SyntheticCIFAR10(synthetic_root, train=train, transform=transform)
+    if subset is not None and subset < len(dataset):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:subset])
+        dataset.data = dataset.data[keep]
+        dataset.targets = [dataset.targets[i] for i in keep]
+    return dataset
+
+
+def cifar10_loaders(root: str | Path | None = None, *, batch_size: int = 16, augment: bool = False,
+                    normalize: bool = False, subset: int | None = None, test_subset: int | None = None,
+                    test_batch_size: int = 500, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Train and test loaders as sheet 4 asks: batch 16, shuffled training data; augmentation and
+    normalization only as requested (the test set is never augmented). See :func:`cifar10_dataset`.
+
+    Returns:
+        ``(train_loader, test_loader)``; the training order is reproducible given ``seed``.
+    """
+    train = cifar10_dataset(root, True, augment=augment, normalize=normalize, subset=subset, seed=seed)
+    test = cifar10_dataset(root, False, normalize=normalize, subset=test_subset, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    return (DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),
+            DataLoader(test, batch_size=test_batch_size, shuffle=False))

@@ -1,0 +1,158 @@
+"""Images in and out: loading any common image as a normalized tensor, and back to a displayable array.
+
+ImageNet's mean and standard deviation live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as TF
+
+from .config import default_device
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
+
+
+def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=like.dtype, device=like.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=like.dtype, device=like.device).view(3, 1, 1)
+    return mean, std
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Map pixels in [0, 1] to the ImageNet-normalized space. Shape ``(..., 3, H, W)`` is kept."""
+    mean, std = _stats(x)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of :func:`normalize` (no clipping). Shape ``(..., 3, H, W)`` is kept."""
+    mean, std = _stats(x)
+    return x * std + mean
+
+
+def valid_range(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel bounds ``(low, high)`` of the normalized space, shaped ``(3, 1, 1)``, that map to [0, 1].
+
+    Use them to clamp an optimized image so it stays a displayable picture.
+    """
+    mean, std = _stats(like)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def _pil_to_float(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 array ``(H, W, 3)`` in [0, 1]; transparency is composited on white."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit (or 32-bit integer) grayscale: convert("RGB") would clip everything above 255 to white.
+        gray = np.asarray(img, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.asarray(img, dtype=np.float32)
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _array_to_float(arr: np.ndarray) -> np.ndarray:
+    """A numpy image (``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8, uint16 or float in [0, 1]) -> float RGB."""
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = np.clip(arr.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ValueError(f"unsupported image array dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+    if out.shape[2] == 4:  # composite on white, like PIL images with transparency
+        out = out[..., :3] * out[..., 3:] + (1.0 - out[..., 3:])
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return out
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file (PIL cannot identify its format)") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: image data is truncated or corrupt ({e})") from e
+
+
+def load_image(source: ImageSource, size: int | None = 224, *,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Load an image as an ImageNet-normalized batch of one.
+
+    The shorter side is resized to ``size`` (antialiased) and the centre cropped to ``size x size``, the
+    usual ImageNet preprocessing. EXIF orientation is applied; RGBA, LA, P, CMYK, grayscale and 16-bit
+    images become RGB (transparency composited on white, 16-bit scaled by 1/65535).
+
+    Args:
+        source: a path, a PIL image, or a numpy array ``(H, W[, 3|4])`` (uint8, uint16 or float in [0, 1]),
+            e.g. ``skimage.data.chelsea()``.
+        size: side of the square output; None keeps the original size and aspect ratio.
+        device: where the tensor goes; default CUDA if available, else CPU.
+
+    Returns:
+        Tensor ``(1, 3, S, S)`` (or ``(1, 3, H, W)`` with ``size=None``), float32, normalized.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file is not an image, is truncated, or the array has an unsupported shape/dtype.
+    """
+    if isinstance(source, np.ndarray):
+        arr = _array_to_float(source)
+    elif isinstance(source, Image.Image):
+        arr = _pil_to_float(ImageOps.exif_transpose(source))
+    elif isinstance(source, str | os.PathLike):
+        arr = _pil_to_float(_open(Path(source).expanduser()))
+    else:
+        raise TypeError(f"load_image takes a path, a PIL image or a numpy array, not {type(source).__name__}")
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    if size is not None:
+        if int(size) < 1:
+            raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+        x = TF.center_crop(TF.resize(x, [int(size)], antialias=True), [int(size), int(size)])
+        x = x.clamp(0.0, 1.0)  # antialiased resampling can overshoot slightly
+    x = normalize(x).unsqueeze(0)
+    return x.to(default_device() if device is None else device)
+
+
+def to_image(x: torch.Tensor) -> np.ndarray:
+    """Undo the normalization and return a displayable array.
+
+    Args:
+        x: normalized image ``(3, H, W)`` or ``(1, 3, H, W)``, any device, may require grad.
+
+    Returns:
+        float32 array ``(H, W, 3)`` in [0, 1] (values outside the displayable range are clipped).
+    """
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"to_image takes one image, got a batch of {x.shape[0]}; pass x[i]")
+        x = x[0]
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"to_image expects a (3, H, W) or (1, 3, H, W) tensor, got shape {tuple(x.shape)}")
+    img = denormalize(x.detach().float().cpu()).clamp(0.0, 1.0)
+    return img.permute(1, 2, 0).numpy()

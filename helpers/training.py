@@ -1,0 +1,99 @@
+"""Training and evaluating a classifier the way exercise sheet 4 asks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import progress
+
+
+@dataclass
+class History:
+    """Per-epoch record of :func:`fit`; accuracies are fractions in [0, 1]."""
+
+    train_acc: list[float] = field(default_factory=list)   # running accuracy over each epoch, train mode
+    train_loss: list[float] = field(default_factory=list)  # mean cross-entropy over each epoch
+    test_acc: list[float] = field(default_factory=list)    # accuracy on the test loader after each epoch, eval mode
+    seconds: list[float] = field(default_factory=list)     # wall time of each epoch (training + evaluation)
+
+    @property
+    def epochs(self) -> list[int]:
+        """Epoch numbers 1..n, for the x-axis."""
+        return list(range(1, len(self.train_acc) + 1))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None) -> float:
+    """Accuracy of ``model`` on ``loader`` in eval mode; the model's train/eval mode is restored afterwards."""
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        correct = total = 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    return correct / max(total, 1)
+
+
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None, epochs: int, *,
+        lr: float = 1e-3, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        device: torch.device | str | None = None, show_progress: bool | None = None) -> History:
+    """Train with cross-entropy and Adam (sheet 4: lr 1e-3), evaluating on the test set after every epoch.
+
+    ``model.train()`` while training, ``model.eval()`` while evaluating; the mode the model came in with is
+    restored at the end. Weights are updated in place (that is the point).
+
+    Args:
+        model: classifier producing logits ``(N, classes)``.
+        train_loader: yields ``(images (N, C, H, W), labels (N,))``.
+        test_loader: evaluated after every epoch; None skips evaluation.
+        epochs: number of passes over ``train_loader``.
+        lr: learning rate of the default Adam optimizer.
+        optimizer: factory ``params -> Optimizer`` replacing Adam (e.g. ``lambda p: torch.optim.SGD(p, 0.01)``).
+        device: where to train; default the model's device.
+        show_progress: progress bar per epoch; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`History` with per-epoch train accuracy/loss and test accuracy.
+    """
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=lr)))(model.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    history = History()
+    was_training = model.training
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            seen = 0
+            bar = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
+            for x, y in bar:
+                x, y = x.to(device), y.to(device)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * y.numel()  # stays on the device: no host sync per step
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.numel()
+            history.train_loss.append(loss_sum.item() / max(seen, 1))
+            history.train_acc.append(correct.item() / max(seen, 1))
+            if test_loader is not None:
+                history.test_acc.append(evaluate(model, test_loader, device=device))
+            history.seconds.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return history

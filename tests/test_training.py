@@ -1,0 +1,58 @@
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from helpers import evaluate, fit
+
+
+class Fixed(nn.Module):
+    """Predicts class 0 for inputs with a positive first feature, else class 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.stack([x[:, 0], -x[:, 0]], 1) + self.dummy
+
+
+def test_evaluate_counts_correct_predictions_and_restores_mode():
+    x = torch.tensor([[1.0], [2.0], [-1.0], [-3.0], [4.0]])
+    y = torch.tensor([0, 0, 1, 0, 1])  # 3 of 5 right
+    model = Fixed().train()
+    assert evaluate(model, DataLoader(TensorDataset(x, y), batch_size=2)) == 0.6
+    assert model.training
+
+
+def test_fit_learns_and_records_history():
+    torch.manual_seed(0)
+    x = torch.randn(512, 2)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
+    history = fit(model, loader, loader, epochs=3, lr=1e-2)
+    assert not model.training  # the mode it came in with
+    assert history.epochs == [1, 2, 3] and len(history.test_acc) == 3 and len(history.seconds) == 3
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert history.test_acc[-1] > 0.9
+
+
+def test_fit_sets_train_mode_during_training_and_eval_mode_for_testing():
+    seen = []
+
+    class Spy(nn.Linear):
+        def forward(self, x):
+            seen.append(self.training)
+            return super().forward(x)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    fit(Spy(3, 2), data, data, epochs=1)
+    assert seen == [True, True, False, False]
+
+
+def test_fit_accepts_an_optimizer_factory():
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    model = nn.Linear(3, 2)
+    before = model.weight.detach().clone()
+    history = fit(model, data, None, epochs=1, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    assert not torch.equal(before, model.weight) and history.test_acc == []
