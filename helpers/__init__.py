@@ -13,6 +13,7 @@ from .config import (
     progress,
     progress_enabled,
     quick_mode,
+    stand_in_note,
 )
 from .data import (
     SYNTHETIC_CLASSES,
@@ -28,9 +29,13 @@ from .hooks import capture_activations, get_layer, layer_names
 from .images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SAMPLE_PHOTOS,
+    course_photo,
     denormalize,
     load_image,
     normalize,
+    photo_set,
+    sample_photo,
     to_image,
     valid_range,
 )
@@ -47,6 +52,11 @@ from .regularizers import l2, total_variation
 from .training import History, evaluate, fit
 
 __all__ = [
+    "SAMPLE_PHOTOS",
+    "course_photo",
+    "photo_set",
+    "sample_photo",
+    "stand_in_note",
     "DATA_DIR",
     "FIGURES_DIR",
     "IMAGENET_MEAN",

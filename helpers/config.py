@@ -78,3 +78,21 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
 
     disable = not (progress_enabled() if enabled is None else enabled)
     return tqdm(iterable, total=total, desc=desc, leave=leave, disable=disable)
+
+
+def stand_in_note(*things: object) -> str:
+    """One loud line naming the offline stand-ins among models and datasets, or "" when all are real.
+
+    Looks at ``model.is_pretrained`` (see ``pretrained_model``) and ``dataset.is_synthetic`` (see
+    ``cifar10_dataset``); print it under every result that depends on them.
+    """
+    parts = []
+    for thing in things:
+        if getattr(thing, "is_pretrained", True) is False:
+            parts.append(f"{type(thing).__name__} has RANDOM weights")
+        if getattr(thing, "is_synthetic", False):
+            parts.append("the data is the SYNTHETIC CIFAR-format stand-in, not CIFAR-10")
+    if not parts:
+        return ""
+    return ("OFFLINE STAND-IN: " + "; ".join(parts)
+            + ". Read the figures as what such a run shows, not as the real result.")

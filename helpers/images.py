@@ -156,3 +156,50 @@ def to_image(x: torch.Tensor) -> np.ndarray:
         raise ValueError(f"to_image expects a (3, H, W) or (1, 3, H, W) tensor, got shape {tuple(x.shape)}")
     img = denormalize(x.detach().float().cpu()).clamp(0.0, 1.0)
     return img.permute(1, 2, 0).numpy()
+
+
+# Real photographs that ship with scikit-image: the offline default wherever the sheets want photos.
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def sample_photo(name: str) -> np.ndarray:
+    """A photograph from ``skimage.data`` (one of ``SAMPLE_PHOTOS``) as a uint8 array ``(H, W, 3)``."""
+    from skimage import data
+
+    if name not in SAMPLE_PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r}; choose one of {', '.join(SAMPLE_PHOTOS)}")
+    return data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+
+
+def course_photo(filename: str, fallback: str = "chelsea", size: int | None = 224, *,
+                 folder: str | os.PathLike | None = None,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, str]:
+    """The course's photo ``data/<filename>`` when present, else a ``skimage.data`` photo.
+
+    Returns:
+        ``(image (1, 3, S, S), source)`` where ``source`` says which file was used and, for the fallback,
+        that it is a stand-in (print it under the figure).
+    """
+    from .config import DATA_DIR
+
+    path = Path(DATA_DIR if folder is None else folder) / filename
+    if path.exists():
+        return load_image(path, size, device=device), str(path.name)
+    note = f"skimage.data.{fallback} (stand-in: {filename} is not in {path.parent})"
+    return load_image(sample_photo(fallback), size, device=device), note
+
+
+def photo_set(k: int = 5, folder: str | os.PathLike | None = None, size: int | None = 224, *,
+              device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """``k`` photographs: the image files in ``folder`` (default ``data/photos/``, sorted by name) when it
+    has at least ``k``, else the ``skimage.data`` photos ``SAMPLE_PHOTOS``. Keys are file or photo names."""
+    from .config import DATA_DIR
+
+    folder = Path(DATA_DIR / "photos" if folder is None else folder)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
+    if len(files) >= k:
+        return {p.name: load_image(p, size, device=device) for p in files[:k]}
+    if k > len(SAMPLE_PHOTOS):
+        raise ValueError(f"only {len(SAMPLE_PHOTOS)} sample photos ship offline; put {k} photos into {folder}")
+    return {name: load_image(sample_photo(name), size, device=device) for name in SAMPLE_PHOTOS[:k]}

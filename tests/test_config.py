@@ -23,3 +23,14 @@ def test_progress_switch(monkeypatch):
 
 def test_default_device():
     assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_stand_in_note():
+    from types import SimpleNamespace
+
+    from helpers import stand_in_note
+
+    real_model, real_data = SimpleNamespace(is_pretrained=True), SimpleNamespace(is_synthetic=False)
+    assert stand_in_note(real_model, real_data) == ""
+    note = stand_in_note(SimpleNamespace(is_pretrained=False), SimpleNamespace(is_synthetic=True))
+    assert note.startswith("OFFLINE STAND-IN") and "RANDOM weights" in note and "SYNTHETIC" in note

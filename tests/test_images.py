@@ -6,7 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import IMAGENET_MEAN, IMAGENET_STD, denormalize, load_image, normalize, to_image, valid_range
+from helpers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SAMPLE_PHOTOS,
+    course_photo,
+    denormalize,
+    load_image,
+    normalize,
+    photo_set,
+    to_image,
+    valid_range,
+)
 
 
 def write_png16_rgb(path, rgb: np.ndarray) -> None:
@@ -152,3 +163,20 @@ def test_to_image_shapes():
         to_image(torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match="shape"):
         to_image(torch.zeros(1, 4, 4))
+
+
+def test_course_photo_prefers_the_users_file(tmp_path, rgb_array):
+    x, source = course_photo("pug.jpg", folder=tmp_path, size=16, device="cpu")
+    assert "stand-in" in source and "chelsea" in source and x.shape == (1, 3, 16, 16)
+    Image.fromarray(rgb_array).save(tmp_path / "pug.jpg")
+    x, source = course_photo("pug.jpg", folder=tmp_path, size=None, device="cpu")
+    assert source == "pug.jpg" and x.shape == (1, 3, 20, 30)
+
+
+def test_photo_set_uses_folder_only_when_it_has_enough(tmp_path, rgb_array):
+    assert list(photo_set(5, tmp_path, size=8, device="cpu")) == list(SAMPLE_PHOTOS)
+    for i in range(2):
+        Image.fromarray(rgb_array).save(tmp_path / f"mine{i}.png")
+    assert list(photo_set(2, tmp_path, size=8, device="cpu")) == ["mine0.png", "mine1.png"]
+    with pytest.raises(ValueError, match="sample photos"):
+        photo_set(9, tmp_path / "none")
