@@ -1,0 +1,37 @@
+"""Committed notebooks are sources: no images, no widget state; only nbval-checked cells keep text output."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def is_checked(cell) -> bool:
+    tags = cell.get("metadata", {}).get("tags", [])
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    return "nbval-check-output" in tags or "# NBVAL_CHECK_OUTPUT" in [s.strip() for s in source.splitlines()]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebook_is_clean(path):
+    nb = json.loads(path.read_text())
+    assert "widgets" not in nb.get("metadata", {}), "saved widget state: run scripts/notebook_outputs.py strip"
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        for out in cell.get("outputs", []):
+            assert not any(k.startswith("image/") for k in out.get("data", {})), f"cell {i}: image output"
+        if is_checked(cell):
+            assert cell["outputs"] and cell["execution_count"] is not None, f"cell {i}: checked but no reference"
+        else:
+            assert not cell["outputs"], f"cell {i}: output in an unchecked cell"
+
+
+def test_ignored_folders_hold_no_tracked_files():
+    tracked = subprocess.run(["git", "ls-files", "data", "figures", "build", "submissions"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert set(tracked) <= {"data/.gitkeep", "figures/.gitkeep"}
