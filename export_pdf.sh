@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Produce the submission: execute the sheet notebooks, convert them to PDF, pack Surname-Matriculation.zip.
-# Run ./export_pdf.sh --help for the options.
+# Produce the submissions: execute the sheet notebooks, convert them to PDF, pack Surname-Matriculation.zip.
+# ./export_pdf.sh --help explains the options. Arguments and tools are checked before anything is installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 for arg in "$@"; do
-  if [ "$arg" = "-h" ] || [ "$arg" = "--help" ]; then exec python3 scripts/export.py --help; fi
+  case "$arg" in -h|--help) exec python3 scripts/export.py --help ;; esac
 done
+python3 scripts/export.py --check "$@" || exit $?
 source scripts/venv.sh
 ensure_venv
 exec "$VENV/bin/python" scripts/export.py "$@"

@@ -1,91 +1,315 @@
-"""Build the submission ZIPs (stub of the export issue: executes the notebooks and packs them).
+"""Build the submissions: execute each sheet's notebook, convert it to PDF, pack Surname-Matriculation.zip.
 
-Usage: ./export_pdf.sh --surname Mustermann --matriculation 12345678 [--sheet 4|5|all] [--quick]
+For every sheet: the notebook runs top to bottom in a build folder (the committed notebook is never touched),
+the executed copy becomes a PDF (nbconvert's LaTeX route, xelatex; a headless Chromium when TeX is missing
+but Chromium is installed), and a ZIP holds the PDF, the executed notebook, the helpers package and
+requirements.txt. Everything is written to temporary names and moved into place only when the sheet is
+complete, so a failure or Ctrl-C leaves no partial file and never replaces an earlier good ZIP.
+
+File names: the surname keeps its letters; German umlauts become ae/oe/ue and ß ss, other diacritics are
+dropped (Łukasz -> Lukasz, Dvořák -> Dvorak), spaces and apostrophes are removed and hyphens kept
+(De la Cruz -> DelaCruz). A matriculation number is 6 to 10 digits (LMU issues 8).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import unicodedata
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = {"4": "sheet4.ipynb", "5": "sheet5.ipynb"}
+TEMPLATE = Path(__file__).resolve().parent / "pdf" / "cnnvis.tex.j2"
+
+
+@dataclass(frozen=True)
+class Sheet:
+    key: str
+    notebook: str
+    title: str
+
+
+SHEETS = {
+    "4": Sheet("4", "sheet4.ipynb", "Exercise Sheet 4: Convolutional Neural Networks"),
+    "5": Sheet("5", "sheet5.ipynb", "Exercise Sheet 5: What Does a Neural Network See?"),
+}
+WIDGET_TAG = "widget"
+TRANSLITERATE = {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss", "ẞ": "SS",
+                 "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Æ": "Ae", "æ": "ae", "Œ": "Oe", "œ": "oe",
+                 "Đ": "D", "đ": "d", "Þ": "Th", "þ": "th", "ı": "i"}
+INSTALL_TEX = ("Debian/Ubuntu: sudo apt-get install texlive-xetex texlive-fonts-recommended "
+               "texlive-plain-generic pandoc fonts-dejavu-core; macOS: brew install pandoc && "
+               "brew install --cask mactex-no-gui")
+
+
+class ExportError(Exception):
+    """A problem the user can fix; printed as one line."""
 
 
 def file_name_surname(surname: str) -> str:
-    """The surname as it appears in the file name: letters kept, diacritics transliterated to ASCII."""
-    surname = unicodedata.normalize("NFC", surname.strip())
-    if not surname or not re.fullmatch(r"[^\W\d_]+([ '\-][^\W\d_]+)*", surname):
-        raise ValueError(f"surname {surname!r} must be letters, optionally joined by a space, hyphen or apostrophe")
-    special = {"ß": "ss", "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Æ": "AE", "æ": "ae", "Đ": "D", "đ": "d"}
-    ascii_name = "".join(special.get(ch, ch) for ch in surname)
+    """The surname as it appears in file names (see the module docstring). Raises ExportError."""
+    name = unicodedata.normalize("NFC", surname.strip())
+    if not name:
+        raise ExportError("the surname is empty: pass --surname or set CNNVIS_SURNAME")
+    if len(name) > 64 or not re.fullmatch(r"[^\W\d_]+(?:[ '’-][^\W\d_]+)*", name):
+        raise ExportError(f"surname {surname!r} is not a name: use letters, with single spaces, hyphens or "
+                          "apostrophes between them")
+    ascii_name = "".join(TRANSLITERATE.get(ch, ch) for ch in name)
     ascii_name = unicodedata.normalize("NFKD", ascii_name).encode("ascii", "ignore").decode()
-    ascii_name = re.sub(r"[ ']", "", ascii_name)
-    if not re.fullmatch(r"[A-Za-z]+(-[A-Za-z]+)*", ascii_name):
-        raise ValueError(f"surname {surname!r} has letters that cannot be written in ASCII")
+    ascii_name = re.sub(r"[ '’]", "", ascii_name)
+    if not re.fullmatch(r"[A-Za-z]+(?:-[A-Za-z]+)*", ascii_name):
+        raise ExportError(f"surname {surname!r} has letters that cannot be written in ASCII for the file name")
     return ascii_name
 
 
 def check_matriculation(number: str) -> str:
     number = number.strip()
-    if not re.fullmatch(r"\d{6,10}", number):
-        raise ValueError(f"matriculation number {number!r} must be 6 to 10 digits")
+    if not number:
+        raise ExportError("the matriculation number is empty: pass --matriculation or set CNNVIS_MATRICULATION")
+    if not re.fullmatch(r"[0-9]{6,10}", number):
+        raise ExportError(f"matriculation number {number!r} must be 6 to 10 digits (LMU issues 8)")
     return number
 
 
-def main(argv: list[str] | None = None) -> int:
+def pdf_route() -> str:
+    """'latex' when xelatex and pandoc are installed, else 'chromium' when a Chromium is, else ExportError."""
+    if shutil.which("xelatex") and shutil.which("pandoc"):
+        return "latex"
+    if chromium():
+        return "chromium"
+    missing = " and ".join(tool for tool in ("xelatex", "pandoc") if not shutil.which(tool))
+    raise ExportError(f"PDF export needs {missing} (or an installed Chromium). Install: {INSTALL_TEX}")
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def kernel_profile(folder: Path) -> Path:
+    """An IPython profile for the export kernel: crisp PNG figures (2x resolution) for the PDF."""
+    config = folder / "profile_default" / "ipython_kernel_config.py"
+    config.parent.mkdir(parents=True)
+    config.write_text("c.InlineBackend.figure_formats = {'retina'}\n"
+                      "c.InlineBackend.rc = {'savefig.dpi': 110, 'figure.dpi': 110}\n")
+    return folder
+
+
+def run_notebook(source: Path, destination: Path) -> int:
+    """Child process: run the notebook top to bottom in its own folder and write the executed copy.
+
+    Prints one line and returns 3 when a cell raises.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=None, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(source.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        for index, cell in enumerate(nb.cells, start=1):
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            if errors:
+                print(f"cell {index} raised {errors[0]['ename']}: {errors[0]['evalue']}", file=sys.stderr)
+                return 3
+        print(f"execution failed: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+        return 3
+    nbformat.write(nb, destination)
+    return 0
+
+
+def execute(source: Path, destination: Path) -> None:
+    """Execute ``source`` in a child process (its own session, so that Ctrl-C reaches only this process,
+    which then stops the child and its kernel cleanly). Raises ExportError naming the failing cell."""
+    shown = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
+    log = destination.with_suffix(".log")
+    with open(log, "w+") as err:
+        child = subprocess.Popen([sys.executable, __file__, "--run-notebook", str(source), str(destination)],
+                                 stdout=err, stderr=err, start_new_session=True)
+        try:
+            code = child.wait()
+        except BaseException:
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise
+        if code != 0:
+            err.seek(0)
+            lines = [line.strip() for line in err if line.strip() and "without encryption" not in line]
+            if code == 3 and lines:
+                raise ExportError(f"{shown}: {lines[-1]}")
+            raise ExportError(f"{shown}: the notebook run failed (exit {code}): "
+                              f"{lines[-1] if lines else 'no message'}")
+
+
+def to_pdf(executed: Path, pdf: Path, route: str, title: str, author: str) -> None:
+    """Convert the executed notebook to ``pdf``; widget cells (tag ``widget``) are dropped."""
+    import nbformat
+    from nbconvert import HTMLExporter, PDFExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["title"] = title
+    nb.metadata["authors"] = [{"name": author}]
+    remove = TagRemovePreprocessor(remove_cell_tags={WIDGET_TAG}, enabled=True)
+    if route == "latex":
+        exporter = PDFExporter(template_file=str(TEMPLATE))
+        exporter.register_preprocessor(remove, enabled=True)
+        try:
+            body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
+        except Exception as e:  # nbconvert's LatexFailed carries the whole log; keep the first line
+            raise ExportError(f"{executed.name}: xelatex failed: {str(e).strip().splitlines()[0]}") from None
+        pdf.write_bytes(body)
+        return
+    exporter = HTMLExporter(embed_images=True)
+    exporter.register_preprocessor(remove, enabled=True)
+    html, _ = exporter.from_notebook_node(nb)
+    page = pdf.with_suffix(".html")
+    page.write_text(html)
+    try:
+        subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+                        "--disable-background-networking", "--no-first-run", f"--print-to-pdf={pdf}",
+                        page.as_uri()], check=True, capture_output=True, timeout=300)
+    finally:
+        page.unlink(missing_ok=True)
+
+
+def pack(zip_path: Path, pdf: Path, executed: Path) -> list[str]:
+    """ZIP with the PDF, the executed notebook, the helpers package source and requirements.txt."""
+    members = [(pdf, pdf.name), (executed, executed.name), (ROOT / "requirements.txt", "requirements.txt")]
+    members += [(p, f"helpers/{p.name}") for p in sorted((ROOT / "helpers").glob("*.py"))]
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, name in members:
+            zf.write(path, name)
+    return [name for _, name in members]
+
+
+def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, route: str,
+                 notebooks: Path, build: Path, out: Path) -> dict[str, float]:
+    """Execute, convert and pack one sheet. Returns the seconds per stage. Raises ExportError."""
+    source = notebooks / sheet.notebook
+    if not source.is_file():
+        raise ExportError(f"sheet {sheet.key}: {source} does not exist")
+    build_dir, out_dir = build / f"sheet{sheet.key}", out / f"sheet{sheet.key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    try:
+        _export_in(build_dir, out_dir, sheet, source, name, surname, matriculation, route, times)
+    finally:
+        for folder in (build_dir, build):  # leave no empty folders behind after a failure
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return times
+
+
+def _export_in(build_dir: Path, out_dir: Path, sheet: Sheet, source: Path, name: str, surname: str,
+               matriculation: str, route: str, times: dict[str, float]) -> None:
+    with tempfile.TemporaryDirectory(dir=build_dir, prefix=".partial-") as tmp:
+        tmp = Path(tmp)
+        executed, pdf, zip_path = tmp / sheet.notebook, tmp / f"{name}-sheet{sheet.key}.pdf", tmp / f"{name}.zip"
+        start = time.perf_counter()
+        execute(source, executed)
+        times["execute"] = time.perf_counter() - start
+        start = time.perf_counter()
+        to_pdf(executed, pdf, route, sheet.title, f"{surname} (matriculation no. {matriculation})")
+        times["pdf"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pack(zip_path, pdf, executed)
+        times["zip"] = time.perf_counter() - start
+        # Complete: move into place. The ZIP is copied next to its target first, so the last step is a rename.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staged = out_dir / f".{zip_path.name}.partial"
+        try:
+            shutil.copyfile(zip_path, staged)
+            os.replace(executed, build_dir / executed.name)
+            os.replace(pdf, build_dir / pdf.name)
+            os.replace(staged, out_dir / zip_path.name)
+        finally:
+            staged.unlink(missing_ok=True)
+    print(f"sheet {sheet.key}: {out_dir / zip_path.name}\n"
+          f"         PDF {build_dir / pdf.name}\n         executed notebook {build_dir / executed.name}")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="export_pdf.sh", description=__doc__.splitlines()[0],
-        epilog="Names may also come from CNNVIS_SURNAME and CNNVIS_MATRICULATION. "
-               "The surname keeps its letters; diacritics are transliterated (Müller -> Muller, Łukasz -> "
-               "Lukasz). A matriculation number is 6 to 10 digits.")
-    parser.add_argument("--surname", default=os.environ.get("CNNVIS_SURNAME", ""))
-    parser.add_argument("--matriculation", default=os.environ.get("CNNVIS_MATRICULATION", ""))
-    parser.add_argument("--sheet", choices=["4", "5", "all"], default="all")
-    parser.add_argument("--quick", action="store_true", help="CNNVIS_QUICK=1: seconds per cell")
-    args = parser.parse_args(argv)
+        prog="export_pdf.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Execute the sheet notebooks, convert them to PDF and pack one "
+                    "Surname-MatriculationNumber.zip per sheet into submissions/sheetN/.",
+        epilog=__doc__.split("\n\n", 1)[1] + "\nExample: ./export_pdf.sh --surname Müller --matriculation "
+               "12345678 --sheet 4 --quick  ->  submissions/sheet4/Mueller-12345678.zip")
+    parser.add_argument("--surname", default=os.environ.get("CNNVIS_SURNAME", ""),
+                        help="your surname (default: $CNNVIS_SURNAME)")
+    parser.add_argument("--matriculation", default=os.environ.get("CNNVIS_MATRICULATION", ""),
+                        help="your matriculation number (default: $CNNVIS_MATRICULATION)")
+    parser.add_argument("--sheet", choices=["4", "5", "all"], default="all", help="which sheet (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CNNVIS_QUICK=1: seconds per cell, for checking the pipeline; hand in a full run")
+    parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # validate only (before the venv)
+    parser.add_argument("--notebooks-dir", type=Path, default=ROOT / "notebooks", help=argparse.SUPPRESS)
+    parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "submissions", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--run-notebook":
+        return run_notebook(Path(sys.argv[2]), Path(sys.argv[3]))
+    args = parse(argv)
     try:
         name = f"{file_name_surname(args.surname)}-{check_matriculation(args.matriculation)}"
-    except ValueError as e:
+        route = pdf_route()
+    except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    env = {**os.environ, "CNNVIS_PROGRESS": "0"}
+    if args.check:
+        return 0
+    signal.signal(signal.SIGTERM, _terminate)
+    os.environ["CNNVIS_PROGRESS"] = "0"  # no frozen progress bars in the PDF
     if args.quick:
-        env["CNNVIS_QUICK"] = "1"
-    sheets = ["4", "5"] if args.sheet == "all" else [args.sheet]
-    for sheet in sheets:
-        notebook = ROOT / "notebooks" / NOTEBOOKS[sheet]
-        if not notebook.exists():
-            print(f"sheet {sheet}: {notebook.relative_to(ROOT)} does not exist yet; nothing to pack")
-            continue
-        build = ROOT / "build" / f"sheet{sheet}"
-        build.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                        "--ExecutePreprocessor.timeout=-1", "--output-dir", str(build), str(notebook)],
-                       check=True, env=env, cwd=notebook.parent)
-        executed = build / notebook.name
-        print(f"sheet {sheet}: executed in {time.perf_counter() - start:.0f} s -> {executed}")
-        target = ROOT / "submissions" / f"sheet{sheet}" / f"{name}.zip"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".partial", delete=False) as tmp, \
-                zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.write(executed, executed.name)
-            for path in sorted((ROOT / "helpers").glob("*.py")):
-                zf.write(path, f"helpers/{path.name}")
-            zf.write(ROOT / "requirements.txt", "requirements.txt")
-        shutil.move(tmp.name, target)
-        print(f"sheet {sheet}: {target}")
-    return 0
+        os.environ["CNNVIS_QUICK"] = "1"
+    print(f"Exporting as {name} ({'quick' if args.quick else 'full'} run, PDF via {route}"
+          f"{'' if route == 'latex' else ': xelatex/pandoc not found'})")
+    failed, report = [], []
+    with tempfile.TemporaryDirectory(prefix="cnnvis-ipython-") as ipython:
+        os.environ["IPYTHONDIR"] = str(kernel_profile(Path(ipython)))
+        for key in (["4", "5"] if args.sheet == "all" else [args.sheet]):
+            try:
+                times = export_sheet(SHEETS[key], name=name, surname=args.surname.strip(),
+                                     matriculation=args.matriculation.strip(), route=route,
+                                     notebooks=args.notebooks_dir, build=args.build_dir, out=args.out_dir)
+                report.append((key, times))
+            except ExportError as e:
+                print(f"error: sheet {key}: {e}", file=sys.stderr)
+                failed.append(key)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted during sheet {key}: nothing of it was written", file=sys.stderr)
+                return 130
+    for key, times in report:
+        stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in times.items())
+        print(f"sheet {key}: {stages}, total {sum(times.values()):.1f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
