@@ -115,3 +115,42 @@ def test_loaders_follow_the_sheet(tmp_path, no_network, monkeypatch):
     assert len(test.dataset) == 32
     first = [next(iter(train))[1] for _ in range(2)]
     assert not torch.equal(*first)  # shuffled every epoch
+
+
+def test_batched_crop_flip_is_a_padded_shift_plus_flip_per_image():
+    from helpers.data import random_crop_flip
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 8, 8)
+    out = random_crop_flip(x, padding=2, generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets, flips = set(), 0
+    for i in range(len(x)):
+        found = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                 if torch.equal(out[i], (padded[i].flip(-1) if f else padded[i])[:, dy:dy + 8, dx:dx + 8])]
+        assert found, i
+        offsets.add(found[0][:2])
+        flips += found[0][2]
+    assert len(offsets) > 15 and 16 < flips < 48  # independent per image, not one draw for the batch
+
+
+def test_tensor_loader_matches_the_dataloader_pipeline(tmp_path, no_network, monkeypatch):
+    monkeypatch.setenv("CNNVIS_OFFLINE", "1")
+    with pytest.warns(OfflineStandInWarning):
+        slow_train, slow_test = cifar10_loaders(tmp_path, normalize=True, subset=64, test_subset=40,
+                                                test_batch_size=16)
+        fast_train, fast_test = cifar10_loaders(tmp_path, normalize=True, subset=64, test_subset=40,
+                                                test_batch_size=16, fast=True)
+    assert len(fast_test) == len(slow_test) == 3 and len(fast_train) == 4
+    for (xs, ys), (xf, yf) in zip(slow_test, fast_test, strict=True):  # unshuffled: the very same batches
+        assert torch.equal(ys, yf.cpu()) and torch.allclose(xs, xf.cpu(), atol=1e-6)
+    # shuffled: every image keeps its own label, and every image comes once per epoch
+    images, labels = (torch.cat(parts) for parts in zip(*slow_train, strict=True))
+    def key(x):  # the two pipelines round the normalization differently in the last bit
+        return tuple(torch.round(x.flatten() * 1e4).int().tolist())
+
+    label_of = {key(x): int(y) for x, y in zip(images, labels, strict=True)}
+    seen = [label_of[key(x)] == int(y)
+            for xb, yb in fast_train for x, y in zip(xb.cpu(), yb, strict=True)]
+    assert len(seen) == 64 and all(seen)
+    assert fast_train.dataset.is_synthetic and fast_train.dataset.classes == list(SYNTHETIC_CLASSES)
