@@ -3,6 +3,8 @@
 One module per concern; the public names are re-exported here.
 """
 
+from .activations import activation_pca, channel_mean, explained_variance_ratio, upsample_map
+from .ascent import AscentResult, TruncatedForward, fast_bf16, frozen_eval, top_filters, visualize_filter
 from .config import (
     DATA_DIR,
     FIGURES_DIR,
@@ -19,12 +21,15 @@ from .data import (
     SYNTHETIC_CLASSES,
     DataUnavailableError,
     SyntheticCIFAR10,
+    TensorLoader,
     cifar10_dataset,
     cifar10_loaders,
     cifar10_transform,
+    random_crop_flip,
     synthetic_cifar10_images,
     write_synthetic_cifar10,
 )
+from .deepdream import DreamResult, deep_dream
 from .hooks import capture_activations, get_layer, layer_names
 from .images import (
     IMAGENET_MEAN,
@@ -47,11 +52,50 @@ from .models import (
     pretrained_model,
     weights_path,
 )
-from .plotting import plot_accuracy, show_image
+from .plotting import (
+    plot_accuracy,
+    plot_channels,
+    plot_filter_grid,
+    plot_image_grid,
+    plot_map,
+    plot_objective,
+    plot_overlay,
+    plot_saliency,
+    show_image,
+)
+from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation
+from .saliency import saliency_map
 from .training import History, evaluate, fit
 
 __all__ = [
+    # sheet 5
+    "AscentResult",
+    "DreamResult",
+    "TruncatedForward",
+    "deep_dream",
+    "fast_bf16",
+    "frozen_eval",
+    "plot_filter_grid",
+    "plot_objective",
+    "top_filters",
+    "visualize_filter",
+    # sheet 4
+    "Box",
+    "activation_pca",
+    "channel_mean",
+    "conv_output_size",
+    "explained_variance_ratio",
+    "input_gradient",
+    "input_gradient_support",
+    "plot_channels",
+    "plot_image_grid",
+    "plot_map",
+    "plot_overlay",
+    "plot_saliency",
+    "receptive_field",
+    "saliency_map",
+    "upsample_map",
     "SAMPLE_PHOTOS",
     "course_photo",
     "photo_set",
@@ -68,6 +112,7 @@ __all__ = [
     "LeNet",
     "OfflineStandInWarning",
     "SyntheticCIFAR10",
+    "TensorLoader",
     "WeightsUnavailableError",
     "capture_activations",
     "cifar10_dataset",
@@ -90,6 +135,7 @@ __all__ = [
     "progress",
     "progress_enabled",
     "quick_mode",
+    "random_crop_flip",
     "show_image",
     "synthetic_cifar10_images",
     "to_image",

@@ -40,3 +40,261 @@ def plot_accuracy(histories: dict[str, History], ax: Axes | None = None, *, trai
     if title:
         ax.set_title(title)
     return ax
+
+
+# --- sheet 4: image grids, activation maps, overlays and saliency (display only) ---------------------------
+
+
+def _hw3(img) -> torch.Tensor:
+    """A display-space image ``(3, H, W)`` / ``(H, W, 3)`` tensor or array in [0, 1] -> ``(H, W, 3)`` tensor."""
+    t = torch.as_tensor(img).detach().float().cpu()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() == 3 and t.shape[0] in (1, 3) and t.shape[-1] not in (1, 3):
+        t = t.permute(1, 2, 0)
+    if t.dim() != 3 or t.shape[-1] not in (1, 3):
+        raise ValueError(f"expected an image (3, H, W) or (H, W, 3), got shape {tuple(t.shape)}")
+    return t.expand(*t.shape[:2], 3).clamp(0, 1)
+
+
+def plot_image_grid(images, titles: list[str] | None = None, *, ncols: int = 10,
+                    row_labels: list[str] | None = None, size: float = 1.2, fig: plt.Figure | None = None,
+                    suptitle: str | None = None) -> plt.Figure:
+    """A grid of images in display space ([0, 1]; e.g. CIFAR-10 tensors before normalization).
+
+    Args:
+        images: ``(N, 3, H, W)`` tensor or a list of ``(3, H, W)`` / ``(H, W, 3)`` images.
+        titles: one small title per image (e.g. its class name), or None.
+        ncols: images per row.
+        row_labels: one label per row, written left of the row (e.g. the class of the row).
+        size: inches per image.
+        fig: draw into this figure (cleared) instead of a new one.
+        suptitle: title of the whole figure.
+
+    Returns:
+        The figure.
+    """
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    if fig is None:
+        fig = plt.figure(figsize=(ncols * size, nrows * size * (1.25 if titles else 1.0) + 0.4),
+                         layout="constrained")
+    else:
+        fig.clear()
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if i < n:
+            ax.imshow(_hw3(images[i]).numpy())
+            if titles:
+                ax.set_title(titles[i], fontsize=7)
+        if row_labels and i % ncols == 0 and i // ncols < len(row_labels):
+            ax.set_ylabel(row_labels[i // ncols], rotation=0, ha="right", va="center", fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def _minmax(t: torch.Tensor) -> torch.Tensor:
+    low, high = t.min(), t.max()
+    return (t - low) / (high - low) if high > low else torch.zeros_like(t)
+
+
+def plot_map(m, ax: Axes | None = None, *, title: str | None = None, cmap: str = "viridis",
+             colorbar: bool = True) -> Axes:
+    """One activation map: ``(H, W)`` as a colour-mapped image with a colorbar of its true values, or
+    ``(3, H, W)`` (e.g. three PCA components) as RGB with each channel min-max scaled to [0, 1]."""
+    ax = _axes(ax)
+    t = torch.as_tensor(m).detach().float().cpu()
+    if t.dim() == 3 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() == 3 and t.shape[0] == 3:
+        ax.imshow(torch.stack([_minmax(c) for c in t], -1).numpy())
+    elif t.dim() == 2:
+        im = ax.imshow(t.numpy(), cmap=cmap)
+        if colorbar:
+            ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    else:
+        raise ValueError(f"expected a map (H, W) or (3, H, W), got shape {tuple(t.shape)}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_overlay(image: torch.Tensor, heat, ax: Axes | None = None, *, alpha: float = 0.5, cmap: str = "jet",
+                 title: str | None = None, colorbar: bool = True, label: str | None = None) -> Axes:
+    """A heat map drawn semi-transparently over a normalized image (see :func:`helpers.to_image`).
+
+    Args:
+        image: ImageNet-normalized ``(3, H, W)`` or ``(1, 3, H, W)``.
+        heat: ``(H, W)`` (or ``(1, H, W)``) at the image's resolution; upsample it first
+            (:func:`helpers.upsample_map`).
+        alpha: opacity of the heat map.
+        colorbar: add a colorbar with the heat map's values; ``label`` names them.
+    """
+    ax = _axes(ax)
+    img = to_image(image)
+    h = torch.as_tensor(heat).detach().float().cpu()
+    h = h[0] if h.dim() == 3 and h.shape[0] == 1 else h
+    if tuple(h.shape) != img.shape[:2]:
+        raise ValueError(f"heat map {tuple(h.shape)} and image {img.shape[:2]} differ in size; "
+                         "resample the map first with helpers.upsample_map(maps, size)")
+    ax.imshow(img)
+    im = ax.imshow(h.numpy(), cmap=cmap, alpha=alpha)
+    if colorbar:
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if label:
+            cb.set_label(label)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_saliency(image: torch.Tensor, saliency, axes=None, *, title: str | None = None,
+                  cmap: str = "hot") -> plt.Figure:
+    """The image and its saliency map side by side, the map with a colorbar.
+
+    Args:
+        image: ImageNet-normalized ``(3, H, W)`` or ``(1, 3, H, W)``.
+        saliency: ``(H, W)`` or ``(1, H, W)``, e.g. from :func:`helpers.saliency_map`.
+        axes: two Axes to draw into; default a new figure.
+        title: title of the saliency panel.
+
+    Returns:
+        The figure.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 4))
+    show_image(image, axes[0], title="image")
+    s = torch.as_tensor(saliency).detach().float().cpu()
+    plot_map(s[0] if s.dim() == 3 else s, axes[1], title=title or "saliency", cmap=cmap)
+    axes[1].images[-1].colorbar.set_label("|d score / d pixel|, max over RGB")
+    return axes[0].figure
+
+
+def plot_channels(act, channels: list[int] | None = None, *, ncols: int = 8, size: float = 1.5,
+                  fig: plt.Figure | None = None, cmap: str = "viridis", title: str | None = None) -> plt.Figure:
+    """Channels of one activation tensor ``(C, H, W)`` (or ``(1, C, H, W)``) as tiles, each tile min-max
+    scaled on its own (so compare patterns within a tile, not brightness across tiles).
+
+    Args:
+        act: the activations of one image.
+        channels: which channels (default the first ``ncols * 2``).
+        ncols: tiles per row.
+        fig: draw into this figure (cleared) instead of a new one.
+
+    Returns:
+        The figure.
+    """
+    a = torch.as_tensor(act).detach().float().cpu()
+    a = a[0] if a.dim() == 4 and a.shape[0] == 1 else a
+    if a.dim() != 3:
+        raise ValueError(f"expected the activations of one image (C, H, W), got shape {tuple(a.shape)}")
+    channels = list(range(min(2 * ncols, a.shape[0]))) if channels is None else list(channels)
+    bad = [c for c in channels if not 0 <= c < a.shape[0]]
+    if bad:
+        raise ValueError(f"channels {bad} out of range: the tensor has {a.shape[0]} channels")
+    nrows = max(1, -(-len(channels) // ncols))
+    if fig is None:
+        fig = plt.figure(figsize=(ncols * size, nrows * size * 1.15))
+    else:
+        fig.clear()
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(channels):
+            ax.imshow(_minmax(a[channels[i]]).numpy(), cmap=cmap, vmin=0, vmax=1)
+            ax.set_title(f"ch {channels[i]}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --- sheet 5: grids of optimized images and objective curves (display only) ---------------------------------
+
+
+def plot_filter_grid(images: torch.Tensor | list[list[torch.Tensor]], *,
+                     row_labels: list[str] | None = None, col_labels: list[str] | None = None,
+                     titles: list[list[str]] | None = None, title: str | None = None,
+                     cell_size: float = 1.8) -> plt.Figure:
+    """A grid of ImageNet-normalized images (e.g. filter visualizations) with row and column labels.
+
+    Args:
+        images: ``(R, C, 3, H, W)`` or ``(C, 3, H, W)`` (one row), or a list of rows of ``(3, H, W)`` /
+            ``(1, 3, H, W)`` tensors (rows may differ in length and image size).
+        row_labels: one label per row (left of the row).
+        col_labels: one label per column (above the first row).
+        titles: a title per image (``titles[r][c]``), shown above it; overrides ``col_labels`` where given.
+        title: the figure's title.
+        cell_size: inches per image.
+
+    Returns:
+        The Figure.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.unsqueeze(0) if images.dim() == 4 else images
+        if images.dim() != 5:
+            raise ValueError(f"expected (R, C, 3, H, W) or (C, 3, H, W), got {tuple(images.shape)}")
+    rows = [list(row) for row in images]
+    n_rows, n_cols = len(rows), max(len(row) for row in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_size * n_cols + (0.8 if row_labels else 0),
+                                                      cell_size * n_rows + (0.5 if title else 0.2)),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c >= len(row):
+                continue
+            ax.imshow(to_image(row[c]))
+            label = titles[r][c] if titles is not None and c < len(titles[r]) else None
+            if label is None and r == 0 and col_labels is not None:
+                label = col_labels[c]
+            if label:
+                ax.set_title(label, fontsize=8)
+        if row_labels is not None:
+            axes[r][0].set_ylabel(row_labels[r], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_objective(curves: dict[str, torch.Tensor], ax: Axes | None = None, *, ylabel: str = "objective",
+                   xlabel: str = "step", title: str | None = None, logy: bool = False) -> Axes:
+    """Objective curves of gradient-ascent runs (e.g. ``AscentResult.history``).
+
+    Args:
+        curves: ``{label: (steps,) or (steps, N)}``; a ``(steps, N)`` history is drawn as its mean over
+            the N images with a band from its minimum to its maximum.
+        ax: where to draw; None makes a new figure.
+        ylabel, xlabel, title: axis labels and title.
+        logy: logarithmic y axis.
+    """
+    ax = _axes(ax)
+    for label, values in curves.items():
+        v = values.detach().float().cpu()
+        v = v.unsqueeze(1) if v.dim() == 1 else v
+        steps = range(1, v.shape[0] + 1)
+        (line,) = ax.plot(steps, v.mean(dim=1).numpy(), label=label)
+        if v.shape[1] > 1:
+            ax.fill_between(steps, v.amin(dim=1).numpy(), v.amax(dim=1).numpy(), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("symlog")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax

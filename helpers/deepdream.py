@@ -1,0 +1,139 @@
+"""DeepDream: amplify whatever a photo already excites in one or several layers.
+
+Mordvintsev, Olah & Tyka 2015, "Inceptionism: Going Deeper into Neural Networks",
+https://research.google/blog/inceptionism-going-deeper-into-neural-networks/
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ascent import TruncatedForward, check_finite, frozen_eval, jitter_shifts, model_device
+from .config import progress
+from .images import valid_range
+from .regularizers import total_variation
+
+
+@dataclass
+class DreamResult:
+    """What :func:`deep_dream` returns (all tensors detached, on the CPU except ``image``)."""
+
+    image: torch.Tensor  # (N, 3, H, W) dreamed images, normalized space, on the input's device
+    sizes: list[tuple[int, int]]  # (H, W) of each octave, smallest first
+    history: list[torch.Tensor]  # per octave: (steps, N) objective of the jittered image before each step
+    start: torch.Tensor  # (octaves, N) objective at the start of each octave (no jitter)
+    end: torch.Tensor  # (octaves, N) objective at the end of each octave (no jitter)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str], *, steps: int = 10,
+               lr: float = 0.02, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16,
+               tv_weight: float = 0.0, layer_weights: Sequence[float] | None = None, clamp: bool = True,
+               seed: int = 0, amp: bool = False, show_progress: bool | None = None) -> DreamResult:
+    """DeepDream: gradient ascent on a photo to raise the L2 norm of the activations of ``layers``.
+
+    The objective of an image is ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))`` (each layer's L2 norm divided by
+    the square root of its size, i.e. its root-mean-square activation, so that layers and octaves of
+    different sizes weigh alike). The total-variation prior, Eq. (1) of sheet 5, enters as a second normalized
+    gradient: each step is ``lr * (g / mean|g| - tv_weight * g_TV / mean|g_TV|)``, so ``tv_weight`` is the size of
+    the smoothing step relative to the ascent step and means the same for every network, layer and octave
+    (a plain weight on the loss would have to be re-tuned whenever the activations' scale changes).
+    The classic tricks of the original code: the image is processed at ``octaves`` scales, smallest first, and
+    the detail added at one scale is carried (upsampled) to the next; before each step the image is rolled by a
+    random shift of up to ``jitter`` px (and the gradient rolled back); the gradient is normalized by its mean
+    absolute value (per image), so ``lr`` is the mean change per pixel; pixels are
+    clamped to the displayable range. Only the layers up to the deepest target run, the weights get no
+    gradients, and the model and the input tensor are left as found.
+
+    Args:
+        model: a CNN taking ImageNet-normalized images.
+        image: ``(N, 3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`); not modified.
+        layers: one dotted layer name or several (their objectives are added).
+        steps: ascent steps per octave.
+        lr: step size in normalized units (the normalized gradient has mean absolute value 1).
+        octaves: number of scales; octave ``k`` (from the top) has the size ``(H, W) / octave_scale**k``.
+        octave_scale: size ratio between neighbouring octaves.
+        jitter: largest random roll in pixels (0 = off).
+        tv_weight: size of the total-variation smoothing step relative to the ascent step (0 = off; 0.3-1 is
+            a visible effect).
+        layer_weights: one weight per layer (default all 1).
+        clamp: clamp the pixels to :func:`helpers.valid_range` after each step.
+        seed: seeds the jitter (a local generator; the global RNG is untouched).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`DreamResult`: the image ``(N, 3, H, W)`` and per-octave objectives.
+
+    Raises:
+        ValueError: unknown layer name (with close names), bad sizes.
+        FloatingPointError: the image became NaN/inf.
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
+    if len(weights) != len(names):
+        raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
+    if octaves < 1 or octave_scale <= 1.0 or steps < 1:
+        raise ValueError(f"need octaves >= 1, octave_scale > 1, steps >= 1; got {octaves}, {octave_scale}, {steps}")
+    device = model_device(model)
+    base = image.detach().to(device=device, dtype=torch.float32)
+    h, w = base.shape[-2:]
+    sizes = [(max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k))) for k in range(octaves)][::-1]
+    generator = torch.Generator().manual_seed(seed)
+    low, high = valid_range(base)
+
+    def objective(forward: TruncatedForward, x: torch.Tensor) -> torch.Tensor:  # (N,)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            acts = forward(x)
+        total = 0.0
+        for name, weight in zip(names, weights, strict=True):
+            a = acts[name].float().flatten(1)
+            total = total + weight * a.norm(dim=1) / math.sqrt(a.shape[1])
+        return total
+
+    histories, starts, ends = [], [], []
+    detail = base.new_zeros(base.shape[0], 3, *sizes[0])
+    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
+        bar = progress(total=octaves * steps, desc=f"deep dream {'+'.join(names)}", enabled=show_progress)
+        try:
+            for size in sizes:
+                octave_base = _resize(base, size)
+                img = (octave_base + _resize(detail, size)).clamp(low, high) if clamp else octave_base + detail
+                history = torch.empty(steps, base.shape[0], device=device)
+                with torch.no_grad():
+                    starts.append(objective(forward, img))
+                for step, (dy, dx) in enumerate(jitter_shifts(steps, jitter, generator)):
+                    x = torch.roll(img, (dy, dx), dims=(-2, -1)).requires_grad_(True)
+                    score = objective(forward, x)
+                    (grad,) = torch.autograd.grad(score.sum(), x)
+                    grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).add_(1e-12)
+                    if tv_weight:
+                        (smooth,) = torch.autograd.grad(total_variation(x), x)
+                        grad = grad - tv_weight * smooth / smooth.abs().mean(dim=(1, 2, 3), keepdim=True).add_(1e-12)
+                    img = img + lr * torch.roll(grad, (-dy, -dx), dims=(-2, -1))
+                    if clamp:
+                        img = img.clamp(low, high)
+                    history[step] = score.detach()
+                    bar.update()
+                check_finite(img, len(histories) * steps + steps, lr)
+                with torch.no_grad():
+                    ends.append(objective(forward, img))
+                histories.append(history.cpu())
+                detail = img - octave_base
+        finally:
+            bar.close()
+    return DreamResult(image=img.to(image.device), sizes=sizes, history=histories,
+                       start=torch.stack(starts).cpu(), end=torch.stack(ends).cpu())

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+from conftest import assert_same_state, model_state
+from test_ascent import Boom, caller_state
+
+from helpers import capture_activations, deep_dream, valid_range
+
+
+def photo(seed: int = 0, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low, high = valid_range(torch.zeros(1))
+    return low + (high - low) * torch.rand(1, 3, size, size, generator=g)
+
+
+def rms(acts: torch.Tensor) -> torch.Tensor:
+    a = acts.flatten(1)
+    return a.norm(dim=1) / math.sqrt(a.shape[1])
+
+
+def test_activation_norm_rises_at_every_octave(tiny_cnn):
+    image = photo()
+    res = deep_dream(tiny_cnn, image, "features.3", steps=8, octaves=3, octave_scale=1.4, jitter=2)
+    assert res.image.shape == image.shape
+    assert res.sizes == [(16, 16), (23, 23), (32, 32)]
+    assert res.start.shape == res.end.shape == (3, 1)
+    assert (res.end > res.start * 1.05).all()
+    assert all(h.shape == (8, 1) for h in res.history)
+
+
+def test_objective_is_the_sum_of_layer_norms(tiny_cnn):
+    image = photo(1)
+    layers = ["features.1", "features.4"]
+    res = deep_dream(tiny_cnn, image, layers, steps=1, octaves=1, jitter=0, layer_weights=[1.0, 2.0])
+    with torch.no_grad(), capture_activations(tiny_cnn, layers) as acts:
+        tiny_cnn(image)
+    expected = rms(acts["features.1"]) + 2 * rms(acts["features.4"])
+    assert torch.allclose(res.start[0], expected, rtol=1e-5)
+
+
+def test_step_is_normalized_by_mean_absolute_gradient(tiny_cnn):
+    image = photo(2)
+    res = deep_dream(tiny_cnn, image, "features.3", steps=1, octaves=1, jitter=0, lr=0.01, clamp=False)
+    assert math.isclose((res.image - image).abs().mean().item(), 0.01, rel_tol=1e-4)
+
+
+def test_detail_is_carried_to_the_next_octave(tiny_cnn):
+    image = photo(3)
+    plain = deep_dream(tiny_cnn, image, "features.3", steps=1, octaves=1, jitter=0, lr=0.0)
+    dream = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=2, jitter=0)
+    # the full-size octave starts from the photo plus the upsampled detail, not from the plain photo
+    assert dream.start[1] > plain.start[0] * 1.05
+
+
+def test_works_inside_no_grad(tiny_cnn):
+    with torch.no_grad():
+        res = deep_dream(tiny_cnn, photo(), "features.3", steps=3, octaves=1)
+    assert res.end[0] > res.start[0]
+
+
+def test_pixels_stay_in_the_valid_range(tiny_cnn):
+    res = deep_dream(tiny_cnn, photo(4), "features.3", steps=10, octaves=2, lr=0.5)
+    low, high = valid_range(res.image)
+    assert (res.image >= low - 1e-6).all() and (res.image <= high + 1e-6).all()
+
+
+def test_tv_weight_smooths(tiny_cnn):
+    from helpers import total_variation
+
+    image = photo(5)
+    rough = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0)
+    smooth = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0, tv_weight=0.5)
+    assert total_variation(smooth.image) < total_variation(rough.image)
+
+
+def test_deterministic_given_seed(tiny_cnn):
+    image = photo(6)
+    a = deep_dream(tiny_cnn, image, "features.3", steps=4, octaves=2, jitter=3, seed=1)
+    b = deep_dream(tiny_cnn, image, "features.3", steps=4, octaves=2, jitter=3, seed=1)
+    c = deep_dream(tiny_cnn, image, "features.3", steps=4, octaves=2, jitter=3, seed=2)
+    assert torch.equal(a.image, b.image)
+    assert not torch.allclose(a.image, c.image)
+
+
+def test_caller_state_and_input_unchanged(tiny_cnn):
+    caller_state(tiny_cnn)
+    image = photo(7)
+    copy = image.clone()
+    before = model_state(tiny_cnn)
+    deep_dream(tiny_cnn, image, ["features.1", "features.3"], steps=3, octaves=2, tv_weight=0.1)
+    assert_same_state(before, model_state(tiny_cnn))
+    assert torch.equal(image, copy)
+
+
+def test_forward_stops_at_the_deepest_target_and_cleans_up_on_error(tiny_cnn):
+    tiny_cnn.features[4] = Boom()
+    tiny_cnn.classifier = Boom()
+    before = model_state(tiny_cnn)
+    deep_dream(tiny_cnn, photo(), ["features.3", "features.1"], steps=2, octaves=2)
+    with pytest.raises(AssertionError, match="this layer ran"):
+        deep_dream(tiny_cnn, photo(), ["features.3", "features.5"], steps=2, octaves=2)
+    assert_same_state(before, model_state(tiny_cnn))
+
+
+def test_bad_arguments(tiny_cnn):
+    with pytest.raises(ValueError, match="features"):
+        deep_dream(tiny_cnn, photo(), "features.9")
+    with pytest.raises(ValueError, match="octave_scale"):
+        deep_dream(tiny_cnn, photo(), "features.3", octave_scale=1.0)
+    with pytest.raises(ValueError, match="layer_weights"):
+        deep_dream(tiny_cnn, photo(), ["features.3"], layer_weights=[1.0, 2.0])

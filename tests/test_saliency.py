@@ -1,0 +1,131 @@
+import copy
+
+import pytest
+import torch
+import torchvision
+from conftest import assert_same_state, model_state
+from torch import nn
+
+from helpers import saliency_map
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def reference(model, x, targets):
+    """Independent autograd: one image at a time, .backward() on a copy of the model."""
+    model = copy.deepcopy(model).eval()
+    maps = []
+    for xi, t in zip(x, targets, strict=True):
+        xi = xi[None].clone().requires_grad_(True)
+        model(xi)[0, t].backward()
+        maps.append(xi.grad.abs().amax(1)[0])
+    return torch.stack(maps)
+
+
+def test_linear_model_gives_the_weights_of_the_target_class():
+    # For logits = W x the gradient of score t is W[t]: the saliency is |W[t]| maxed over colour channels.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 5, 6))
+    x = torch.randn(2, 3, 4, 5)
+    sal = saliency_map(model, x, [1, 4])
+    w = model[1].weight.detach().view(6, 3, 4, 5)
+    assert sal.shape == (2, 4, 5)
+    assert torch.allclose(sal[0], w[1].abs().amax(0))
+    assert torch.allclose(sal[1], w[4].abs().amax(0))
+
+
+def test_uses_the_unnormalized_score_not_the_probability():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.randn(1, 3, 2, 2)
+    xs = x.clone().requires_grad_(True)
+    (prob_grad,) = torch.autograd.grad(model(xs).softmax(1)[0, 2], xs)
+    sal = saliency_map(model, x, 2)
+    assert torch.allclose(sal, model[1].weight[2].detach().view(3, 2, 2).abs().amax(0)[None])
+    assert not torch.allclose(sal, prob_grad.abs().amax(1))
+
+
+def test_matches_independent_autograd_per_image(tiny_cnn):
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 12, 12)
+    targets = [0, 4, 2]
+    assert torch.allclose(saliency_map(tiny_cnn, x, targets), reference(tiny_cnn, x, targets), atol=1e-7)
+
+
+def test_one_target_for_the_whole_batch(tiny_cnn):
+    x = torch.randn(3, 3, 8, 8)
+    expected = saliency_map(tiny_cnn, x, [3, 3, 3])
+    assert torch.equal(saliency_map(tiny_cnn, x, 3), expected)
+    assert torch.equal(saliency_map(tiny_cnn, x, torch.tensor(3)), expected)
+    assert torch.equal(saliency_map(tiny_cnn, x, torch.tensor([3, 3, 3])), expected)
+
+
+def test_single_image_without_batch_axis(tiny_cnn):
+    x = torch.randn(3, 8, 8)
+    assert torch.equal(saliency_map(tiny_cnn, x, 1), saliency_map(tiny_cnn, x[None], 1))
+
+
+def test_resnet18_matches_reference_and_targets_differ(resnet):
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 64, 64)
+    sal = saliency_map(resnet, x, [243, 285])
+    assert sal.shape == (2, 64, 64) and (sal >= 0).all()
+    assert torch.allclose(sal, reference(resnet, x, [243, 285]), rtol=1e-4, atol=1e-7)
+    dog, cat = saliency_map(resnet, x[:1], 243), saliency_map(resnet, x[:1], 285)
+    assert not torch.allclose(dog, cat)
+
+
+def test_matches_captum_saliency(tiny_cnn, resnet):
+    attr = pytest.importorskip("captum.attr")
+    torch.manual_seed(3)
+    for model, x, targets in [(tiny_cnn, torch.randn(4, 3, 10, 10), [0, 1, 2, 4]),
+                              (resnet, torch.randn(2, 3, 64, 64), [243, 285])]:
+        theirs = attr.Saliency(model).attribute(x.clone().requires_grad_(True), target=targets, abs=True).amax(1)
+        assert torch.allclose(saliency_map(model, x, targets), theirs, rtol=1e-4, atol=1e-7)
+
+
+def test_leaves_model_and_input_as_found(resnet):
+    model = copy.deepcopy(resnet).train()  # train mode: BatchNorm would update its running stats
+    model.layer1[0].bn1.eval()              # mixed modes must come back exactly
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    model.conv1.weight.requires_grad_(False)
+    before = model_state(model)
+    x = torch.randn(1, 3, 32, 32)
+    x_before = x.clone()
+    saliency_map(model, x, 5)
+    assert_same_state(before, model_state(model))  # includes BatchNorm running stats: eval mode was used
+    assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None
+
+
+def test_computes_in_eval_mode_and_restores_even_on_error(tiny_cnn):
+    seen = []
+    tiny_cnn.train()
+    tiny_cnn.features[0].register_forward_pre_hook(lambda m, i: seen.append(m.training))
+    saliency_map(tiny_cnn, torch.randn(1, 3, 8, 8), 0)
+    assert seen == [False] and tiny_cnn.training
+    with pytest.raises(ValueError, match="out of range"):
+        saliency_map(tiny_cnn, torch.randn(1, 3, 8, 8), 5)
+    assert all(m.training for m in tiny_cnn.modules())
+
+
+def test_works_inside_no_grad(tiny_cnn):
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        sal = saliency_map(tiny_cnn, x, 0)
+    assert torch.equal(sal, saliency_map(tiny_cnn, x, 0)) and sal.abs().sum() > 0
+
+
+@pytest.mark.parametrize("target, match", [(-1, "out of range"), ([0, 1], "2 targets for a batch of 3"),
+                                           (1.0, "class index"), (True, "class index")])
+def test_bad_targets(tiny_cnn, target, match):
+    with pytest.raises(ValueError, match=match):
+        saliency_map(tiny_cnn, torch.randn(3, 3, 8, 8), target)
+
+
+def test_bad_image_shape(tiny_cnn):
+    with pytest.raises(ValueError, match="image must be"):
+        saliency_map(tiny_cnn, torch.randn(8, 8), 0)
