@@ -124,3 +124,31 @@ def test_interrupt_leaves_no_partial_files(tmp_path, sig):
     assert process.returncode == 130, err
     assert "nothing of it was written" in err
     assert files_under(tmp_path / "out") == [] and files_under(tmp_path / "build") == []
+@NEEDS_TEX
+def test_quick_export_of_both_sheets(tmp_path):
+    result = run("--surname", "Müller", "--matriculation", "12345678", "--quick", tmp_path=tmp_path,
+                 env={"CNNVIS_OFFLINE": "1"}, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for sheet in ("4", "5"):
+        zip_path = tmp_path / "out" / f"sheet{sheet}" / "Mueller-12345678.zip"
+        helper_files = sorted(f"helpers/{p.name}" for p in (ROOT / "helpers").glob("*.py"))
+        with zipfile.ZipFile(zip_path) as zf:
+            assert sorted(zf.namelist()) == sorted([f"Mueller-12345678-sheet{sheet}.pdf", f"sheet{sheet}.ipynb",
+                                                    "requirements.txt", *helper_files])
+            executed = json.loads(zf.read(f"sheet{sheet}.ipynb"))
+            pdf = tmp_path / f"sheet{sheet}.pdf"
+            pdf.write_bytes(zf.read(f"Mueller-12345678-sheet{sheet}.pdf"))
+        text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+        flat = " ".join(text.split())
+        assert f"Exercise Sheet {sheet}" in flat and "Müller (matriculation no. 12345678)" in flat
+        headings = [line.lstrip("#").strip() for cell in executed["cells"] if cell["cell_type"] == "markdown"
+                    for line in "".join(cell["source"]).splitlines() if line.startswith("## ")]
+        assert len(headings) >= 3
+        for heading in headings:
+            assert " ".join(heading.replace("`", "").replace("*", "").split()) in flat, heading
+        figures = sum(any(k.startswith("image/") for k in out.get("data", {})) for cell in executed["cells"]
+                      if "widget" not in cell.get("metadata", {}).get("tags", []) for out in cell.get("outputs", []))
+        listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+        images = sum(1 for line in listing.splitlines()[2:] if line.split()[2] == "image")
+        assert figures >= 3 and images >= figures, (figures, images)
+        assert "0%|" not in text  # no frozen progress bars
