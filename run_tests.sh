@@ -9,5 +9,5 @@ ensure_venv
 export CNNVIS_QUICK=1 CNNVIS_OFFLINE=1 CNNVIS_PROGRESS=0
 echo "ruff check:"
 "$VENV/bin/ruff" check .
-exec "$VENV/bin/python" -m pytest tests notebooks --nbval-lax --nbval-current-env \
+exec "$VENV/bin/python" -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
   --nbval-sanitize-with tests/sanitize.cfg "$@"

@@ -44,6 +44,7 @@ SHEETS = {
     "5": Sheet("5", "sheet5.ipynb", "Exercise Sheet 5: What Does a Neural Network See?"),
 }
 WIDGET_TAG = "widget"
+CELL_TIMEOUT = 3600  # seconds one cell may run: a hung kernel fails the export instead of blocking it forever
 TRANSLITERATE = {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss", "ẞ": "SS",
                  "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Æ": "Ae", "æ": "ae", "Œ": "Oe", "œ": "oe",
                  "Đ": "D", "đ": "d", "Þ": "Th", "þ": "th", "ı": "i"}
@@ -114,13 +115,22 @@ def run_notebook(source: Path, destination: Path) -> int:
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     nb = nbformat.read(source, as_version=4)
-    client = NotebookClient(nb, timeout=None, kernel_name="python3", record_timing=False,
+    # Interactive widget cells are not run headless: the PDF drops them anyway, and nbclient can wait forever
+    # for a widget's comm traffic after such a cell has finished. They stay in the executed copy, unexecuted.
+    widget_cells = {i: cell for i, cell in enumerate(nb.cells)
+                    if cell.cell_type == "code" and WIDGET_TAG in cell.get("metadata", {}).get("tags", [])}
+    for i, cell in widget_cells.items():
+        nb.cells[i] = nbformat.v4.new_raw_cell(cell.source)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(source.parent)}})
     try:
         client.execute()
+    except CellTimeoutError:
+        print(f"a cell ran longer than {CELL_TIMEOUT} s (a hung kernel?)", file=sys.stderr)
+        return 3
     except CellExecutionError as e:
         for index, cell in enumerate(nb.cells, start=1):
             errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
@@ -129,6 +139,9 @@ def run_notebook(source: Path, destination: Path) -> int:
                 return 3
         print(f"execution failed: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
         return 3
+    for i, cell in widget_cells.items():
+        cell.outputs, cell.execution_count = [], None
+        nb.cells[i] = cell
     nbformat.write(nb, destination)
     return 0
 

@@ -106,6 +106,21 @@ def test_failing_cell_is_reported_and_keeps_the_previous_zip(tmp_path):
     assert files_under(tmp_path / "build") == []
 
 
+@NEEDS_TEX
+def test_widget_cells_are_kept_but_not_run_headless(tmp_path):
+    folder = write_notebook(tmp_path / "nb", "print('plain cell ran')", "raise RuntimeError('widget cell ran')")
+    nb = nbformat.read(folder / "sheet4.ipynb", as_version=4)
+    nb.cells[2].metadata["tags"] = ["widget"]
+    nbformat.write(nb, folder / "sheet4.ipynb")
+    result = run("--surname", "Doe", "--matriculation", "12345678", "--sheet", "4", "--notebooks-dir", str(folder),
+                 tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    executed = nbformat.read(tmp_path / "build" / "sheet4" / "sheet4.ipynb", as_version=4)
+    assert executed.cells[1].outputs[0]["text"] == "plain cell ran\n"
+    widget = executed.cells[2]
+    assert widget.cell_type == "code" and widget.outputs == [] and widget.metadata["tags"] == ["widget"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_leaves_no_partial_files(tmp_path, sig):
     notebooks = write_notebook(tmp_path / "nb", "import time\ntime.sleep(120)")
