@@ -9,6 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+# The tests use tiny models: one thread is as fast as two, and it does not slow to a crawl when the two
+# cores are busy with something else (OpenMP threads of tiny ops oversubscribe badly).
+torch.set_num_threads(1)
+
 
 def pytest_collectstart(collector):
     # Executed notebooks write the kernel's temporary cell-file paths to stderr; they change every run.
