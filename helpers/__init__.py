@@ -3,8 +3,17 @@
 One module per concern; the public names are re-exported here.
 """
 
-from .activations import activation_pca, channel_mean, explained_variance_ratio, upsample_map
+from .activations import (
+    activation_grid,
+    activation_pca,
+    channel_mean,
+    explained_variance_ratio,
+    pca_rgb,
+    upsample_map,
+)
+from .adversarial import FoolingResult, fgsm, fooling_image
 from .ascent import AscentResult, TruncatedForward, fast_bf16, frozen_eval, top_filters, visualize_filter
+from .classviz import L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
     FIGURES_DIR,
@@ -30,6 +39,11 @@ from .data import (
     write_synthetic_cifar10,
 )
 from .deepdream import DreamResult, deep_dream
+from .diversity import DiversityResult, gram_similarity, visualize_diverse
+from .embedding import extract_features, nearest_neighbors, tsne_embedding
+from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
+from .gradcam import default_cam_layer, grad_cam, guided_grad_cam
+from .guided import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
 from .hooks import capture_activations, get_layer, layer_names
 from .images import (
     IMAGENET_MEAN,
@@ -44,6 +58,7 @@ from .images import (
     to_image,
     valid_range,
 )
+from .inversion import InversionResult, invert_features
 from .models import (
     LeNet,
     OfflineStandInWarning,
@@ -52,23 +67,88 @@ from .models import (
     pretrained_model,
     weights_path,
 )
+from .occlusion import occlusion_map
+from .patches import (
+    Geometry,
+    Patches,
+    crop_window,
+    layer_geometry,
+    load_images,
+    max_activating_patches,
+    top_activations,
+)
 from .plotting import (
     plot_accuracy,
     plot_channels,
+    plot_embedding,
     plot_filter_grid,
+    plot_filters,
+    plot_fooling,
+    plot_gradient_image,
     plot_image_grid,
     plot_map,
+    plot_neighbors,
     plot_objective,
     plot_overlay,
+    plot_patches,
     plot_saliency,
     show_image,
 )
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation
 from .saliency import saliency_map
+from .texture import TextureResult, gram_matrix, synthesize_texture
 from .training import History, evaluate, fit
 
 __all__ = [
+    # gallery: attribution
+    "FoolingResult",
+    "deconvnet",
+    "default_cam_layer",
+    "fgsm",
+    "fooling_image",
+    "grad_cam",
+    "guided_backprop",
+    "guided_grad_cam",
+    "modified_backprop",
+    "occlusion_map",
+    "plot_fooling",
+    "plot_gradient_image",
+    "relu_backward",
+    "relu_rule",
+    # gallery: inspection
+    "Geometry",
+    "Patches",
+    "activation_grid",
+    "crop_window",
+    "extract_features",
+    "filter_tiles",
+    "filter_weights",
+    "layer_geometry",
+    "load_images",
+    "max_activating_patches",
+    "nearest_neighbors",
+    "pca_rgb",
+    "plot_embedding",
+    "plot_filters",
+    "plot_neighbors",
+    "plot_patches",
+    "range_map",
+    "symmetric_scale",
+    "top_activations",
+    "tsne_embedding",
+    # gallery: optimization
+    "DiversityResult",
+    "InversionResult",
+    "L2PlusPlus",
+    "TextureResult",
+    "gram_matrix",
+    "gram_similarity",
+    "invert_features",
+    "synthesize_texture",
+    "visualize_activation",
+    "visualize_class",
+    "visualize_diverse",
     # sheet 5
     "AscentResult",
     "DreamResult",

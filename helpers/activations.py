@@ -91,3 +91,58 @@ def upsample_map(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tenso
     x = x if x.is_floating_point() else x.float()
     out = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return out.squeeze(1) if maps.dim() == 3 else out
+
+
+# --- gallery: activation grids of any layer, and their PCA as an RGB picture -------------------------------
+
+
+def activation_grid(model: torch.nn.Module, image: torch.Tensor, layer: str) -> torch.Tensor:
+    """The activation tensor of one layer for a batch of images (course notes 1.6): each of its ``C``
+    channels is one grayscale map, ready for :func:`helpers.plot_channels`.
+
+    Only the layers up to ``layer`` run, without gradients, in eval mode; the model is left as found. A
+    module called twice in one pass (ResNet's shared ReLU) gives its first call's output.
+
+    Args:
+        model: a CNN taking ImageNet-normalized images.
+        image: ``(N, 3, H, W)`` (or ``(3, H, W)``) normalized images; not modified.
+        layer: dotted module name, e.g. ``"features.28"`` or ``"layer3"``.
+
+    Returns:
+        Tensor ``(N, C, h, w)`` on the model's device.
+
+    Raises:
+        ValueError: unknown layer (with close names), wrong image shape, or a layer without a map.
+    """
+    from .ascent import TruncatedForward, frozen_eval, model_device
+
+    x = image.unsqueeze(0) if image.dim() == 3 else image
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got {tuple(image.shape)}")
+    with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+        act = forward(x.to(model_device(model)))[layer]
+    if act.dim() != 4:
+        raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}, not a map (N, C, h, w); pick a "
+                         "convolutional layer (helpers.layer_names(model))")
+    return act.detach().clone()
+
+
+def pca_rgb(act: torch.Tensor, *, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The first three principal components of activations (:func:`activation_pca`) as an RGB picture.
+
+    Each component ``c`` is mapped symmetrically, ``p_c / (2 s_c) + 0.5`` with ``s_c = max |p_c|`` over the
+    whole batch: mid-grey is the mean activation, and brightness is comparable across the images.
+
+    Args:
+        act: activations ``(N, C, H, W)`` with ``C >= 3``.
+        scale: ``(3,)`` scales ``s_c`` to use instead (e.g. those of another batch).
+
+    Returns:
+        Tensor ``(N, 3, H, W)`` in [0, 1] (R = component 0), same device and dtype as ``act``.
+    """
+    pc = activation_pca(act, k=3)
+    if scale is None:
+        scale = pc.abs().amax(dim=(0, 2, 3))
+    scale = torch.as_tensor(scale, dtype=pc.dtype, device=pc.device).reshape(1, 3, 1, 1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return (pc / (2 * scale) + 0.5).clamp(0.0, 1.0)

@@ -298,3 +298,231 @@ def plot_objective(curves: dict[str, torch.Tensor], ax: Axes | None = None, *, y
     if title:
         ax.set_title(title)
     return ax
+
+
+# --- gallery: inspection (filters, maximally activating patches, embeddings, neighbours; display only) ------
+
+
+def plot_filters(weights: torch.Tensor, ax: Axes | None = None, *, mapping: str = "symmetric",
+                 scale: float | None = None, max_filters: int = 64, max_channels: int = 16, ncols: int = 8,
+                 title: str | None = None) -> Axes:
+    """Convolution filters as tiles, the range mapping written in the title (and a colorbar of true weights
+    for the symmetric mapping). 3-channel filters are RGB tiles; others one grayscale tile per input channel
+    (a row per filter, a column per input channel).
+
+    Args:
+        weights: raw weights ``(C_out, C_in, k, k)``, e.g. from :func:`helpers.filter_weights`.
+        ax: where to draw; None makes a new figure.
+        mapping: ``"symmetric"`` or ``"minmax"`` (see :func:`helpers.range_map`).
+        scale: shared scale of the symmetric mapping; default ``max |w|`` over ALL filters of ``weights``.
+        max_filters: show the first ``max_filters`` filters.
+        max_channels: show the first ``max_channels`` input channels of grayscale filters.
+        ncols: RGB tiles per row.
+        title: what the filters are (e.g. the layer name); the mapping is added below it.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from torchvision.utils import make_grid
+
+    from .filters import range_map, symmetric_scale
+
+    w = torch.as_tensor(weights).detach().float().cpu()
+    if w.dim() != 4:
+        raise ValueError(f"expected filter weights (C_out, C_in, k, k), got shape {tuple(w.shape)}")
+    ax = _axes(ax)
+    s = (symmetric_scale(w) if scale is None else float(scale)) if mapping == "symmetric" else None
+    n, c_in = min(w.shape[0], max_filters), w.shape[1]
+    tiles = range_map(w[:n], mapping, scale=s)
+    if c_in == 3:
+        grid = make_grid(tiles, nrow=ncols, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        what = f"{n} of {w.shape[0]} filters, RGB"
+    else:
+        c = min(c_in, max_channels)
+        gray = tiles[:, :c].reshape(n * c, 1, *w.shape[-2:])
+        grid = make_grid(gray, nrow=c, padding=1, pad_value=1.0)
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        what = f"rows: {n} of {w.shape[0]} filters, columns: {c} of {c_in} input channels"
+    if mapping == "symmetric":
+        how = f"symmetric, shared: 0 = grey, ±{s:.3g} = black/white"
+        cb = ax.figure.colorbar(ScalarMappable(Normalize(-s, s), cmap="gray"), ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label("weight" + (" (per colour channel)" if c_in == 3 else ""))
+    else:
+        how = "per-filter min/max: min black, max white\n(brightness not comparable between filters)"
+    ax.set_title(f"{title + chr(10) if title else ''}{what}\n{how}", fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def plot_patches(result, *, channels: list[int] | None = None, size: float = 3.0, fig: plt.Figure | None = None,
+                 title: str | None = None) -> plt.Figure:
+    """The maximally activating patches of each channel, one panel (a grid of ``k`` patches) per channel.
+
+    Args:
+        result: a :class:`helpers.Patches` from :func:`helpers.max_activating_patches`.
+        channels: which of its channels (default all).
+        size: inches per panel.
+        fig: draw into this figure (cleared) instead of a new one.
+        title: the figure's title (the window size and the border rule are added).
+
+    Returns:
+        The figure.
+    """
+    from torchvision.utils import make_grid
+
+    from .images import denormalize
+
+    rows = list(range(len(result.channels))) if channels is None else [result.channels.index(c) for c in channels]
+    k = result.patches.shape[1]
+    nrow = max(1, int(round(k ** 0.5)))
+    if fig is None:
+        fig = plt.figure(figsize=(size * len(rows), size + 0.9), layout="constrained")
+    else:
+        fig.clear()
+    axes = fig.subplots(1, len(rows), squeeze=False)[0]
+    for ax, r in zip(axes, rows, strict=True):
+        pics = denormalize(result.patches[r].detach().float().cpu()).clamp(0, 1)
+        ax.imshow(make_grid(pics, nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy())
+        values = result.values[r]
+        ax.set_title(f"channel {result.channels[r]}\nmax {values[0]:.3g}, k-th {values[-1]:.3g}", fontsize=9)
+        ax.set_axis_off()
+    h, w = result.patches.shape[-2:]
+    note = f"{result.layer}: top {k} of each channel, {h}x{w} px receptive fields (grey = outside the image)"
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
+    return fig
+
+
+def _thumbs(images: torch.Tensor, px: int) -> list:
+    import torch.nn.functional as F
+
+    from .images import denormalize
+
+    x = denormalize(torch.as_tensor(images).detach().float().cpu())
+    x = F.interpolate(x, size=(px, px), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return [t.permute(1, 2, 0).numpy() for t in x]
+
+
+def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax: Axes | None = None, *,
+                   labels: list | None = None, thumb_px: int = 32, zoom: float = 1.0,
+                   title: str | None = None) -> Axes:
+    """A 2-D embedding (e.g. :func:`helpers.tsne_embedding`) with each image drawn as a thumbnail at its point.
+
+    Args:
+        coords: ``(N, 2)``.
+        images: ``(N, 3, H, W)`` ImageNet-normalized (e.g. :func:`helpers.load_images`); None draws dots.
+        labels: one label per point; colours the dots (and the thumbnails' frames).
+        thumb_px: thumbnail side in pixels (images are downsampled first).
+        zoom: scale of the thumbnails on screen.
+    """
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    ax = _axes(ax)
+    xy = torch.as_tensor(coords).detach().float().cpu().numpy()
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"coords must be (N, 2), got shape {xy.shape}")
+    colours = None
+    if labels is not None:
+        names = sorted(set(labels), key=str)
+        cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        colours = [cmap(names.index(label) % cmap.N) for label in labels]
+        for name in names:
+            ax.scatter([], [], color=cmap(names.index(name) % cmap.N), label=str(name))
+        ax.legend(fontsize=7, loc="best")
+    ax.scatter(xy[:, 0], xy[:, 1], s=8, c=colours if colours else "k")
+    if images is not None:
+        if len(images) != len(xy):
+            raise ValueError(f"{len(images)} images for {len(xy)} points; give one image per point")
+        for i, thumb in enumerate(_thumbs(images, thumb_px)):
+            box = AnnotationBbox(OffsetImage(thumb, zoom=zoom), xy[i], frameon=colours is not None, pad=0.1,
+                                 bboxprops={"edgecolor": colours[i]} if colours else None)
+            ax.add_artist(box)
+    ax.margins(0.08)  # room for the thumbnails of the outermost points
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_neighbors(query_images: torch.Tensor, images: torch.Tensor, indices: torch.Tensor,
+                   distances: torch.Tensor, *, size: float = 1.4, fig: plt.Figure | None = None,
+                   title: str | None = None) -> plt.Figure:
+    """Each query (first column) and its nearest neighbours in feature space, with their distances.
+
+    Args:
+        query_images: ``(Q, 3, H, W)`` normalized query images.
+        images: ``(N, 3, H, W)`` normalized images of the searched set.
+        indices, distances: ``(Q, k)`` from :func:`helpers.nearest_neighbors`.
+        size: inches per image.
+        fig: draw into this figure (cleared) instead of a new one.
+
+    Returns:
+        The figure.
+    """
+    q, k = indices.shape
+    if fig is None:
+        fig = plt.figure(figsize=(size * (k + 1), size * q * 1.2 + 0.4), layout="constrained")
+    else:
+        fig.clear()
+    axes = fig.subplots(q, k + 1, squeeze=False)
+    for r in range(q):
+        show_image(query_images[r], axes[r][0], title="query")
+        for c in range(k):
+            i = int(indices[r, c])
+            show_image(images[i], axes[r][c + 1], title=f"#{i}  d={float(distances[r, c]):.3g}")
+            axes[r][c + 1].title.set_fontsize(7)
+    fig.suptitle(title or "nearest neighbours (Euclidean distance in feature space)", fontsize=10)
+    return fig
+
+
+def plot_gradient_image(grad: torch.Tensor, ax: Axes | None = None, *, title: str | None = None) -> Axes:
+    """An input gradient ``(3, H, W)`` (or ``(1, 3, H, W)``), e.g. from :func:`helpers.guided_backprop`, as RGB:
+    ``0.5 + g / (2 max|g|)``, so grey is zero and the sign shows as colour; the scale is in the title."""
+    ax = _axes(ax)
+    g = torch.as_tensor(grad).detach().float().cpu()
+    g = g[0] if g.dim() == 4 and g.shape[0] == 1 else g
+    if g.dim() != 3 or g.shape[0] != 3:
+        raise ValueError(f"expected a gradient image (3, H, W), got shape {tuple(g.shape)}")
+    peak = float(g.abs().max())
+    ax.imshow((0.5 + g / (2 * peak) if peak > 0 else torch.full_like(g, 0.5)).permute(1, 2, 0).numpy())
+    ax.set_axis_off()
+    ax.set_title(f"{title + ' ' if title else ''}(grey = 0, ±{peak:.2g} at the ends)", fontsize=9)
+    return ax
+
+
+def plot_fooling(result, index: int = 0, *, classes: list[str] | None = None, fig: plt.Figure | None = None,
+                 size: float = 2.6) -> plt.Figure:
+    """Original, adversarial image, their difference magnified, and the target's confidence per step.
+
+    Args:
+        result: a :class:`helpers.FoolingResult`.
+        index: which image of the batch.
+        classes: class names for the titles (default: indices).
+        fig: draw into this figure (cleared) instead of a new one.
+
+    Returns:
+        The figure.
+    """
+    if fig is None:
+        fig = plt.figure(figsize=(4 * size, size + 0.4), layout="constrained")
+    else:
+        fig.clear()
+    axes = fig.subplots(1, 4)
+    t = int(result.target[index])
+    name = classes[t] if classes else str(t)
+    conf = result.confidence[:, index].detach().float().cpu()
+    show_image(result.original[index], axes[0], title=f"original, p({name}) = {float(conf[0]):.2f}")
+    show_image(result.image[index], axes[1], title=f"adversarial, p({name}) = {float(conf[-1]):.2f}")
+    delta = result.perturbation[index].detach().float().cpu()
+    linf = float(delta.abs().max())
+    factor = 0.5 / linf if linf > 0 else 1.0
+    axes[2].imshow((0.5 + factor * delta).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[2].set_axis_off()
+    axes[2].set_title(f"difference x{factor:.0f} (Linf {linf * 255:.1f}/255)")
+    axes[3].plot(conf.numpy())
+    axes[3].set_xlabel("step")
+    axes[3].set_ylabel(f"p({name})")
+    axes[3].set_title(f"{int(result.steps[index])} steps, L2 {float(result.l2[index]):.3g}")
+    for ax in axes[:3]:
+        ax.title.set_fontsize(8)
+    return fig

@@ -1,0 +1,160 @@
+"""Fooling (adversarial) images: tiny changes of a correctly classified photo that flip the model's answer.
+
+Both attacks work on pixels in [0, 1] (the model still sees normalized images), so step sizes, ``epsilon``
+and the reported perturbation norms are in pixel units: ``1/255`` is one grey level.
+
+References: Szegedy et al. 2014, "Intriguing properties of neural networks", https://arxiv.org/abs/1312.6199;
+Goodfellow et al. 2015 (FGSM), https://arxiv.org/abs/1412.6572.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ascent import frozen_eval
+from .config import progress
+from .guided import Target, _as_batch
+from .images import denormalize, normalize
+from .saliency import _targets
+
+RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
+
+
+@dataclass
+class FoolingResult:
+    """What :func:`fooling_image` returns; tensors are on the image's device, ``N`` = batch size."""
+
+    image: torch.Tensor       # (N, 3, H, W) adversarial images, normalized, pixels within [0, 1]
+    original: torch.Tensor    # (N, 3, H, W) the input images (a detached copy)
+    target: torch.Tensor      # (N,) the target classes
+    fooled: torch.Tensor      # (N,) bool: the model now predicts the target
+    steps: torch.Tensor       # (N,) number of update steps applied to each image
+    l2: torch.Tensor          # (N,) L2 norm of the perturbation in pixel units
+    linf: torch.Tensor        # (N,) largest absolute pixel change (pixel units)
+    confidence: torch.Tensor  # (T + 1, N) target probability before each step and at the end (T = max steps);
+    #                           an image's column stays constant once it is fooled
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        """``(N, 3, H, W)`` adversarial minus original in pixel units (magnify it to display it)."""
+        return denormalize(self.image) - denormalize(self.original)
+
+
+def _pixels(image: torch.Tensor) -> torch.Tensor:
+    """Normalized image -> pixels in [0, 1]; a ValueError when the image is not a valid picture."""
+    u = denormalize(_as_batch(image).detach())
+    if u.shape[1] != 3:
+        raise ValueError(f"expected RGB images (N, 3, H, W), got shape {tuple(u.shape)}")
+    low, high = float(u.min()), float(u.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise ValueError(f"the image has pixels in [{low:.3g}, {high:.3g}] after denormalize, outside [0, 1]: "
+                         "pass a normalized photo (helpers.load_image) or clamp it into helpers.valid_range")
+    return u.clamp(0.0, 1.0)
+
+
+def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    scores = model(normalize(u))
+    if scores.dim() != 2 or scores.shape[0] != u.shape[0]:
+        raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+    return scores
+
+
+def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: float = 0.01,
+                  max_steps: int = 100, show_progress: bool | None = None) -> FoolingResult:
+    """Gradient ascent on the target class score until the model predicts the target class.
+
+    Each step adds ``lr * g / ||g||_2`` to the pixels, ``g`` the gradient of the target's unnormalized score
+    (one L2 norm per image), then clips to [0, 1]. An image stops changing once the target wins, so each
+    image gets the smallest number of steps that fools the model. Computed in eval mode with frozen
+    weights; the model's flags, weights, ``.grad`` and hooks are left as found, also on errors.
+    Paper: https://arxiv.org/abs/1312.6199
+
+    Args:
+        model: classifier mapping normalized ``(N, 3, H, W)`` to logits ``(N, classes)``.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized, pixels in [0, 1] after denormalizing (e.g. from
+            :func:`helpers.load_image`), ideally correctly classified; left unchanged.
+        target: the class to reach, one for all images or one per image.
+        lr: L2 length of one step in pixel units (for the whole image).
+        max_steps: give up after this many steps (``fooled`` then says which images made it).
+        show_progress: progress bar over the steps; None follows ``helpers.progress_enabled()``.
+
+    Returns:
+        :class:`FoolingResult` with the images, steps, L2/Linf norms and the confidence trajectory.
+
+    Raises:
+        ValueError: bad image shape or range, target out of range, ``lr <= 0`` or ``max_steps < 0``.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be positive (a step length in pixel units), got {lr!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
+        raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
+    original = _as_batch(image).detach().clone()
+    u = _pixels(original)
+    start = u.clone()
+    steps = torch.zeros(u.shape[0], dtype=torch.long, device=u.device)
+    confidence = []
+    with frozen_eval(model), torch.enable_grad():
+        t = None
+        bar = progress(range(max_steps + 1), desc="fooling", leave=False, enabled=show_progress)
+        try:
+            for step in bar:
+                u.requires_grad_(True)
+                scores = _logits(model, u)
+                if t is None:
+                    t = _targets(target, u.shape[0], scores.shape[1], scores.device)
+                fooled = scores.argmax(1) == t
+                confidence.append(scores.detach().softmax(1).gather(1, t[:, None])[:, 0])
+                if bool(fooled.all()) or step == max_steps:
+                    break
+                (g,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), u)
+                norm = g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+                active = (~fooled).to(u.dtype).view(-1, 1, 1, 1)
+                u = (u.detach() + active * lr * g / norm).clamp(0.0, 1.0)
+                steps += (~fooled).long()
+        finally:
+            bar.close()
+    u = u.detach()
+    delta = (u - start).flatten(1)
+    untouched = (steps == 0).view(-1, 1, 1, 1)  # returned bit for bit, without a normalize round trip
+    return FoolingResult(image=torch.where(untouched, original, normalize(u)), original=original, target=t,
+                         fooled=fooled, steps=steps, l2=delta.norm(dim=1), linf=delta.abs().amax(dim=1),
+                         confidence=torch.stack(confidence))
+
+
+def fgsm(model: nn.Module, image: torch.Tensor, label: Target, *, epsilon: float = 2 / 255,
+         targeted: bool = False) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015, https://arxiv.org/abs/1412.6572).
+
+    One step of size ``epsilon`` per pixel along the sign of the cross-entropy's gradient: up the loss of the
+    true ``label`` (untargeted), or down the loss of ``label`` as the class to reach (``targeted=True``);
+    then clipped to [0, 1]. Computed in eval mode with frozen weights; the model is left as found.
+
+    Args:
+        model: classifier mapping normalized ``(N, 3, H, W)`` to logits ``(N, classes)``.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized, pixels in [0, 1] after denormalizing.
+        label: the true class (untargeted) or the class to reach (targeted); one or one per image.
+        epsilon: the per-pixel change in pixel units (``2/255`` = two grey levels); the L-inf norm of the
+            perturbation is at most ``epsilon``.
+        targeted: move towards ``label`` instead of away from it.
+
+    Returns:
+        The adversarial image, normalized, of the image's shape, on its device.
+
+    Raises:
+        ValueError: bad image shape or range, label out of range, negative ``epsilon``.
+    """
+    if not epsilon >= 0:
+        raise ValueError(f"epsilon must be >= 0 (pixel units, e.g. 2/255), got {epsilon!r}")
+    u = _pixels(image)
+    with frozen_eval(model), torch.enable_grad():
+        u.requires_grad_(True)
+        scores = _logits(model, u)
+        t = _targets(label, u.shape[0], scores.shape[1], scores.device)
+        # sum, not mean: each image's step must not depend on the batch size (only the sign is used anyway)
+        (g,) = torch.autograd.grad(F.cross_entropy(scores, t, reduction="sum"), u)
+    direction = -g.sign() if targeted else g.sign()
+    return normalize((u.detach() + epsilon * direction).clamp(0.0, 1.0)).reshape(image.shape)

@@ -1,0 +1,269 @@
+"""Class-score visualization with the L2 prior, and the "L2++" regularizers of Yosinski et al.
+
+``I* = argmax_I S_c(I) - lambda * ||I||^2`` on the unnormalized class score (the logit), from noise or from a
+photo (Simonyan et al. 2014, https://arxiv.org/abs/1312.6034). L2++ adds, between the ascent steps, a
+periodic Gaussian blur, clipping of pixels with a small norm and of pixels with a small contribution to the
+objective, and jitter (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
+https://arxiv.org/abs/1506.06579). The same loop maximizes one channel of any layer ("maximize activations
+with L2++").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from .ascent import (
+    CHECK_EVERY,
+    AscentResult,
+    OptimizerSpec,
+    TruncatedForward,
+    check_channels,
+    check_finite,
+    frozen_eval,
+    jitter_shifts,
+    make_optimizer,
+    model_device,
+)
+from .config import progress
+from .images import normalize, valid_range
+from .regularizers import l2
+
+Start = torch.Tensor | int | tuple[int, int]
+NOISE = (0.4, 0.6)  # pixel range of the start noise: mid-gray with a little texture
+
+
+def start_images(start: Start, n: int, generator: torch.Generator, device: torch.device, *,
+                 shared: bool = True) -> torch.Tensor:
+    """The ``(n, 3, H, W)`` start images in normalized space, float32, on ``device`` (a fresh tensor).
+
+    ``start`` is a normalized image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(n, 3, H, W)`` (copied, never modified),
+    or a size ``S`` / ``(H, W)`` for uniform pixel noise in :data:`NOISE`, drawn from ``generator``: one noise
+    image repeated ``n`` times (``shared=True``) or ``n`` independent ones.
+    """
+    if isinstance(start, torch.Tensor):
+        x = start.unsqueeze(0) if start.dim() == 3 else start
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] not in (1, n):
+            raise ValueError(f"a start image must be (1, 3, H, W) or ({n}, 3, H, W) in normalized space "
+                             f"(e.g. helpers.load_image), got {tuple(start.shape)}")
+        return x.detach().to(device=device, dtype=torch.float32).expand(n, -1, -1, -1).clone()
+    if isinstance(start, bool) or not isinstance(start, int | tuple | list):
+        raise ValueError(f"start must be a normalized image tensor or a size S or (H, W), got {type(start).__name__}")
+    h, w = (start, start) if isinstance(start, int) else tuple(start)
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+        raise ValueError(f"a start size must be positive integers S or (H, W), got {start!r}")
+    low, high = NOISE
+    pixels = low + (high - low) * torch.rand(1 if shared else n, 3, h, w, generator=generator)
+    return normalize(pixels).expand(n, -1, -1, -1).to(device).clone()
+
+
+@dataclass
+class L2PlusPlus:
+    """The image operations of Yosinski et al.'s "L2++", applied after each ascent step (0 turns one off)."""
+
+    blur_every: int = 4  # blur the image every this many steps
+    blur_sigma: float = 0.5  # standard deviation of the Gaussian blur, in pixels
+    norm_pct: float = 20.0  # per image: pixels whose RGB norm is below this percentile are set to 0 (the mean colour)
+    contrib_pct: float = 20.0  # per image: pixels whose contribution |sum_rgb I * dL/dI| is below this percentile -> 0
+    jitter: int = 4  # roll the image by a random shift of up to this many pixels before each forward pass
+
+    def __post_init__(self) -> None:
+        if self.blur_every < 0 or self.blur_sigma <= 0 or self.jitter < 0:
+            raise ValueError(f"need blur_every >= 0, blur_sigma > 0, jitter >= 0; got {self}")
+        for name in ("norm_pct", "contrib_pct"):
+            if not 0.0 <= getattr(self, name) < 100.0:
+                raise ValueError(f"{name} is a percentile in [0, 100), got {getattr(self, name)}")
+
+
+PLAIN = L2PlusPlus(blur_every=0, norm_pct=0.0, contrib_pct=0.0, jitter=0)  # no L2++ operation: the plain L2 loop
+
+
+def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur ``(N, 3, H, W)`` images with a Gaussian of std ``sigma`` px (kernel ``2*ceil(3*sigma)+1``, reflect)."""
+    radius = min(math.ceil(3 * sigma), min(img.shape[-2:]) - 1)  # reflect padding needs radius < size
+    if radius < 1:
+        return img
+    return TF.gaussian_blur(img, [2 * radius + 1] * 2, [sigma, sigma])
+
+
+def clip_below_percentile(img: torch.Tensor, score: torch.Tensor, pct: float) -> torch.Tensor:
+    """Set every pixel (all channels) whose ``score`` ``(N, H, W)`` is below the image's ``pct``-th percentile to 0.
+
+    0 is the dataset mean colour in normalized space. Returns a new ``(N, 3, H, W)`` tensor.
+    """
+    threshold = torch.quantile(score.flatten(1).float(), pct / 100.0, dim=1).view(-1, 1, 1)
+    return img.masked_fill((score < threshold).unsqueeze(1), 0.0)
+
+
+def l2pp_step(img: torch.Tensor, grad: torch.Tensor, step: int, ops: L2PlusPlus) -> torch.Tensor:
+    """Apply the L2++ operations after ascent step ``step`` (0-based): blur, norm clip, contribution clip.
+
+    Args:
+        img: ``(N, 3, H, W)`` normalized images.
+        grad: ``(N, 3, H, W)`` gradient of the loss at this step (for the contributions).
+        step: the step just taken.
+        ops: which operations, see :class:`L2PlusPlus`.
+
+    Returns:
+        The new ``(N, 3, H, W)`` images.
+    """
+    if ops.blur_every and (step + 1) % ops.blur_every == 0:
+        img = gaussian_blur(img, ops.blur_sigma)
+    if ops.norm_pct:
+        img = clip_below_percentile(img, img.norm(dim=1), ops.norm_pct)
+    if ops.contrib_pct:
+        img = clip_below_percentile(img, (img * grad).sum(dim=1).abs(), ops.contrib_pct)
+    return img
+
+
+@contextmanager
+def _scores(model: nn.Module, layer: str | None) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Yield ``x -> (N, K)`` scores: the model's logits (``layer=None``) or the channel means of ``layer``."""
+    if layer is None:
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            out = model(x)
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise TypeError(f"{type(model).__name__} must return (N, classes) logits for a class-score "
+                                "visualization; for another output use visualize_activation with a layer name")
+            return out.float()
+        yield logits
+    else:
+        with TruncatedForward(model, layer) as forward:
+            yield lambda x: forward(x)[layer].float().mean(dim=(-2, -1))
+
+
+def _ascent(model: nn.Module, start: Start, layer: str | None, targets: list[int], *, steps: int, lr: float,
+            l2_weight: float, l2pp: L2PlusPlus | None, clamp: bool, optimizer: OptimizerSpec, seed: int,
+            show_progress: bool | None, desc: str) -> AscentResult:
+    """The loop shared by :func:`visualize_class` and :func:`visualize_activation`."""
+    if not targets:
+        raise ValueError("give at least one class or channel")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    ops = PLAIN if l2pp is None else l2pp
+    device = model_device(model)
+    generator = torch.Generator().manual_seed(seed)
+    img = start_images(start, len(targets), generator, device).requires_grad_(True)
+    h, w = img.shape[-2:]
+    shifts = jitter_shifts(steps, ops.jitter, generator)
+    index = torch.tensor(targets, device=device)
+    rows = torch.arange(len(targets), device=device)
+    low, high = valid_range(img)
+    history = torch.empty(steps, len(targets), device=device)
+    opt = make_optimizer(optimizer, [img], lr)
+
+    with torch.enable_grad(), frozen_eval(model), _scores(model, layer) as scores_of:
+        for step in progress(range(steps), desc=desc, enabled=show_progress):
+            # 1. forward the jittered image and read the score of each image's own target
+            x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if ops.jitter else img
+            all_scores = scores_of(x)
+            if step == 0 and layer is None and not all(0 <= t < all_scores.shape[1] for t in targets):
+                raise ValueError(f"class(es) {targets} out of range: the model has {all_scores.shape[1]} classes, "
+                                 f"valid indices are 0 to {all_scores.shape[1] - 1}")
+            score = all_scores[rows, index]
+            # 2. gradient step on  -S_c(I) + lambda * ||I||^2 / (H*W)
+            loss = -score.sum() + l2_weight * l2(img) / (h * w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history[step] = score.detach()
+            # 3. the L2++ image operations, then keep the pixels displayable
+            with torch.no_grad():
+                if ops != PLAIN:
+                    img.copy_(l2pp_step(img, img.grad, step, ops))
+                if clamp:
+                    img.clamp_(low, high)
+            if (step + 1) % CHECK_EVERY == 0:
+                check_finite(img, step + 1, lr)
+        check_finite(img, steps, lr)
+        with torch.no_grad():
+            final = scores_of(img)[rows, index]
+    return AscentResult(image=img.detach(), history=history.cpu(), objective=final.cpu(),
+                        layer="" if layer is None else layer, channels=targets)
+
+
+def _as_list(index: int | Sequence[int], what: str) -> list[int]:
+    items = [index] if isinstance(index, int) else list(index)
+    bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int)]
+    if bad:
+        raise ValueError(f"{what} indices must be integers, got {bad}")
+    return items
+
+
+def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int], *, steps: int = 200,
+                    lr: float = 0.05, l2_weight: float = 1e-2, l2pp: L2PlusPlus | None = None, clamp: bool = True,
+                    optimizer: OptimizerSpec = "adam", seed: int = 0,
+                    show_progress: bool | None = None) -> AscentResult:
+    """Class-score visualization: ``argmax_I S_c(I) - lambda * ||I||^2`` on the logit ``S_c``, optionally with L2++.
+
+    The loss minimized is ``-S_c(I) + l2_weight * ||I||^2 / (H*W)`` (the prior per pixel, so ``l2_weight``
+    does not depend on the size); ``||I||`` is measured in normalized space, so the prior pulls towards the
+    dataset mean colour. With ``l2pp`` (e.g. ``L2PlusPlus()``) each step is followed by Yosinski et al.'s image
+    operations (:class:`L2PlusPlus`). Several classes are optimized as one batch, one image each; every
+    image's result is independent of the others in the batch. Weights get no gradients; the model is left as
+    found. Paper: https://arxiv.org/abs/1506.06579 (L2++), https://arxiv.org/abs/1312.6034 (L2).
+
+    Args:
+        model: a classifier taking ImageNet-normalized ``(N, 3, H, W)`` images, returning ``(N, K)`` logits.
+        start: a normalized photo ``(1, 3, H, W)`` to start from (e.g. :func:`helpers.load_image`; not
+            modified), or a size ``S`` / ``(H, W)`` to start from mid-gray noise.
+        target: a class index, or several (one image each).
+        steps: optimizer steps.
+        lr: learning rate of a named optimizer (normalized units).
+        l2_weight: ``lambda`` of the L2 prior (per pixel).
+        l2pp: the L2++ operations, or None for the plain L2 objective.
+        clamp: clamp pixels to the displayable range (:func:`helpers.valid_range`) after each step.
+        optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
+        seed: seeds the start noise and the jitter (a local generator; the global RNG is untouched).
+        show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`helpers.AscentResult`: ``image`` ``(N, 3, H, W)`` on the model's device, ``history``
+        ``(steps, N)`` logits before each update, ``objective`` ``(N,)`` final logits, ``layer=""`` (the
+        model's output), ``channels`` the classes.
+
+    Raises:
+        ValueError: class index out of range (with the valid range), bad start.
+        FloatingPointError: the image became NaN/inf.
+    """
+    targets = _as_list(target, "class")
+    return _ascent(model, start, None, targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, clamp=clamp,
+                   optimizer=optimizer, seed=seed, show_progress=show_progress, desc=f"class {targets}")
+
+
+def visualize_activation(model: nn.Module, start: Start, layer: str, channel: int | Sequence[int], *,
+                         steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-2, l2pp: L2PlusPlus | None = None,
+                         clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
+                         show_progress: bool | None = None) -> AscentResult:
+    """"Maximize activations with L2++": like :func:`visualize_class` for the mean activation of a channel.
+
+    The loss is ``-mean_{y,x} A_c(I)[y, x] + l2_weight * ||I||^2 / (H*W)`` with ``A`` the output of ``layer``,
+    followed by the L2++ operations when ``l2pp`` is given. Only the layers up to ``layer`` run. (Sheet 5's
+    :func:`helpers.visualize_filter` is the same objective with TV instead of L2++.)
+    Paper: https://arxiv.org/abs/1506.06579
+
+    Args:
+        model: a CNN taking ImageNet-normalized images.
+        start: normalized start photo ``(1, 3, H, W)``, or a size ``S`` / ``(H, W)`` for noise.
+        layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
+        channel: a channel index or several (one image each).
+        steps, lr, l2_weight, l2pp, clamp, optimizer, seed, show_progress: as in :func:`visualize_class`.
+
+    Returns:
+        :class:`helpers.AscentResult` with ``image`` ``(N, 3, H, W)``, ``history`` ``(steps, N)`` and
+        ``objective`` ``(N,)``.
+
+    Raises:
+        ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
+        FloatingPointError: the image became NaN/inf.
+    """
+    channels = _as_list(channel, "channel")
+    check_channels(model, layer, channels)  # also validates the layer name
+    return _ascent(model, start, layer, channels, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, clamp=clamp,
+                   optimizer=optimizer, seed=seed, show_progress=show_progress, desc=f"{layer} x{len(channels)}")

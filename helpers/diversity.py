@@ -1,0 +1,149 @@
+"""Diverse feature visualization: a batch of images for one channel that show different facets.
+
+Olah, Mordvintsev & Schubert 2017, "Feature Visualization", section "Diversity",
+https://distill.pub/2017/feature-visualization/#diversity: the objective of the batch gets a penalty on the
+pairwise cosine similarity of the images' flattened Gram matrices (their "style"), so the images cannot all
+settle on the same pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .ascent import (
+    CHECK_EVERY,
+    OptimizerSpec,
+    TruncatedForward,
+    check_channels,
+    check_finite,
+    frozen_eval,
+    jitter_shifts,
+    make_optimizer,
+    model_device,
+)
+from .classviz import Start, start_images
+from .config import progress
+from .images import valid_range
+from .regularizers import l2, total_variation
+from .texture import gram_matrix
+
+
+def gram_similarity(acts: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarity of the images' flattened Gram matrices: ``(N, C, H, W)`` -> ``(N, N)``.
+
+    The diagonal is 1 (for a non-zero Gram matrix); a batch whose images share one style has all entries near 1.
+    """
+    flat = gram_matrix(acts).flatten(1)
+    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return flat @ flat.T
+
+
+def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:
+    """Mean of the off-diagonal entries of an ``(N, N)`` matrix (0 for ``N = 1``). Scalar."""
+    n = similarity.shape[0]
+    if n < 2:
+        return similarity.new_zeros(())
+    return (similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1))
+
+
+@dataclass
+class DiversityResult:
+    """What :func:`visualize_diverse` returns (tensors detached)."""
+
+    image: torch.Tensor  # (N, 3, H, W) images for the one channel, normalized space, on the model's device
+    history: torch.Tensor  # (steps, N) mean activation of the channel before each update, CPU
+    similarity: torch.Tensor  # (steps,) mean pairwise Gram similarity before each update, CPU
+    objective: torch.Tensor  # (N,) mean activation of the returned images, CPU
+    final_similarity: torch.Tensor  # (N, N) Gram similarity of the returned images, CPU
+    layer: str
+    channel: int
+
+
+def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, *, n: int = 4,
+                      diversity_weight: float = 1.0, diversity_layer: str | None = None, steps: int = 200,
+                      lr: float = 0.05, tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0,
+                      clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
+                      show_progress: bool | None = None) -> DiversityResult:
+    """Optimize a batch of ``n`` images for one channel, with a Gram-matrix diversity penalty.
+
+    The loss minimized is
+
+        ``-sum_i mean_{y,x} A_c(I_i) + diversity_weight * sum_{i != j} cos(G_i, G_j) / n
+        + tv_weight * TV(I) / (H*W) + l2_weight * ||I||^2 / (H*W)``
+
+    with ``A`` the output of ``layer``, ``G_i`` the flattened :func:`helpers.gram_matrix` of image ``i`` at
+    ``diversity_layer`` (default ``layer``) and TV Eq. (1) of sheet 5. The images start from independent
+    noise. ``diversity_weight=0`` is plain activation maximization of ``n`` images. Only the layers up to the
+    deeper of the two run; weights get no gradients; the model is left as found.
+    Paper: https://distill.pub/2017/feature-visualization/#diversity
+
+    Args:
+        model: a CNN taking ImageNet-normalized images.
+        start: a size ``S`` / ``(H, W)`` for independent noise images, or normalized start images ``(n, 3, H, W)``.
+        layer: dotted module name of the channel.
+        channel: channel index.
+        n: batch size (number of facets, >= 2).
+        diversity_weight: weight of the similarity penalty; the activation's scale sets how much is needed.
+        diversity_layer: layer whose Gram matrices are compared (default ``layer``; the paper uses an earlier one).
+        steps: optimizer steps.
+        lr: learning rate of a named optimizer (normalized units).
+        tv_weight: weight of the total-variation prior (0 = off).
+        l2_weight: weight of the squared-L2 prior (0 = off).
+        jitter: roll the batch by a random shift in ``[-jitter, jitter]`` px before each forward pass.
+        clamp: clamp pixels to the displayable range after each step.
+        optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
+        seed: seeds the start noise and the jitter (a local generator).
+        show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`DiversityResult` with ``image`` ``(n, 3, H, W)``, ``history`` ``(steps, n)``, ``similarity``
+        ``(steps,)`` and the final ``(n, n)`` similarity.
+
+    Raises:
+        ValueError: unknown layer (with close names), channel out of range (with the valid range), ``n < 2``.
+        FloatingPointError: the image became NaN/inf.
+    """
+    if isinstance(channel, bool) or not isinstance(channel, int):
+        raise ValueError(f"channel must be one integer index, got {channel!r}")
+    if n < 2 or steps < 1:
+        raise ValueError(f"need n >= 2 images (diversity is between images) and steps >= 1, got n={n}, steps={steps}")
+    check_channels(model, layer, [channel])  # also validates the layer name
+    style = layer if diversity_layer is None else diversity_layer
+    device = model_device(model)
+    generator = torch.Generator().manual_seed(seed)
+    img = start_images(start, n, generator, device, shared=False).requires_grad_(True)
+    h, w = img.shape[-2:]
+    shifts = jitter_shifts(steps, jitter, generator)
+    low, high = valid_range(img)
+    history = torch.empty(steps, n, device=device)
+    similarity = torch.empty(steps, device=device)
+    opt = make_optimizer(optimizer, [img], lr)
+
+    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, [layer, style]) as forward:
+        for step in progress(range(steps), desc=f"diverse {layer}:{channel} x{n}", enabled=show_progress):
+            x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if jitter > 0 else img
+            acts = forward(x)
+            score = acts[layer][:, channel].float().mean(dim=(-2, -1))  # (n,)
+            sim = gram_similarity(acts[style])  # (n, n)
+            loss = (-score.sum() + diversity_weight * (sim.sum() - sim.diagonal().sum()) / n
+                    + tv_weight * total_variation(img) / (h * w) + l2_weight * l2(img) / (h * w))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history[step] = score.detach()
+            similarity[step] = mean_pairwise(sim.detach())
+            if clamp:
+                with torch.no_grad():
+                    img.clamp_(low, high)
+            if (step + 1) % CHECK_EVERY == 0:
+                check_finite(img, step + 1, lr)
+        check_finite(img, steps, lr)
+        with torch.no_grad():
+            acts = forward(img)
+            final = acts[layer][:, channel].float().mean(dim=(-2, -1))
+            final_sim = gram_similarity(acts[style])
+    return DiversityResult(image=img.detach(), history=history.cpu(), similarity=similarity.cpu(),
+                           objective=final.cpu(), final_similarity=final_sim.cpu(), layer=layer, channel=channel)

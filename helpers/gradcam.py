@@ -1,0 +1,140 @@
+"""Grad-CAM and guided Grad-CAM (Selvaraju et al., https://arxiv.org/abs/1610.02391).
+
+Grad-CAM weighs each channel ``k`` of a late layer's activation ``A`` by the spatial mean of the class score's
+gradient, ``w_k = mean_ij dS/dA_kij``, and keeps the positive evidence: ``relu(sum_k w_k A_k)``. Guided
+Grad-CAM multiplies the (upsampled) map with guided backpropagation, pixel by pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ascent import frozen_eval
+from .guided import Target, _as_batch, guided_backprop
+from .hooks import get_layer
+from .saliency import _targets
+
+
+def default_cam_layer(model: nn.Module) -> str:
+    """The layer Grad-CAM uses when none is given: the last spatial feature map before global pooling.
+
+    ``"layer4"`` for ResNets; for VGG-like models with a ``features`` ``nn.Sequential``, its last ``nn.ReLU``
+    (``"features.29"``, the rectified conv5_3, 14x14 at 224 px, for VGG16); otherwise the model's last
+    ``nn.Conv2d``.
+
+    Raises:
+        ValueError: the model has none of these; pass ``layer=`` (see :func:`helpers.layer_names`).
+    """
+    if isinstance(getattr(model, "layer4", None), nn.Module):
+        return "layer4"
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):
+        relus = [name for name, m in features.named_modules() if isinstance(m, nn.ReLU)]
+        if relus:
+            return f"features.{relus[-1]}"
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if convs:
+        return convs[-1]
+    raise ValueError(f"{type(model).__name__} has no layer4, features or Conv2d; pass layer='...' "
+                     "(valid names: helpers.layer_names(model))")
+
+
+@contextmanager
+def _differentiable_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the module's output ``A`` so that ``autograd.grad(score, A)`` works.
+
+    The hook hands a copy of ``A`` to the rest of the network, so an in-place ReLU after the layer
+    overwrites the copy, not ``A``. A module called several times per pass keeps its last output.
+    """
+    store: list[torch.Tensor] = []
+
+    def hook(m: nn.Module, args, output):
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ValueError(f"Grad-CAM needs a layer with a (N, C, h, w) output, this one gives {shape}; "
+                             "pick a convolutional layer or block")
+        store[:] = [output]
+        return output.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    maps = maps[:, None]
+    if mode == "nearest":
+        return F.interpolate(maps, size=size, mode="nearest")[:, 0]
+    return F.interpolate(maps, size=size, mode=mode, align_corners=False)[:, 0]
+
+
+def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: str | None = None,
+             upsample: str = "bilinear", normalize: bool = True) -> torch.Tensor:
+    """Grad-CAM map of class ``target``, upsampled to the image size.
+
+    The weighted sum over channels starts from zeros (not ones), so a channel with zero weight adds nothing;
+    after the ReLU the map is upsampled and, with ``normalize``, divided by its maximum per image. A map
+    without positive evidence (all zeros) stays all zeros instead of becoming NaN. Computed in eval mode with
+    frozen weights; the model's flags, weights, ``.grad`` and hooks are left as found, also on errors.
+    Paper: https://arxiv.org/abs/1610.02391
+
+    Args:
+        model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized; left unchanged.
+        target: class index, one for all images or one per image.
+        layer: dotted layer name whose output ``(N, C, h, w)`` is used; None means
+            :func:`default_cam_layer` (``"layer4"`` for ResNet-18, ``"features.29"`` for VGG16).
+        upsample: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
+        normalize: divide each map by its maximum (values in [0, 1]); False keeps the raw ``relu`` values.
+
+    Returns:
+        Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image), non-negative, on the image's device.
+
+    Raises:
+        ValueError: bad image shape, target out of range, unknown layer (with close names), bad ``upsample``.
+    """
+    if upsample not in ("bilinear", "bicubic", "nearest"):
+        raise ValueError(f"upsample must be 'bilinear', 'bicubic' or 'nearest', got {upsample!r}")
+    x = _as_batch(image).detach()
+    name = default_cam_layer(model) if layer is None else layer
+    module = get_layer(model, name)  # ValueError listing close names
+    with frozen_eval(model), _differentiable_output(module) as store, torch.enable_grad():
+        x = x.clone().requires_grad_(True)  # so that the layer's output is part of a graph
+        scores = model(x)
+        if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
+            raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+        if not store:
+            raise ValueError(f"layer {name!r} did not run in the forward pass; pick another layer")
+        t = _targets(target, x.shape[0], scores.shape[1], scores.device)
+        act = store[0]
+        (grad,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), act)
+    weights = grad.mean(dim=(2, 3))  # (N, C): global-average-pooled gradients
+    cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, act.detach()))  # a sum: starts from zeros
+    cam = _upsample(cam, tuple(x.shape[2:]), upsample)
+    if normalize:
+        peak = cam.flatten(1).amax(1).view(-1, 1, 1)
+        cam = torch.where(peak > 0, cam / peak.clamp(min=torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+    return cam
+
+
+def guided_grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: str | None = None,
+                    upsample: str = "bilinear", normalize: bool = True) -> torch.Tensor:
+    """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM map, pixel by pixel.
+
+    Same arguments as :func:`grad_cam`; ``normalize`` applies to the Grad-CAM factor. Coverage of
+    :func:`helpers.guided_backprop` applies (``nn.ReLU`` modules, in-place or reused; not functional
+    ``F.relu``). Paper: https://arxiv.org/abs/1610.02391
+
+    Returns:
+        Tensor of the image's shape ``(N, 3, H, W)`` (or ``(3, H, W)``), on the image's device.
+    """
+    cam = grad_cam(model, image, target, layer=layer, upsample=upsample, normalize=normalize)
+    guided = guided_backprop(model, image, target)
+    return (_as_batch(guided) * cam[:, None]).reshape(guided.shape)

@@ -1,0 +1,119 @@
+"""Feature inversion: which images does a layer consider the same as a given photo?
+
+Mahendran & Vedaldi 2015, "Understanding Deep Image Representations by Inverting Them",
+https://arxiv.org/abs/1412.0035: starting from noise, minimize the relative distance of the layer's features
+to those of the photo, plus the total-variation prior ``TV^beta`` (and optionally an alpha-norm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .ascent import (
+    CHECK_EVERY,
+    OptimizerSpec,
+    TruncatedForward,
+    check_finite,
+    frozen_eval,
+    make_optimizer,
+    model_device,
+)
+from .classviz import start_images
+from .config import progress
+from .images import valid_range
+from .regularizers import total_variation
+
+
+@dataclass
+class InversionResult:
+    """What :func:`invert_features` returns (tensors detached)."""
+
+    image: torch.Tensor  # (N, 3, H, W) reconstructions, normalized space, on the model's device
+    history: torch.Tensor  # (steps, N) feature loss ||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 before each update, CPU
+    loss: torch.Tensor  # (N,) feature loss of the returned images, CPU
+    layer: str  # dotted layer name
+
+
+def feature_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||phi - phi0||^2 / ||phi0||^2`` per image: ``(N, ...)`` and ``(N, ...)`` -> ``(N,)``."""
+    diff = (features.float() - target.float()).flatten(1).pow(2).sum(dim=1)
+    return diff / target.float().flatten(1).pow(2).sum(dim=1)
+
+
+def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps: int = 200, lr: float = 0.05,
+                    tv_weight: float = 0.05, beta: float = 2.0, alpha_weight: float = 0.0, alpha: float = 6.0,
+                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
+                    show_progress: bool | None = None) -> InversionResult:
+    """Reconstruct images from the features of ``layer`` (Mahendran & Vedaldi 2015).
+
+    Each reconstruction ``I`` starts from mid-gray noise and minimizes
+
+        ``||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 + tv_weight * TV^beta(I) / (H*W)
+        + alpha_weight * ||I||_alpha^alpha / (H*W)``
+
+    with ``phi`` the output of ``layer``, ``I0`` the photo and :func:`helpers.total_variation` with exponent
+    ``beta`` (both priors per pixel, in normalized units). Early layers give back almost the photo; late layers
+    keep what the network needs and lose the rest. Only the layers up to ``layer`` run; weights get no
+    gradients; the model and ``image`` are left as found. Paper: https://arxiv.org/abs/1412.0035
+
+    Args:
+        model: a CNN taking ImageNet-normalized images.
+        image: ``(N, 3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`).
+        layer: dotted module name, e.g. ``"features.3"`` (early) or ``"features.29"`` (late).
+        steps: optimizer steps.
+        lr: learning rate of a named optimizer (normalized units).
+        tv_weight: weight of the ``TV^beta`` prior (0 = off); deeper layers need more.
+        beta: exponent of the TV prior (2 = squared differences; the paper uses 2 for most layers).
+        alpha_weight: weight of the alpha-norm prior (0 = off).
+        alpha: exponent of the alpha-norm (the paper uses 6).
+        clamp: clamp pixels to the displayable range after each step.
+        optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
+        seed: seeds the start noise (a local generator; one noise image shared by the batch).
+        show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`InversionResult` with ``image`` ``(N, 3, H, W)``, ``history`` ``(steps, N)``, ``loss`` ``(N,)``.
+
+    Raises:
+        ValueError: unknown layer (with close names), bad shape, features all zero for a photo.
+        FloatingPointError: the image became NaN/inf.
+    """
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W) normalized photos, got {tuple(image.shape)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    device = model_device(model)
+    n, _, h, w = image.shape
+    generator = torch.Generator().manual_seed(seed)
+    img = start_images((h, w), n, generator, device).requires_grad_(True)
+    low, high = valid_range(img)
+    history = torch.empty(steps, n, device=device)
+
+    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+        with torch.no_grad():
+            target = forward(image.detach().to(device, torch.float32))[layer].float()
+        dead = (target.flatten(1).abs().sum(dim=1) == 0).nonzero().flatten().tolist()
+        if dead:
+            raise ValueError(f"the features of {layer!r} are all zero for image(s) {dead}: nothing to invert; "
+                             "choose another layer")
+        opt = make_optimizer(optimizer, [img], lr)
+        for step in progress(range(steps), desc=f"invert {layer}", enabled=show_progress):
+            fit = feature_loss(forward(img)[layer], target)  # (N,)
+            loss = (fit.sum() + tv_weight * total_variation(img, beta) / (h * w)
+                    + alpha_weight * img.abs().pow(alpha).sum() / (h * w))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history[step] = fit.detach()
+            if clamp:
+                with torch.no_grad():
+                    img.clamp_(low, high)
+            if (step + 1) % CHECK_EVERY == 0:
+                check_finite(img, step + 1, lr)
+        check_finite(img, steps, lr)
+        with torch.no_grad():
+            final = feature_loss(forward(img)[layer], target)
+    return InversionResult(image=img.detach(), history=history.cpu(), loss=final.cpu(), layer=layer)

@@ -1,0 +1,103 @@
+"""Saliency by occlusion (Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901): cover part of the image
+with a grey patch and watch the probability of the class drop."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ascent import frozen_eval
+from .config import progress
+from .guided import Target, _as_batch
+from .saliency import _targets
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _positions(size: int, patch: int, stride: int) -> list[int]:
+    """Top (or left) coordinates of the patches along one side: every ``stride`` pixels from 0, plus one patch
+    flush with the far border when the stride does not reach it, so every pixel is covered."""
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patch: int | tuple[int, int] = 16,
+              stride: int | tuple[int, int] = 8, fill: float | torch.Tensor = 0.0, batch_size: int = 64,
+              show_progress: bool | None = None) -> torch.Tensor:
+    """Occlusion map: how much the target class probability drops when a patch covers each pixel.
+
+    Every patch position gives one occluded copy of the image (the patch set to ``fill`` in all channels);
+    the copies run through the model in batches of ``batch_size`` without gradients. The drop
+    ``p(target | image) - p(target | occluded)`` of a position is credited to every pixel under its patch,
+    and each pixel gets the mean over the patches covering it (the same map as captum's ``Occlusion`` with
+    a softmax on the model). Positive: covering it hurts the class; negative: covering it helps.
+    Computed in eval mode with frozen weights; the model's flags are restored afterwards, also on errors.
+
+    Args:
+        model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized; left unchanged.
+        target: class index, one for all images or one per image.
+        patch: patch side in pixels, or ``(height, width)``.
+        stride: step between patch positions in pixels, or ``(dy, dx)``; the last patch of each row and
+            column is placed flush with the border, so every pixel is covered.
+        fill: value of the patch in the normalized space: 0 is the dataset mean (ImageNet's mean colour);
+            a ``(3,)`` or ``(3, 1, 1)`` tensor gives one value per channel.
+        batch_size: occluded copies per forward pass.
+        show_progress: progress bar over the batches; None follows ``helpers.progress_enabled()``.
+
+    Returns:
+        Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image) of probability drops, on the image's device.
+
+    Raises:
+        ValueError: bad image shape, target out of range, patch larger than the image, bad stride/batch size.
+    """
+    x = _as_batch(image).detach()
+    n, _, height, width = x.shape
+    ph, pw = _pair(patch, "patch")
+    sy, sx = _pair(stride, "stride")
+    if ph > height or pw > width:
+        raise ValueError(f"patch {ph}x{pw} is larger than the image {height}x{width}; choose a smaller patch")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    if fill.dim() == 1 and fill.numel() == x.shape[1]:
+        fill = fill.view(-1, 1, 1)  # one value per channel
+    if fill.numel() not in (1, x.shape[1]):
+        raise ValueError(f"fill must be one value or one per channel ({x.shape[1]}), got shape {tuple(fill.shape)}")
+    positions = [(top, left) for top in _positions(height, ph, sy) for left in _positions(width, pw, sx)]
+    chunks = [positions[i:i + batch_size] for i in range(0, len(positions), batch_size)]
+
+    # How many patches cover each pixel (the same for every image).
+    counts = torch.zeros(height, width, dtype=x.dtype, device=x.device)
+    for top, left in positions:
+        counts[top:top + ph, left:left + pw] += 1
+
+    drops = torch.zeros(n, height, width, dtype=x.dtype, device=x.device)
+    with frozen_eval(model), torch.no_grad():
+        scores = model(x)
+        if scores.dim() != 2 or scores.shape[0] != n:
+            raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+        t = _targets(target, n, scores.shape[1], scores.device)
+        base = scores.softmax(1).gather(1, t[:, None])[:, 0]
+        bar = progress(total=n * len(chunks), desc="occlusion", leave=False, enabled=show_progress)
+        try:
+            for i in range(n):
+                for chunk in chunks:
+                    batch = x[i].expand(len(chunk), -1, -1, -1).clone()
+                    for k, (top, left) in enumerate(chunk):
+                        batch[k, :, top:top + ph, left:left + pw] = fill
+                    prob = model(batch).softmax(1)[:, t[i]]
+                    for k, (top, left) in enumerate(chunk):
+                        drops[i, top:top + ph, left:left + pw] += base[i] - prob[k]
+                    bar.update(1)
+        finally:
+            bar.close()
+    return drops / counts
+

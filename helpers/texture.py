@@ -1,0 +1,148 @@
+"""Texture synthesis from Gram matrices (Gatys, Ecker & Bethge 2015, https://arxiv.org/abs/1505.07376).
+
+A texture is described by the Gram matrices (channel co-activations, averaged over positions) of several
+layers; a new image with the same texture is found by matching them, starting from noise.
+The Gram matrix is shared with :mod:`helpers.diversity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .ascent import (
+    CHECK_EVERY,
+    OptimizerSpec,
+    TruncatedForward,
+    check_finite,
+    frozen_eval,
+    make_optimizer,
+    model_device,
+)
+from .classviz import start_images
+from .config import progress
+from .images import valid_range
+
+
+def gram_matrix(acts: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of each image's activations, averaged over positions.
+
+    ``G[n, i, j] = sum_p F[n, i, p] * F[n, j, p] / (H * W)`` with ``F`` the activations flattened over space.
+
+    Args:
+        acts: ``(N, C, H, W)`` activations.
+
+    Returns:
+        ``(N, C, C)`` float32, symmetric.
+    """
+    if acts.dim() != 4:
+        raise ValueError(f"gram_matrix needs (N, C, H, W) activations, got shape {tuple(acts.shape)}")
+    f = acts.float().flatten(2)
+    return f @ f.transpose(1, 2) / f.shape[-1]
+
+
+def gram_loss(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+              weights: dict[str, float] | None = None) -> torch.Tensor:
+    """``sum_l w_l * ||G_l - T_l||_F^2 / ||T_l||_F^2`` per image: the relative Gram mismatch over layers.
+
+    Args:
+        grams: ``{layer: (N, C, C)}`` Gram matrices of the images.
+        targets: ``{layer: (1 or N, C, C)}`` target Gram matrices, same keys.
+        weights: ``{layer: w_l}`` (default all 1).
+
+    Returns:
+        ``(N,)`` losses.
+    """
+    total = 0.0
+    for name, g in grams.items():
+        t = targets[name]
+        w = 1.0 if weights is None else weights[name]
+        total = total + w * (g - t).pow(2).sum(dim=(1, 2)) / t.pow(2).sum(dim=(1, 2))
+    return total
+
+
+@dataclass
+class TextureResult:
+    """What :func:`synthesize_texture` returns (tensors detached)."""
+
+    image: torch.Tensor  # (N, 3, H, W) synthesized textures, normalized space, on the model's device
+    history: torch.Tensor  # (steps, N) Gram loss before each update, CPU
+    loss: torch.Tensor  # (N,) Gram loss of the returned images, CPU
+    layers: list[str]  # the matched layers
+
+
+def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Sequence[str], *,
+                       size: int | tuple[int, int] | None = None, n: int = 1, steps: int = 200, lr: float = 0.05,
+                       layer_weights: Sequence[float] | None = None, clamp: bool = True,
+                       optimizer: OptimizerSpec = "adam", seed: int = 0,
+                       show_progress: bool | None = None) -> TextureResult:
+    """Synthesize a texture from noise by matching the Gram matrices of ``layers`` of a texture image.
+
+    The loss minimized is :func:`gram_loss`, ``sum_l w_l * ||G_l(I) - G_l(T)||^2 / ||G_l(T)||^2`` with
+    :func:`gram_matrix` (the relative error makes layers of different scale weigh alike). Only the layers up
+    to the deepest one run; weights get no gradients; the model and ``texture`` are left as found.
+    Paper: Gatys et al. 2015, https://arxiv.org/abs/1505.07376
+
+    Args:
+        model: a CNN taking ImageNet-normalized images.
+        texture: ``(1, 3, h, w)`` or ``(3, h, w)`` normalized texture image (e.g. :func:`helpers.load_image`).
+        layers: one dotted layer name or several, e.g. ``["features.3", "features.8", "features.15"]``.
+        size: side or ``(H, W)`` of the output (default: the texture's size).
+        n: how many textures (independent start noise each).
+        steps: optimizer steps.
+        lr: learning rate of a named optimizer (normalized units).
+        layer_weights: one weight per layer (default all 1).
+        clamp: clamp pixels to the displayable range after each step.
+        optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
+        seed: seeds the start noise (a local generator).
+        show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`TextureResult` with ``image`` ``(n, 3, H, W)``, ``history`` ``(steps, n)``, ``loss`` ``(n,)``.
+
+    Raises:
+        ValueError: unknown layer (with close names), bad shapes, a layer whose texture activations are all zero.
+        FloatingPointError: the image became NaN/inf.
+    """
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
+    if len(weights) != len(names):
+        raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
+    tex = texture.unsqueeze(0) if texture.dim() == 3 else texture
+    if tex.dim() != 4 or tex.shape[:2] != (1, 3):
+        raise ValueError(f"texture must be one normalized image (1, 3, h, w), got {tuple(texture.shape)}")
+    if n < 1 or steps < 1:
+        raise ValueError(f"need n >= 1 and steps >= 1, got {n}, {steps}")
+    device = model_device(model)
+    hw = tuple(tex.shape[-2:]) if size is None else (size, size) if isinstance(size, int) else tuple(size)
+    generator = torch.Generator().manual_seed(seed)
+    img = start_images(hw, n, generator, device, shared=False).requires_grad_(True)
+    low, high = valid_range(img)
+    history = torch.empty(steps, n, device=device)
+
+    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
+        with torch.no_grad():
+            targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(device, torch.float32)).items()}
+        dead = [k for k, t in targets.items() if not bool(t.abs().sum() > 0)]
+        if dead:
+            raise ValueError(f"the texture's activations are all zero at {dead}; choose other layers")
+        layer_w = dict(zip(names, weights, strict=True))
+        opt = make_optimizer(optimizer, [img], lr)
+        for step in progress(range(steps), desc=f"texture {'+'.join(names)}", enabled=show_progress):
+            loss = gram_loss({k: gram_matrix(a) for k, a in forward(img).items()}, targets, layer_w)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            history[step] = loss.detach()
+            if clamp:
+                with torch.no_grad():
+                    img.clamp_(low, high)
+            if (step + 1) % CHECK_EVERY == 0:
+                check_finite(img, step + 1, lr)
+        check_finite(img, steps, lr)
+        with torch.no_grad():
+            final = gram_loss({k: gram_matrix(a) for k, a in forward(img).items()}, targets, layer_w)
+    return TextureResult(image=img.detach(), history=history.cpu(), loss=final.cpu(), layers=names)
