@@ -37,11 +37,17 @@ class Sheet:
     key: str
     notebook: str
     title: str
+    submission: bool = True  # packed into Surname-Matriculation.zip; False: a PDF only (the gallery)
+
+    @property
+    def folder(self) -> str:
+        return f"sheet{self.key}" if self.submission else self.key
 
 
 SHEETS = {
     "4": Sheet("4", "sheet4.ipynb", "Exercise Sheet 4: Convolutional Neural Networks"),
     "5": Sheet("5", "sheet5.ipynb", "Exercise Sheet 5: What Does a Neural Network See?"),
+    "gallery": Sheet("gallery", "gallery.ipynb", "Gallery: The Lecture's Visualization Techniques", submission=False),
 }
 WIDGET_TAG = "widget"
 CELL_TIMEOUT = 3600  # seconds one cell may run: a hung kernel fails the export instead of blocking it forever
@@ -100,11 +106,12 @@ def chromium() -> str | None:
 
 
 def kernel_profile(folder: Path) -> Path:
-    """An IPython profile for the export kernel: crisp PNG figures (2x resolution) for the PDF."""
+    """An IPython profile for the export kernel: PNG figures at 160 dpi, crisp in print (about 1000 px across a
+    page-wide figure) without making noise-like images (random weights) bloat the ZIP."""
     config = folder / "profile_default" / "ipython_kernel_config.py"
     config.parent.mkdir(parents=True)
-    config.write_text("c.InlineBackend.figure_formats = {'retina'}\n"
-                      "c.InlineBackend.rc = {'savefig.dpi': 110, 'figure.dpi': 110}\n")
+    config.write_text("c.InlineBackend.figure_formats = {'png'}\n"
+                      "c.InlineBackend.rc = {'savefig.dpi': 160, 'figure.dpi': 160}\n")
     return folder
 
 
@@ -221,7 +228,7 @@ def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, r
     source = notebooks / sheet.notebook
     if not source.is_file():
         raise ExportError(f"sheet {sheet.key}: {source} does not exist")
-    build_dir, out_dir = build / f"sheet{sheet.key}", out / f"sheet{sheet.key}"
+    build_dir, out_dir = build / sheet.folder, out / sheet.folder
     build_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     try:
@@ -237,13 +244,18 @@ def _export_in(build_dir: Path, out_dir: Path, sheet: Sheet, source: Path, name:
                matriculation: str, route: str, times: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory(dir=build_dir, prefix=".partial-") as tmp:
         tmp = Path(tmp)
-        executed, pdf, zip_path = tmp / sheet.notebook, tmp / f"{name}-sheet{sheet.key}.pdf", tmp / f"{name}.zip"
+        executed, pdf, zip_path = tmp / sheet.notebook, tmp / f"{name}-{sheet.folder}.pdf", tmp / f"{name}.zip"
         start = time.perf_counter()
         execute(source, executed)
         times["execute"] = time.perf_counter() - start
         start = time.perf_counter()
         to_pdf(executed, pdf, route, sheet.title, f"{surname} (matriculation no. {matriculation})")
         times["pdf"] = time.perf_counter() - start
+        if not sheet.submission:  # an extra document: the PDF and the executed notebook, no ZIP
+            os.replace(executed, build_dir / executed.name)
+            os.replace(pdf, build_dir / pdf.name)
+            print(f"{sheet.key}: PDF {build_dir / pdf.name}\n         executed notebook {build_dir / executed.name}")
+            return
         start = time.perf_counter()
         pack(zip_path, pdf, executed)
         times["zip"] = time.perf_counter() - start
@@ -272,7 +284,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="your surname (default: $CNNVIS_SURNAME)")
     parser.add_argument("--matriculation", default=os.environ.get("CNNVIS_MATRICULATION", ""),
                         help="your matriculation number (default: $CNNVIS_MATRICULATION)")
-    parser.add_argument("--sheet", choices=["4", "5", "all"], default="all", help="which sheet (default: all)")
+    parser.add_argument("--sheet", choices=["4", "5", "gallery", "all"], default="all",
+                        help="which sheet; 'gallery' builds the PDF of the technique gallery (not a submission); "
+                             "default: all three")
     parser.add_argument("--quick", action="store_true",
                         help="CNNVIS_QUICK=1: seconds per cell, for checking the pipeline; hand in a full run")
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # validate only (before the venv)
@@ -307,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     failed, report = [], []
     with tempfile.TemporaryDirectory(prefix="cnnvis-ipython-") as ipython:
         os.environ["IPYTHONDIR"] = str(kernel_profile(Path(ipython)))
-        for key in (["4", "5"] if args.sheet == "all" else [args.sheet]):
+        for key in (list(SHEETS) if args.sheet == "all" else [args.sheet]):
             try:
                 times = export_sheet(SHEETS[key], name=name, surname=args.surname.strip(),
                                      matriculation=args.matriculation.strip(), route=route,
@@ -321,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 130
     for key, times in report:
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in times.items())
-        print(f"sheet {key}: {stages}, total {sum(times.values()):.1f} s")
+        print(f"{SHEETS[key].folder}: {stages}, total {sum(times.values()):.1f} s")
     return 1 if failed else 0
 
 

@@ -167,3 +167,11 @@ def test_quick_export_of_both_sheets(tmp_path):
         images = sum(1 for line in listing.splitlines()[2:] if line.split()[2] == "image")
         assert figures >= 3 and images >= figures, (figures, images)
         assert "0%|" not in text  # no frozen progress bars
+    # the gallery is an extra document: a PDF and the executed notebook, no ZIP
+    gallery = tmp_path / "build" / "gallery"
+    assert sorted(p.name for p in gallery.iterdir()) == ["Mueller-12345678-gallery.pdf", "gallery.ipynb"]
+    text = subprocess.run(["pdftotext", str(gallery / "Mueller-12345678-gallery.pdf"), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "Gallery" in text and "guided backprop" in " ".join(text.split()).lower()
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in files_under(tmp_path / "out")) == [
+        "sheet4/Mueller-12345678.zip", "sheet5/Mueller-12345678.zip"]
