@@ -157,6 +157,24 @@ def check_finite(img: torch.Tensor, step: int, lr: float) -> None:
             "rate, add an l2_weight or clamp=True, and try again.")
 
 
+def image_step(opt: torch.optim.Optimizer, loss: torch.Tensor, img: torch.Tensor, step: int, lr: float,
+               bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+               after: Callable[[torch.Tensor], None] | None = None) -> None:
+    """One update of an optimized image: backward of ``loss``, optimizer step, then (without autograd) the
+    image operation ``after(img)`` if given, clamping to ``bounds = (low, high)`` if given, and a NaN/inf check
+    every ``CHECK_EVERY`` steps (the only host sync)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        if after is not None:
+            after(img)
+        if bounds is not None:
+            img.clamp_(*bounds)
+    if (step + 1) % CHECK_EVERY == 0:
+        check_finite(img, step + 1, lr)
+
+
 def jitter_shifts(steps: int, jitter: int, generator: torch.Generator) -> list[tuple[int, int]]:
     """``steps`` random ``(dy, dx)`` rolls in ``[-jitter, jitter]``, drawn on the CPU (no device sync)."""
     if jitter <= 0:
@@ -301,15 +319,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
                 loss = loss + tv_weight * total_variation(img) / (h * w)
             if l2_weight:
                 loss = loss + l2_weight * l2(img) / (h * w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            image_step(opt, loss, img, step, lr, (low, high) if clamp else None)
             history[step] = score.detach()
-            with torch.no_grad():
-                if clamp:
-                    img.clamp_(low, high)
-            if (step + 1) % CHECK_EVERY == 0:
-                check_finite(img, step + 1, lr)
         check_finite(img, steps, lr)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             final = objective(forward(img)[layer])

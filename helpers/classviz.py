@@ -20,13 +20,13 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from .ascent import (
-    CHECK_EVERY,
     AscentResult,
     OptimizerSpec,
     TruncatedForward,
     check_channels,
     check_finite,
     frozen_eval,
+    image_step,
     jitter_shifts,
     make_optimizer,
     model_device,
@@ -169,18 +169,10 @@ def _ascent(model: nn.Module, start: Start, layer: str | None, targets: list[int
             score = all_scores[rows, index]
             # 2. gradient step on  -S_c(I) + lambda * ||I||^2 / (H*W)
             loss = -score.sum() + l2_weight * l2(img) / (h * w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            # 3. after the step: the L2++ image operations, then keep the pixels displayable
+            l2pp = None if ops == PLAIN else (lambda x, step=step: x.copy_(l2pp_step(x, x.grad, step, ops)))
+            image_step(opt, loss, img, step, lr, (low, high) if clamp else None, after=l2pp)
             history[step] = score.detach()
-            # 3. the L2++ image operations, then keep the pixels displayable
-            with torch.no_grad():
-                if ops != PLAIN:
-                    img.copy_(l2pp_step(img, img.grad, step, ops))
-                if clamp:
-                    img.clamp_(low, high)
-            if (step + 1) % CHECK_EVERY == 0:
-                check_finite(img, step + 1, lr)
         check_finite(img, steps, lr)
         with torch.no_grad():
             final = scores_of(img)[rows, index]

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from .ascent import (
-    CHECK_EVERY,
     OptimizerSpec,
     TruncatedForward,
     check_channels,
     check_finite,
     frozen_eval,
+    image_step,
     jitter_shifts,
     make_optimizer,
     model_device,
@@ -130,16 +130,9 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
             sim = gram_similarity(acts[style])  # (n, n)
             loss = (-score.sum() + diversity_weight * (sim.sum() - sim.diagonal().sum()) / n
                     + tv_weight * total_variation(img) / (h * w) + l2_weight * l2(img) / (h * w))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            image_step(opt, loss, img, step, lr, (low, high) if clamp else None)
             history[step] = score.detach()
             similarity[step] = mean_pairwise(sim.detach())
-            if clamp:
-                with torch.no_grad():
-                    img.clamp_(low, high)
-            if (step + 1) % CHECK_EVERY == 0:
-                check_finite(img, step + 1, lr)
         check_finite(img, steps, lr)
         with torch.no_grad():
             acts = forward(img)

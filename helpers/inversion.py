@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from .ascent import (
-    CHECK_EVERY,
     OptimizerSpec,
     TruncatedForward,
     check_finite,
     frozen_eval,
+    image_step,
     make_optimizer,
     model_device,
 )
@@ -104,15 +104,8 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
             fit = feature_loss(forward(img)[layer], target)  # (N,)
             loss = (fit.sum() + tv_weight * total_variation(img, beta) / (h * w)
                     + alpha_weight * img.abs().pow(alpha).sum() / (h * w))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            image_step(opt, loss, img, step, lr, (low, high) if clamp else None)
             history[step] = fit.detach()
-            if clamp:
-                with torch.no_grad():
-                    img.clamp_(low, high)
-            if (step + 1) % CHECK_EVERY == 0:
-                check_finite(img, step + 1, lr)
         check_finite(img, steps, lr)
         with torch.no_grad():
             final = feature_loss(forward(img)[layer], target)

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from .ascent import (
-    CHECK_EVERY,
     OptimizerSpec,
     TruncatedForward,
     check_finite,
     frozen_eval,
+    image_step,
     make_optimizer,
     model_device,
 )
@@ -133,15 +133,8 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         opt = make_optimizer(optimizer, [img], lr)
         for step in progress(range(steps), desc=f"texture {'+'.join(names)}", enabled=show_progress):
             loss = gram_loss({k: gram_matrix(a) for k, a in forward(img).items()}, targets, layer_w)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
+            image_step(opt, loss.sum(), img, step, lr, (low, high) if clamp else None)
             history[step] = loss.detach()
-            if clamp:
-                with torch.no_grad():
-                    img.clamp_(low, high)
-            if (step + 1) % CHECK_EVERY == 0:
-                check_finite(img, step + 1, lr)
         check_finite(img, steps, lr)
         with torch.no_grad():
             final = gram_loss({k: gram_matrix(a) for k, a in forward(img).items()}, targets, layer_w)
