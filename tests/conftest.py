@@ -28,6 +28,15 @@ def clean_env(monkeypatch):
     monkeypatch.setenv("CNNVIS_PROGRESS", "0")
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close every matplotlib figure a test opened."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Make every download fail at once, as on a machine without internet (and never download 500 MB)."""
@@ -65,6 +74,18 @@ class TinyCNN(nn.Module):
 def tiny_cnn():
     torch.manual_seed(0)
     return TinyCNN().eval()
+
+
+def awkward_copy(resnet: nn.Module) -> nn.Module:
+    """A copy of a ResNet in the state a helper must not disturb: train mode (BatchNorm would update its
+    running stats) with one BatchNorm in eval (mixed modes), a stale ``.grad`` and one frozen parameter."""
+    import copy
+
+    model = copy.deepcopy(resnet).train()
+    model.layer1[0].bn1.eval()
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    model.conv1.weight.requires_grad_(False)
+    return model
 
 
 def model_state(model: nn.Module) -> dict:

@@ -1,6 +1,5 @@
 """Technique 10 of the gallery: late-layer features, t-SNE map with thumbnails, nearest neighbours."""
 
-import matplotlib.pyplot as plt
 import pytest
 import torch
 import torchvision
@@ -8,12 +7,6 @@ from conftest import assert_same_state, model_state
 from matplotlib.offsetbox import AnnotationBbox
 
 from helpers import extract_features, nearest_neighbors, plot_embedding, plot_neighbors, tsne_embedding
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_an_image_of_the_set_is_its_own_nearest_neighbour_at_distance_zero():

@@ -1,6 +1,5 @@
 """Techniques 1 and 2 of the gallery: filters as images (range mapping), activation grids and PCA as RGB."""
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -17,12 +16,6 @@ from helpers import (
     range_map,
     symmetric_scale,
 )
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def hand_conv():

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from conftest import assert_same_state, model_state
+from conftest import assert_same_state, awkward_copy, model_state
 from torch import nn
 
 from helpers import default_cam_layer, grad_cam, guided_backprop, guided_grad_cam
@@ -124,10 +124,7 @@ def test_vgg16_shapes_range_and_modes(vgg):
 
 
 def test_leaves_model_and_input_as_found_also_on_errors(resnet):
-    model = copy.deepcopy(resnet).train()
-    model.layer1[0].bn1.eval()
-    model.fc.weight.grad = torch.ones_like(model.fc.weight)
-    model.conv1.weight.requires_grad_(False)
+    model = awkward_copy(resnet)
     before = model_state(model)
     x = torch.randn(1, 3, 32, 32)
     x_before = x.clone()

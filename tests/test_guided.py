@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from conftest import assert_same_state, model_state
+from conftest import assert_same_state, awkward_copy, model_state
 from torch import nn
 
 from helpers import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
@@ -147,10 +147,7 @@ def test_single_image_keeps_its_shape_and_device(tiny_cnn):
 
 
 def test_leaves_model_and_input_as_found(resnet):
-    model = copy.deepcopy(resnet).train()
-    model.layer1[0].bn1.eval()
-    model.fc.weight.grad = torch.ones_like(model.fc.weight)
-    model.conv1.weight.requires_grad_(False)
+    model = awkward_copy(resnet)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     before = model_state(model)
     x = torch.randn(1, 3, 32, 32)

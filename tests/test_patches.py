@@ -1,6 +1,5 @@
 """Technique 9 of the gallery: maximally activating patches and the exact receptive-field window."""
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -25,12 +24,6 @@ from helpers import (
     receptive_field,
     top_activations,
 )
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 class Upto(nn.Module):

@@ -1,15 +1,8 @@
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 
 from helpers import plot_channels, plot_image_grid, plot_map, plot_overlay, plot_saliency
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_image_grid_shows_every_image_with_its_labels():

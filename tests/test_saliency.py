@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 import torchvision
-from conftest import assert_same_state, model_state
+from conftest import assert_same_state, awkward_copy, model_state
 from torch import nn
 
 from helpers import saliency_map
@@ -89,10 +89,7 @@ def test_matches_captum_saliency(tiny_cnn, resnet):
 
 
 def test_leaves_model_and_input_as_found(resnet):
-    model = copy.deepcopy(resnet).train()  # train mode: BatchNorm would update its running stats
-    model.layer1[0].bn1.eval()              # mixed modes must come back exactly
-    model.fc.weight.grad = torch.ones_like(model.fc.weight)
-    model.conv1.weight.requires_grad_(False)
+    model = awkward_copy(resnet)
     before = model_state(model)
     x = torch.randn(1, 3, 32, 32)
     x_before = x.clone()
