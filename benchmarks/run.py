@@ -32,16 +32,25 @@ sys.path.insert(0, str(ROOT))
 import helpers as H  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+LUCENT_DIR = ROOT / "benchmarks" / ".lucent"  # lucent, the comparator, installed by benchmarks/run.sh
 
 
 def timed(fn: Callable[[], object], repeats: int = 1) -> float:
     """Median wall time of ``fn`` over ``repeats`` runs, in seconds."""
-    times = []
+    return interleaved({"fn": fn}, repeats)[0]["fn"]
+
+
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Median wall time of each run over ``repeats`` rounds, and each run's last return value. Every round runs
+    each function once, in turn, so a change in the machine's speed (another job, heat) hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    values: dict[str, object] = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            values[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, values
 
 
 # ---------------------------------------------------------------- textbook loops (the baselines)
@@ -113,47 +122,84 @@ def textbook_cifar_epoch(root: Path, subset: int | None) -> None:
 
 # ---------------------------------------------------------------- cases
 
-def case_filter(model: nn.Module, layer: str, size: int, steps: int) -> dict:
+def load_lucent():
+    """lucent's ``render_vis`` pieces when installed (``benchmarks/run.sh`` puts it in ``benchmarks/.lucent``),
+    else None."""
+    if LUCENT_DIR.is_dir() and str(LUCENT_DIR) not in sys.path:
+        sys.path.append(str(LUCENT_DIR))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from lucent.optvis import objectives, param, render
+    except ImportError:
+        return None
+    return objectives, param, render
+
+
+def lucent_filter_loop(lucent, model: nn.Module, layer: str, channel: int, size: int, steps: int) -> None:
+    """lucent's default call for one channel: FFT-parametrized image, its standard transforms, Adam."""
+    objectives, param, render = lucent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        render.render_vis(model, objectives.channel(layer.replace(".", "_"), channel),
+                          param_f=lambda: param.image(size), thresholds=(steps,), show_image=False,
+                          progress=False)
+
+
+def case_filter(model: nn.Module, layer: str, size: int, steps: int, repeats: int, lucent) -> dict:
     channel = 7
-    baseline = timed(lambda: textbook_filter_loop(model, layer, channel, size, steps)) / steps
-    ours = timed(lambda: H.visualize_filter(model, layer, channel, steps=steps, size=size,
-                                            show_progress=False)) / steps
-    out = {"baseline_s": baseline, "ours_s": ours, "speedup": baseline / ours, "unit": "s/step",
-           "work": f"VGG16 {layer}, {size} px, {steps} steps"}
+
+    def ours(amp: bool) -> Callable[[], H.AscentResult]:
+        return lambda: H.visualize_filter(model, layer, channel, steps=steps, size=size, amp=amp, show_progress=False)
+
+    runs = {"baseline": lambda: textbook_filter_loop(model, layer, channel, size, steps), "ours": ours(False)}
     if H.fast_bf16():
-        fast_result = H.visualize_filter(model, layer, channel, steps=steps, size=size, amp=True,
-                                         show_progress=False)
-        exact = H.visualize_filter(model, layer, channel, steps=steps, size=size, show_progress=False)
-        fast = timed(lambda: H.visualize_filter(model, layer, channel, steps=steps, size=size, amp=True,
-                                                show_progress=False)) / steps
-        out.update(fast_s=fast, fast_speedup=baseline / fast,
-                   fast_objective_ratio=float(fast_result.objective[0] / exact.objective[0]))
+        runs["fast"] = ours(True)
+    if lucent is not None:
+        runs["lucent"] = lambda: lucent_filter_loop(lucent, model, layer, channel, size, steps)
+    t, values = interleaved(runs, repeats)
+    per_step = {name: seconds / steps for name, seconds in t.items()}
+    out = {"baseline_s": per_step["baseline"], "ours_s": per_step["ours"],
+           "speedup": per_step["baseline"] / per_step["ours"], "unit": "s/step",
+           "work": f"VGG16 {layer}, {size} px, {steps} steps, one channel (median of {repeats})"}
+    if "fast" in per_step:  # objective of the bf16 run's image over that of the float32 run, same steps
+        out.update(fast_s=per_step["fast"], fast_speedup=per_step["baseline"] / per_step["fast"],
+                   fast_objective_ratio=float(values["fast"].objective[0] / values["ours"].objective[0]))
+    if "lucent" in per_step:
+        out.update(lucent_s=per_step["lucent"], speedup_vs_lucent=per_step["lucent"] / per_step["ours"])
     return out
 
 
-def case_deep_dream(model: nn.Module, size: int, steps: int) -> dict:
+def case_deep_dream(model: nn.Module, size: int, steps: int, repeats: int) -> dict:
     from skimage import data
 
     image = H.load_image(data.astronaut(), size, device="cpu")
     layer = "features.28"
-    baseline = timed(lambda: textbook_deep_dream(model, image, layer, steps, 3, 1.4))
-    ours = timed(lambda: H.deep_dream(model, image, layer, steps=steps, octaves=3, octave_scale=1.4,
-                                      show_progress=False))
-    out = {"baseline_s": baseline, "ours_s": ours, "speedup": baseline / ours, "unit": "s total",
-           "work": f"VGG16 to {layer}, 3 octaves up to {size} px x {steps} steps"}
+
+    def ours(amp: bool) -> Callable[[], H.DreamResult]:
+        return lambda: H.deep_dream(model, image, layer, steps=steps, octaves=3, octave_scale=1.4, amp=amp,
+                                    show_progress=False)
+
+    runs = {"baseline": lambda: textbook_deep_dream(model, image, layer, steps, 3, 1.4), "ours": ours(False)}
     if H.fast_bf16():
-        fast = timed(lambda: H.deep_dream(model, image, layer, steps=steps, octaves=3, octave_scale=1.4,
-                                          amp=True, show_progress=False))
-        out.update(fast_s=fast, fast_speedup=baseline / fast)
+        runs["fast"] = ours(True)
+    t, values = interleaved(runs, repeats)
+    out = {"baseline_s": t["baseline"], "ours_s": t["ours"], "speedup": t["baseline"] / t["ours"],
+           "unit": "s total",
+           "work": f"VGG16 to {layer}, 3 octaves up to {size} px x {steps} steps (median of {repeats})"}
+    if "fast" in t:  # objective at the end of the last octave, bf16 run over float32 run
+        out.update(fast_s=t["fast"], fast_speedup=t["baseline"] / t["fast"],
+                   fast_objective_ratio=float(values["fast"].end[-1, 0] / values["ours"].end[-1, 0]))
     return out
 
 
-def case_cifar(subset: int | None) -> dict:
+def case_cifar(subset: int | None, repeats: int) -> dict:
     root = H.DATA_DIR
-    baseline = timed(lambda: textbook_cifar_epoch(root, subset))
     train, _ = H.cifar10_loaders(root, augment=True, normalize=True, subset=subset, fast=True)
     model = H.LeNet()
-    ours = timed(lambda: H.fit(model, train, None, 1, show_progress=False))
+    t, _ = interleaved({"baseline": lambda: textbook_cifar_epoch(root, subset),
+                        "ours": lambda: H.fit(model, train, None, 1, show_progress=False)}, repeats)
+    baseline, ours = t["baseline"], t["ours"]
     # the bare model step: the same number of Adam steps on one fixed batch, no data pipeline at all
     model = H.LeNet().train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -165,7 +211,7 @@ def case_cifar(subset: int | None) -> dict:
             F.cross_entropy(model(x), y).backward()
             opt.step()
 
-    step = timed(bare)
+    step = timed(bare, repeats)
     return {"baseline_s": baseline, "ours_s": ours, "speedup": baseline / ours, "bare_model_s": step,
             "ours_over_bare": ours / step, "unit": "s/epoch",
             "work": f"LeNet, 1 epoch of {len(train.dataset)} images, batch 16, flip+crop augmentation"}
@@ -206,28 +252,33 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", H.OfflineStandInWarning)
     torch.manual_seed(0)
     model = H.pretrained_model("vgg16", pretrained=False, device="cpu")
+    lucent = load_lucent()
     if args.quick:
         plan = {
-            "filter_vis_features10": lambda: case_filter(model, "features.10", 64, 2),
-            "filter_vis_features28": lambda: case_filter(model, "features.28", 64, 2),
-            "deep_dream_3_octaves": lambda: case_deep_dream(model, 96, 1),
-            "cifar_epoch_augmented": lambda: case_cifar(256),
+            "filter_vis_features10": lambda: case_filter(model, "features.10", 64, 2, 1, lucent),
+            "filter_vis_features28": lambda: case_filter(model, "features.28", 64, 2, 1, lucent),
+            "deep_dream_3_octaves": lambda: case_deep_dream(model, 96, 1, 1),
+            "cifar_epoch_augmented": lambda: case_cifar(256, 1),
             "sheet5_top10_section": lambda: case_top10(model, 64, 1, 2, 3),
         }
     else:
         plan = {
-            "filter_vis_features10": lambda: case_filter(model, "features.10", 224, 10),
-            "filter_vis_features28": lambda: case_filter(model, "features.28", 224, 10),
-            "deep_dream_3_octaves": lambda: case_deep_dream(model, 512, 10),
-            "cifar_epoch_augmented": lambda: case_cifar(None),
+            "filter_vis_features10": lambda: case_filter(model, "features.10", 224, 20, 3, lucent),
+            "filter_vis_features28": lambda: case_filter(model, "features.28", 224, 20, 3, lucent),
+            "deep_dream_3_octaves": lambda: case_deep_dream(model, 512, 10, 2),
+            "cifar_epoch_augmented": lambda: case_cifar(None, 3),
             "sheet5_top10_section": lambda: case_top10(model, 128, 10, 5, 10),
         }
+    if lucent is None:
+        print("lucent is not installed: no lucent column (benchmarks/run.sh installs it into benchmarks/.lucent)")
     results = {}
-    print(f"{'case':26} {'baseline':>10} {'ours':>10} {'speedup':>8}  {'fast path':>10}  work")
+    print(f"{'case':24} {'baseline':>9} {'ours':>9} {'speedup':>8} {'fast':>9} {'speedup':>8} {'lucent':>9} "
+          f"{'ours vs':>8}  work")
     for name, run in plan.items():
         r = results[name] = run()
-        fast = f"{r['fast_speedup']:.2f}x" if "fast_speedup" in r else "-"
-        print(f"{name:26} {r['baseline_s']:10.3f} {r['ours_s']:10.3f} {r['speedup']:7.2f}x  {fast:>10}  "
+        fast = f"{r['fast_s']:9.3f} {r['fast_speedup']:7.2f}x" if "fast_s" in r else f"{'-':>9} {'-':>8}"
+        luc = f"{r['lucent_s']:9.3f} {r['speedup_vs_lucent']:7.2f}x" if "lucent_s" in r else f"{'-':>9} {'-':>8}"
+        print(f"{name:24} {r['baseline_s']:9.3f} {r['ours_s']:9.3f} {r['speedup']:7.2f}x {fast} {luc}  "
               f"{r['work']} ({r['unit']})", flush=True)
     assert all(math.isfinite(r["speedup"]) for r in results.values())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "

@@ -12,7 +12,7 @@ from .activations import (
     upsample_map,
 )
 from .adversarial import FoolingResult, fgsm, fooling_image
-from .ascent import AscentResult, TruncatedForward, fast_bf16, frozen_eval, top_filters, visualize_filter
+from .ascent import AscentResult, TruncatedForward, frozen_eval, top_filters, visualize_filter
 from .classviz import L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
@@ -97,6 +97,7 @@ from .plotting import (
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation
 from .saliency import saliency_map
+from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
 from .texture import TextureResult, gram_matrix, synthesize_texture
 from .training import History, evaluate, fit
 
@@ -155,6 +156,9 @@ __all__ = [
     "TruncatedForward",
     "deep_dream",
     "fast_bf16",
+    "channels_last_weights",
+    "lean_loop",
+    "roomy_malloc",
     "frozen_eval",
     "plot_filter_grid",
     "plot_objective",

@@ -22,6 +22,7 @@ from .config import progress
 from .hooks import get_layer
 from .images import normalize, valid_range
 from .regularizers import l2, total_variation
+from .speed import lean_loop
 
 OptimizerSpec = str | Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 InitSpec = float | tuple[float, float] | torch.Tensor
@@ -69,28 +70,34 @@ class TruncatedForward:
     A forward hook on each target stores its output; when the last target has fired it raises a private
     exception that ends the forward pass, so no layer after the deepest target runs. Outputs of targets
     that fire before the last one are cloned (a later in-place ReLU would otherwise overwrite them).
+    With ``inputs=True`` the hooks are forward pre-hooks that store each target's (first) input instead, and
+    the pass ends before the last target runs (used to apply that layer to a few channels only).
     Use as a context manager: the hooks are removed on exit, also on an exception or KeyboardInterrupt.
 
     >>> with TruncatedForward(model, ["features.17", "features.24"]) as forward:
     ...     acts = forward(x)    # {"features.17": (N, 512, h, w), "features.24": ...}
     """
 
-    def __init__(self, model: nn.Module, layers: str | Iterable[str]) -> None:
+    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, inputs: bool = False) -> None:
         names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
         if not names:
             raise ValueError("give at least one layer name, e.g. 'features.28'")
         self.model = model
         self.modules = {name: get_layer(model, name) for name in names}  # ValueError with close names
+        self.inputs = inputs
         self._store: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
     def _hook(self, name: str):
-        def hook(module: nn.Module, inputs, output):
+        def hook(module: nn.Module, inputs, output=None):
+            if self.inputs:
+                output = inputs[0] if inputs else None
             if name in self._store:  # a module used twice in one pass (shared ReLU): keep its first output
                 return
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick a layer "
-                                "whose output is a single activation tensor")
+                what = "takes" if self.inputs else "returns"
+                raise TypeError(f"layer {name!r} {what} {type(output).__name__}, not a tensor; pick a layer "
+                                f"whose {'input' if self.inputs else 'output'} is a single activation tensor")
             last = len(self._store) == len(self.modules) - 1
             self._store[name] = output if last else output.clone()
             if last:
@@ -100,7 +107,8 @@ class TruncatedForward:
     def __enter__(self) -> TruncatedForward:
         try:
             for name, module in self.modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
+                register = module.register_forward_pre_hook if self.inputs else module.register_forward_hook
+                self._handles.append(register(self._hook(name)))
         except BaseException:
             self.close()
             raise
@@ -182,22 +190,6 @@ def jitter_shifts(steps: int, jitter: int, generator: torch.Generator) -> list[t
     return [tuple(s) for s in torch.randint(-jitter, jitter + 1, (steps, 2), generator=generator).tolist()]
 
 
-def fast_bf16(device: torch.device | str | None = None) -> bool:
-    """True when bfloat16 autocast (``amp=True``) is natively fast on ``device`` (default: the default device):
-    a CUDA GPU with bf16 support, or a CPU with the AVX512-BF16 or AMX-BF16 instructions (Linux)."""
-    from .config import default_device
-
-    device = torch.device(default_device() if device is None else device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def make_optimizer(optimizer: OptimizerSpec, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     """``"adam"`` or ``"sgd"`` with learning rate ``lr``, or a factory ``params -> Optimizer`` (``lr`` unused)."""
     if callable(optimizer):
@@ -247,7 +239,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
                      lr: float = 0.1, optimizer: OptimizerSpec = "adam", init: InitSpec = (150 / 255, 180 / 255),
                      size: int | tuple[int, int] = 128, tv_weight: float = 0.0, l2_weight: float = 0.0,
                      jitter: int = 0, clamp: bool = False, seed: int = 0, amp: bool = False,
-                     show_progress: bool | None = None) -> AscentResult:
+                     channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
     """Find input images that maximize the mean activation of one or several channels of a layer.
 
     Gradient ascent on the pixels (activation maximization). For each channel ``c`` the loss minimized is
@@ -258,7 +250,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
     priors are per pixel, so their weights do not depend on ``size``. Several channels are optimized as one
     batch, one image per channel; all images start from the same init image and share the jitter, so a
     channel's result does not depend on which channels share its batch. Only the layers up to ``layer`` run
-    and no weight gradients are built; the model's flags, weights and ``.grad`` are left as found.
+    and no weight gradients are built; when ``layer`` is a convolution, only its requested channels are
+    computed. The model's flags, weights and ``.grad`` are left as found.
 
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
@@ -278,6 +271,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
         clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         seed: seeds the init noise and the jitter (a local generator; the global RNG is untouched).
         amp: run the network in bfloat16 autocast (faster on CPUs with bf16 support; the image stays float32).
+        channels_last: run the convolutions in channels-last memory format (:mod:`helpers.speed`); None: on
+            the CPU yes, on a GPU no. The same arithmetic in another order: results agree to float rounding.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
@@ -306,14 +301,27 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
     history = torch.empty(steps, len(channels), device=device)
     opt = make_optimizer(optimizer, [img], lr)
 
-    def objective(acts: torch.Tensor) -> torch.Tensor:  # (N, C, h, w) -> (N,): image i scores channel i
-        return acts[rows, index].float().mean(dim=(-2, -1))
+    module = get_layer(model, layer)
+    # a convolution as target: stop at its input and compute only the requested output channels (a conv with
+    # weight[index] gives image i all N channels, N <= C/2 of them; the diagonal is what each image scores)
+    cut = isinstance(module, nn.Conv2d) and module.groups == 1 and len(channels) <= module.out_channels // 2
+    columns = rows if cut else index
 
-    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+    def objective(x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N,): image i scores channel i
+        acts = forward(x)[layer]
+        if cut:
+            acts = module._conv_forward(acts, weight, bias)
+        return acts[rows, columns].float().mean(dim=(-2, -1))
+
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device),
+          TruncatedForward(model, layer, inputs=cut) as forward):
+        if cut:
+            weight = module.weight[index]
+            bias = None if module.bias is None else module.bias[index]
         for step in progress(range(steps), desc=f"{layer} x{len(channels)}", enabled=show_progress):
             x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if jitter > 0 else img
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                score = objective(forward(x)[layer])
+                score = objective(x)
             loss = -score.sum()
             if tv_weight:
                 loss = loss + tv_weight * total_variation(img) / (h * w)
@@ -323,7 +331,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
             history[step] = score.detach()
         check_finite(img, steps, lr)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            final = objective(forward(img)[layer])
+            final = objective(img)
     return AscentResult(image=img.detach(), history=history.cpu(), objective=final.float().cpu(),
                         layer=layer, channels=channels)
 

@@ -34,6 +34,7 @@ from .ascent import (
 from .config import progress
 from .images import normalize, valid_range
 from .regularizers import l2
+from .speed import lean_loop
 
 Start = torch.Tensor | int | tuple[int, int]
 NOISE = (0.4, 0.6)  # pixel range of the start noise: mid-gray with a little texture
@@ -158,7 +159,7 @@ def _ascent(model: nn.Module, start: Start, layer: str | None, targets: list[int
     history = torch.empty(steps, len(targets), device=device)
     opt = make_optimizer(optimizer, [img], lr)
 
-    with torch.enable_grad(), frozen_eval(model), _scores(model, layer) as scores_of:
+    with torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device), _scores(model, layer) as scores_of:
         for step in progress(range(steps), desc=desc, enabled=show_progress):
             # 1. forward the jittered image and read the score of each image's own target
             x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if ops.jitter else img

@@ -18,6 +18,7 @@ from .ascent import TruncatedForward, check_finite, frozen_eval, jitter_shifts, 
 from .config import progress
 from .images import valid_range
 from .regularizers import total_variation
+from .speed import lean_loop
 
 
 @dataclass
@@ -40,7 +41,8 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str], *, steps: int = 10,
                lr: float = 0.02, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16,
                tv_weight: float = 0.0, layer_weights: Sequence[float] | None = None, clamp: bool = True,
-               seed: int = 0, amp: bool = False, show_progress: bool | None = None) -> DreamResult:
+               seed: int = 0, amp: bool = False, channels_last: bool | None = None,
+               show_progress: bool | None = None) -> DreamResult:
     """DeepDream: gradient ascent on a photo to raise the L2 norm of the activations of ``layers``.
 
     The objective of an image is ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))`` (each layer's L2 norm divided by
@@ -51,7 +53,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     (a plain weight on the loss would have to be re-tuned whenever the activations' scale changes).
     The classic tricks of the original code: the image is processed at ``octaves`` scales, smallest first, and
     the detail added at one scale is carried (upsampled) to the next; before each step the image is rolled by a
-    random shift of up to ``jitter`` px (and the gradient rolled back); the gradient is normalized by its mean
+    random shift of up to ``jitter`` px (and the gradient rolled back; the first step of an octave is not
+    rolled, so its score is the octave's start objective); the gradient is normalized by its mean
     absolute value (per image), so ``lr`` is the mean change per pixel; pixels are
     clamped to the displayable range. Only the layers up to the deepest target run, the weights get no
     gradients, and the model and the input tensor are left as found.
@@ -71,6 +74,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
         clamp: clamp the pixels to :func:`helpers.valid_range` after each step.
         seed: seeds the jitter (a local generator; the global RNG is untouched).
         amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
@@ -106,16 +110,17 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     histories, starts, ends = [], [], []
     detail = base.new_zeros(base.shape[0], 3, *sizes[0])
-    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device),
+          TruncatedForward(model, names) as forward):
         bar = progress(total=octaves * steps, desc=f"deep dream {'+'.join(names)}", enabled=show_progress)
         try:
             for size in sizes:
                 octave_base = _resize(base, size)
                 img = (octave_base + _resize(detail, size)).clamp(low, high) if clamp else octave_base + detail
                 history = torch.empty(steps, base.shape[0], device=device)
-                with torch.no_grad():
-                    starts.append(objective(forward, img))
-                for step, (dy, dx) in enumerate(jitter_shifts(steps, jitter, generator)):
+                shifts = jitter_shifts(steps, jitter, generator)
+                shifts[0] = (0, 0)  # the first step sees the octave's start image as it is: its score is `start`
+                for step, (dy, dx) in enumerate(shifts):
                     x = torch.roll(img, (dy, dx), dims=(-2, -1)).requires_grad_(True)
                     score = objective(forward, x)
                     (grad,) = torch.autograd.grad(score.sum(), x)
@@ -128,6 +133,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
                         img = img.clamp(low, high)
                     history[step] = score.detach()
                     bar.update()
+                starts.append(history[0])
                 check_finite(img, len(histories) * steps + steps, lr)
                 with torch.no_grad():
                     ends.append(objective(forward, img))

@@ -28,6 +28,7 @@ from .classviz import Start, start_images
 from .config import progress
 from .images import valid_range
 from .regularizers import l2, total_variation
+from .speed import lean_loop
 from .texture import gram_matrix
 
 
@@ -122,7 +123,8 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
     similarity = torch.empty(steps, device=device)
     opt = make_optimizer(optimizer, [img], lr)
 
-    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, [layer, style]) as forward:
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device),
+          TruncatedForward(model, [layer, style]) as forward):
         for step in progress(range(steps), desc=f"diverse {layer}:{channel} x{n}", enabled=show_progress):
             x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if jitter > 0 else img
             acts = forward(x)

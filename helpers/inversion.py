@@ -25,6 +25,7 @@ from .classviz import start_images
 from .config import progress
 from .images import valid_range
 from .regularizers import total_variation
+from .speed import lean_loop
 
 
 @dataclass
@@ -92,7 +93,8 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
     low, high = valid_range(img)
     history = torch.empty(steps, n, device=device)
 
-    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device),
+          TruncatedForward(model, layer) as forward):
         with torch.no_grad():
             target = forward(image.detach().to(device, torch.float32))[layer].float()
         dead = (target.flatten(1).abs().sum(dim=1) == 0).nonzero().flatten().tolist()

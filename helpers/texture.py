@@ -25,6 +25,7 @@ from .ascent import (
 from .classviz import start_images
 from .config import progress
 from .images import valid_range
+from .speed import lean_loop
 
 
 def gram_matrix(acts: torch.Tensor) -> torch.Tensor:
@@ -123,7 +124,8 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
     low, high = valid_range(img)
     history = torch.empty(steps, n, device=device)
 
-    with torch.enable_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device),
+          TruncatedForward(model, names) as forward):
         with torch.no_grad():
             targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(device, torch.float32)).items()}
         dead = [k for k, t in targets.items() if not bool(t.abs().sum() > 0)]

@@ -92,6 +92,7 @@ def model_state(model: nn.Module) -> dict:
     """Everything a helper must leave as found: weights, grads, requires_grad, modes, flags, hooks."""
     return {
         "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "layout": {k: (p.data_ptr(), p.stride()) for k, p in model.named_parameters()},  # the same tensors
         "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
         "grads": {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()},
         "training": {k: m.training for k, m in model.named_modules()},
@@ -106,6 +107,7 @@ def assert_same_state(before: dict, after: dict) -> None:
     assert before["training"] == after["training"]
     assert before["inplace"] == after["inplace"]
     assert before["hooks"] == after["hooks"]
+    assert before["layout"] == after["layout"]
     for k, v in before["params"].items():
         assert torch.equal(v, after["params"][k]), k
     for k, g in before["grads"].items():

@@ -241,3 +241,43 @@ def test_bf16_autocast_reaches_the_float32_objective(tiny_cnn):
         gain_fast = forward(fast.image)["features.5"][channels, channels].mean() - ref.history[0].mean()
     assert gain_ref > 0.1
     assert gain_fast >= 0.95 * gain_ref
+
+
+def test_truncated_forward_inputs_stops_before_the_layer(tiny_cnn):
+    x = torch.randn(2, 3, 8, 8)
+    expected = tiny_cnn.features[:5](x)
+    tiny_cnn.features[5] = Boom()
+    with torch.no_grad(), TruncatedForward(tiny_cnn, "features.5", inputs=True) as forward:
+        acts = forward(x)
+        assert len(tiny_cnn.features[5]._forward_pre_hooks) == 1
+    assert len(tiny_cnn.features[5]._forward_pre_hooks) == 0
+    assert torch.allclose(acts["features.5"], expected)
+
+
+def textbook_sgd(model: nn.Module, layer: str, channels: list[int], init: torch.Tensor, steps: int, lr: float):
+    """The plain loop: full forward with a hook, SGD on the pixels; the reference the lean loop must match."""
+    img = init.expand(len(channels), -1, -1, -1).clone().requires_grad_(True)
+    opt = torch.optim.SGD([img], lr=lr)
+    with capture_activations(model, layer) as acts:
+        for _ in range(steps):
+            opt.zero_grad()
+            model(img)
+            a = acts[layer]
+            (-sum(a[i, c].mean() for i, c in enumerate(channels))).backward()
+            opt.step()
+    return img.detach()
+
+
+@pytest.mark.parametrize("layer, channels", [("features.5", [3]), ("features.5", [0, 9, 4]),
+                                             ("features.5", list(range(16))), ("features.6", [2, 5])])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lean_loop_computes_the_textbook_result(tiny_cnn, layer, channels, channels_last):
+    # a conv target with few channels is computed for those channels only; with many channels, or a ReLU
+    # target, the whole layer runs; channels-last changes only the summation order
+    torch.manual_seed(3)
+    init = normalize(torch.rand(1, 3, 16, 16))
+    ref = textbook_sgd(tiny_cnn, layer, channels, init, steps=5, lr=0.5)
+    res = visualize_filter(tiny_cnn, layer, channels, steps=5, lr=0.5, optimizer="sgd", init=init,
+                           channels_last=channels_last)
+    assert not torch.equal(ref, init.expand_as(ref))
+    assert torch.allclose(res.image, ref, atol=1e-5)
