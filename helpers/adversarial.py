@@ -19,7 +19,7 @@ from .ascent import frozen_eval
 from .config import progress
 from .guided import Target, _as_batch
 from .images import denormalize, normalize
-from .saliency import _targets
+from .saliency import target_indices
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
@@ -105,7 +105,7 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
                 u.requires_grad_(True)
                 scores = _logits(model, u)
                 if t is None:
-                    t = _targets(target, u.shape[0], scores.shape[1], scores.device)
+                    t = target_indices(target, u.shape[0], scores.shape[1], scores.device)
                 fooled = scores.argmax(1) == t
                 confidence.append(scores.detach().softmax(1).gather(1, t[:, None])[:, 0])
                 if bool(fooled.all()) or step == max_steps:
@@ -153,7 +153,7 @@ def fgsm(model: nn.Module, image: torch.Tensor, label: Target, *, epsilon: float
     with frozen_eval(model), torch.enable_grad():
         u.requires_grad_(True)
         scores = _logits(model, u)
-        t = _targets(label, u.shape[0], scores.shape[1], scores.device)
+        t = target_indices(label, u.shape[0], scores.shape[1], scores.device)
         # sum, not mean: each image's step must not depend on the batch size (only the sign is used anyway)
         (g,) = torch.autograd.grad(F.cross_entropy(scores, t, reduction="sum"), u)
     direction = -g.sign() if targeted else g.sign()

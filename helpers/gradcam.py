@@ -17,7 +17,7 @@ from torch import nn
 from .ascent import frozen_eval
 from .guided import Target, _as_batch, guided_backprop
 from .hooks import get_layer
-from .saliency import _targets
+from .saliency import target_indices
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -112,7 +112,7 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
             raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
         if not store:
             raise ValueError(f"layer {name!r} did not run in the forward pass; pick another layer")
-        t = _targets(target, x.shape[0], scores.shape[1], scores.device)
+        t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
         act = store[0]
         (grad,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), act)
     weights = grad.mean(dim=(2, 3))  # (N, C): global-average-pooled gradients

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .ascent import TruncatedForward, check_channels, frozen_eval
-from .saliency import _targets
+from .saliency import target_indices
 
 Rule = Literal["backprop", "deconvnet", "guided"]
 RULES: tuple[str, ...] = ("backprop", "deconvnet", "guided")
@@ -166,12 +166,12 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
             scores = model(x)
             if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
                 raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
-            t = _targets(target, x.shape[0], scores.shape[1], scores.device)
+            t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
             objective = scores.gather(1, t[:, None]).sum()
         else:
             with TruncatedForward(model, layer) as forward:
                 act = forward(x)[layer]
-            t = _targets(target, x.shape[0], act.shape[1], act.device)
+            t = target_indices(target, x.shape[0], act.shape[1], act.device)
             objective = act[torch.arange(x.shape[0], device=act.device), t].flatten(1).amax(1).sum()
         # in eval mode each image's objective depends on that image alone: one pass gives every image its own
         (grad,) = torch.autograd.grad(objective, x)

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 
-def _targets(target: int | Sequence[int] | torch.Tensor, n: int, classes: int, device: torch.device) -> torch.Tensor:
+def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: int, device: torch.device) -> torch.Tensor:
+    """``target`` (one class index for all ``n`` images, or one per image) as a long tensor ``(n,)`` on ``device``;
+    ``ValueError`` for a float/bool target, a wrong count, or an index outside ``0 .. classes - 1``."""
     t = torch.as_tensor(target, device=device)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"target must be a class index or one index per image, got {target!r}")
@@ -53,7 +55,7 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
             scores = model(x)
             if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
                 raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
-            t = _targets(target, x.shape[0], scores.shape[1], scores.device)
+            t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
             # In eval mode every image's score depends on that image alone, so one backward pass of the sum
             # gives each image its own gradient.
             selected = scores.gather(1, t[:, None]).sum()
