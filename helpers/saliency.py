@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 
-def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: int, device: torch.device) -> torch.Tensor:
+def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: int,
+                   device: torch.device) -> torch.Tensor:
     """``target`` (one class index for all ``n`` images, or one per image) as a long tensor ``(n,)`` on ``device``;
     ``ValueError`` for a float/bool target, a wrong count, or an index outside ``0 .. classes - 1``."""
     t = torch.as_tensor(target, device=device)
