@@ -19,7 +19,7 @@ from .ascent import frozen_eval
 from .config import progress
 from .guided import Target, _as_batch
 from .images import denormalize, normalize
-from .saliency import target_indices
+from .saliency import check_logits, target_indices
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
@@ -57,10 +57,7 @@ def _pixels(image: torch.Tensor) -> torch.Tensor:
 
 
 def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
-    scores = model(normalize(u))
-    if scores.dim() != 2 or scores.shape[0] != u.shape[0]:
-        raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
-    return scores
+    return check_logits(model(normalize(u)), u.shape[0])
 
 
 def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: float = 0.01,

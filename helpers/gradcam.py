@@ -17,7 +17,7 @@ from torch import nn
 from .ascent import frozen_eval
 from .guided import Target, _as_batch, guided_backprop
 from .hooks import get_layer
-from .saliency import target_indices
+from .saliency import check_logits, target_indices
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -107,9 +107,7 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
     module = get_layer(model, name)  # ValueError listing close names
     with frozen_eval(model), _differentiable_output(module) as store, torch.enable_grad():
         x = x.clone().requires_grad_(True)  # so that the layer's output is part of a graph
-        scores = model(x)
-        if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
-            raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+        scores = check_logits(model(x), x.shape[0])
         if not store:
             raise ValueError(f"layer {name!r} did not run in the forward pass; pick another layer")
         t = target_indices(target, x.shape[0], scores.shape[1], scores.device)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .ascent import TruncatedForward, check_channels, frozen_eval
-from .saliency import target_indices
+from .saliency import check_logits, target_indices
 
 Rule = Literal["backprop", "deconvnet", "guided"]
 RULES: tuple[str, ...] = ("backprop", "deconvnet", "guided")
@@ -163,9 +163,7 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
         check_channels(model, layer, channels)  # ValueError naming the valid range (or close layer names)
     with frozen_eval(model), relu_rule(model, rule), torch.enable_grad():
         if layer is None:
-            scores = model(x)
-            if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
-                raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+            scores = check_logits(model(x), x.shape[0])
             t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
             objective = scores.gather(1, t[:, None]).sum()
         else:

@@ -9,7 +9,7 @@ from torch import nn
 from .ascent import frozen_eval
 from .config import progress
 from .guided import Target, _as_batch
-from .saliency import target_indices
+from .saliency import check_logits, target_indices
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -81,9 +81,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
 
     drops = torch.zeros(n, height, width, dtype=x.dtype, device=x.device)
     with frozen_eval(model), torch.no_grad():
-        scores = model(x)
-        if scores.dim() != 2 or scores.shape[0] != n:
-            raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+        scores = check_logits(model(x), n)
         t = target_indices(target, n, scores.shape[1], scores.device)
         base = scores.softmax(1).gather(1, t[:, None])[:, 0]
         bar = progress(total=n * len(chunks), desc="occlusion", leave=False, enabled=show_progress)

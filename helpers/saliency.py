@@ -8,6 +8,13 @@ import torch
 from torch import nn
 
 
+def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """``scores`` when it is a logits tensor ``(n, classes)``, else ``ValueError`` naming its shape."""
+    if scores.dim() != 2 or scores.shape[0] != n:
+        raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+    return scores
+
+
 def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: int,
                    device: torch.device) -> torch.Tensor:
     """``target`` (one class index for all ``n`` images, or one per image) as a long tensor ``(n,)`` on ``device``;
@@ -53,9 +60,7 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
     model.eval()
     try:
         with torch.enable_grad():
-            scores = model(x)
-            if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
-                raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
+            scores = check_logits(model(x), x.shape[0])
             t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
             # In eval mode every image's score depends on that image alone, so one backward pass of the sum
             # gives each image its own gradient.

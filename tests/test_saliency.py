@@ -126,3 +126,13 @@ def test_bad_targets(tiny_cnn, target, match):
 def test_bad_image_shape(tiny_cnn):
     with pytest.raises(ValueError, match="image must be"):
         saliency_map(tiny_cnn, torch.randn(8, 8), 0)
+
+
+@pytest.mark.parametrize("method", ["saliency_map", "guided_backprop", "grad_cam", "occlusion_map", "fgsm"])
+def test_a_model_without_logits_is_a_clear_error(tiny_cnn, method):
+    import helpers
+
+    feature_map = tiny_cnn.features  # returns (N, 16, h, w), not (N, classes)
+    kwargs = {"layer": "3"} if method == "grad_cam" else {}
+    with pytest.raises(ValueError, match=r"must return logits \(N, classes\), got shape \(1, 16, 8, 8\)"):
+        getattr(helpers, method)(feature_map, torch.rand(1, 3, 16, 16), 0, **kwargs)
