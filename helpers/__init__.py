@@ -97,6 +97,7 @@ from .plotting import (
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation
 from .saliency import saliency_map
+from .source import show_source
 from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
 from .texture import TextureResult, gram_matrix, synthesize_texture
 from .training import History, evaluate, fit
@@ -221,6 +222,7 @@ __all__ = [
     "quick_mode",
     "random_crop_flip",
     "show_image",
+    "show_source",
     "synthetic_cifar10_images",
     "to_image",
     "total_variation",
