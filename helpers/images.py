@@ -100,18 +100,25 @@ def _open(path: Path) -> Image.Image:
         raise ValueError(f"{path}: image data is truncated or corrupt ({e})") from e
 
 
-def load_image(source: ImageSource, size: int | None = 224, *,
+FITS = ("crop", "pad")
+
+
+def load_image(source: ImageSource, size: int | None = 224, *, fit: str = "crop",
                device: torch.device | str | None = None) -> torch.Tensor:
     """Load an image as an ImageNet-normalized batch of one.
 
-    The shorter side is resized to ``size`` (antialiased) and the centre cropped to ``size x size``, the
-    usual ImageNet preprocessing. EXIF orientation is applied; RGBA, LA, P, CMYK, grayscale and 16-bit
-    images become RGB (transparency composited on white, 16-bit scaled by 1/65535).
+    With ``fit="crop"`` the shorter side is resized to ``size`` (antialiased) and the centre cropped to
+    ``size x size``, the usual ImageNet preprocessing, which cuts off the ends of the longer side. With
+    ``fit="pad"`` the longer side is resized to ``size`` and the picture is centred on a ``size x size``
+    square whose border has the ImageNet mean colour (zero after normalization): nothing is cut away.
+    EXIF orientation is applied; RGBA, LA, P, CMYK, grayscale and 16-bit images become RGB (transparency
+    composited on white, 16-bit scaled by 1/65535).
 
     Args:
         source: a path, a PIL image, or a numpy array ``(H, W[, 3|4])`` (uint8, uint16 or float in [0, 1]),
             e.g. ``skimage.data.chelsea()``.
         size: side of the square output; None keeps the original size and aspect ratio.
+        fit: ``"crop"`` (centre crop) or ``"pad"`` (letterbox, the whole picture kept).
         device: where the tensor goes; default CUDA if available, else CPU.
 
     Returns:
@@ -121,6 +128,8 @@ def load_image(source: ImageSource, size: int | None = 224, *,
         FileNotFoundError: the path does not exist.
         ValueError: the file is not an image, is truncated, or the array has an unsupported shape/dtype.
     """
+    if fit not in FITS:
+        raise ValueError(f"fit must be 'crop' (centre crop) or 'pad' (letterbox, nothing cut away), got {fit!r}")
     if isinstance(source, np.ndarray):
         arr = _array_to_float(source)
     elif isinstance(source, Image.Image):
@@ -131,12 +140,22 @@ def load_image(source: ImageSource, size: int | None = 224, *,
         raise TypeError(f"load_image takes a path, a PIL image or a numpy array, not {type(source).__name__}")
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     if size is not None:
-        if int(size) < 1:
+        size = int(size)
+        if size < 1:
             raise ValueError(f"size must be a positive number of pixels or None, got {size}")
-        x = TF.center_crop(TF.resize(x, [int(size)], antialias=True), [int(size), int(size)])
+        if fit == "crop":
+            x = TF.center_crop(TF.resize(x, [size], antialias=True), [size, size])
+        else:
+            h, w = x.shape[1:]
+            scale = size / max(h, w)
+            x = TF.resize(x, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
         x = x.clamp(0.0, 1.0)  # antialiased resampling can overshoot slightly
-    x = normalize(x).unsqueeze(0)
-    return x.to(default_device() if device is None else device)
+    x = normalize(x)
+    if size is not None and fit == "pad":
+        h, w = x.shape[1:]
+        top, left = (size - h) // 2, (size - w) // 2
+        x = torch.nn.functional.pad(x, (left, size - w - left, top, size - h - top))  # zero = the mean colour
+    return x.unsqueeze(0).to(default_device() if device is None else device)
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
@@ -172,10 +191,11 @@ def sample_photo(name: str) -> np.ndarray:
     return data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
 
 
-def course_photo(filename: str, fallback: str = "chelsea", size: int | None = 224, *,
+def course_photo(filename: str, fallback: str = "chelsea", size: int | None = 224, *, fit: str = "crop",
                  folder: str | os.PathLike | None = None,
                  device: torch.device | str | None = None) -> tuple[torch.Tensor, str]:
-    """The course's photo ``data/<filename>`` when present, else a ``skimage.data`` photo.
+    """The course's photo ``data/<filename>`` when present, else a ``skimage.data`` photo, loaded with
+    :func:`load_image` (``fit="pad"`` keeps the whole picture of a non-square photo).
 
     Returns:
         ``(image (1, 3, S, S), source)`` where ``source`` says which file was used and, for the fallback,
@@ -185,9 +205,9 @@ def course_photo(filename: str, fallback: str = "chelsea", size: int | None = 22
 
     path = Path(DATA_DIR if folder is None else folder) / filename
     if path.exists():
-        return load_image(path, size, device=device), str(path.name)
+        return load_image(path, size, fit=fit, device=device), str(path.name)
     note = f"skimage.data.{fallback} (stand-in: {filename} is not in {path.parent})"
-    return load_image(sample_photo(fallback), size, device=device), note
+    return load_image(sample_photo(fallback), size, fit=fit, device=device), note
 
 
 def photo_set(k: int = 5, folder: str | os.PathLike | None = None, size: int | None = 224, *,

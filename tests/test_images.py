@@ -73,6 +73,37 @@ def test_resize_shorter_side_then_centre_crop(tmp_path):
     assert np.allclose(img[2:-2], [1.0, 0.0, 0.0], atol=0.02)
 
 
+
+def test_pad_keeps_the_whole_picture_on_a_mean_coloured_border(tmp_path):
+    # 64 wide, 32 tall: red left half, green right half. Letterboxed into 16x16: 16 wide, 8 tall, centred.
+    arr = np.zeros((32, 64, 3), dtype=np.uint8)
+    arr[:, :32] = (255, 0, 0)
+    arr[:, 32:] = (0, 255, 0)
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    x = load_image(tmp_path / "wide.png", size=16, fit="pad", device="cpu")
+    assert x.shape == (1, 3, 16, 16)
+    assert torch.equal(x[0, :, :4], torch.zeros(3, 4, 16)) and torch.equal(x[0, :, 12:], torch.zeros(3, 4, 16))
+    img = to_image(x)
+    assert np.allclose(img[:4], IMAGENET_MEAN, atol=1e-6)  # the border has the mean colour
+    assert np.allclose(img[4:12, :7], [1.0, 0.0, 0.0], atol=0.02)   # both ends of the picture are kept
+    assert np.allclose(img[4:12, 9:], [0.0, 1.0, 0.0], atol=0.02)
+    cropped = to_image(load_image(tmp_path / "wide.png", size=16, device="cpu"))
+    assert np.allclose(cropped[:, :7], [1.0, 0.0, 0.0], atol=0.02)  # the crop shows only the middle
+    assert np.allclose(cropped[:, 9:], [0.0, 1.0, 0.0], atol=0.02) and cropped.shape == (16, 16, 3)
+    # a square picture is not padded at all, and fit="pad" equals fit="crop" for it
+    square = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert torch.equal(load_image(square, 16, fit="pad", device="cpu"), load_image(square, 16, device="cpu"))
+    with pytest.raises(ValueError, match="fit must be"):
+        load_image(square, 16, fit="letterbox")
+
+
+def test_course_photo_passes_fit_on(tmp_path):
+    Image.fromarray(np.full((10, 40, 3), 200, dtype=np.uint8)).save(tmp_path / "catdog_243.png")
+    x, source = course_photo("catdog_243.png", folder=tmp_path, size=20, fit="pad", device="cpu")
+    assert source == "catdog_243.png" and x.shape == (1, 3, 20, 20)
+    assert torch.equal(x[0, :, :7], torch.zeros(3, 7, 20)) and (x[0, :, 8:12] != 0).all()
+
+
 def test_numpy_and_pil_inputs(rgb_array):
     a = load_image(rgb_array, size=None, device="cpu")
     b = load_image(Image.fromarray(rgb_array), size=None, device="cpu")

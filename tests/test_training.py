@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -56,3 +57,22 @@ def test_fit_accepts_an_optimizer_factory():
     before = model.weight.detach().clone()
     history = fit(model, data, None, epochs=1, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
     assert not torch.equal(before, model.weight) and history.test_acc == []
+
+
+def test_fit_runs_with_the_requested_threads_and_restores_the_setting():
+    seen = []
+
+    class Spy(nn.Linear):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    fit(Spy(3, 2), data, data, epochs=1, threads=wanted)
+    assert seen == [wanted] * 4  # two training and two test batches
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        fit(Spy(3, 2), data, None, epochs=1, threads=0)
+    assert torch.get_num_threads() == before
