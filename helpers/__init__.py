@@ -96,7 +96,7 @@ from .plotting import (
 )
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation
-from .saliency import saliency_map
+from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
 from .texture import TextureResult, gram_matrix, synthesize_texture
@@ -180,6 +180,9 @@ __all__ = [
     "plot_saliency",
     "receptive_field",
     "saliency_map",
+    "centre_of_mass",
+    "local_contrast",
+    "top_overlap",
     "upsample_map",
     "SAMPLE_PHOTOS",
     "course_photo",

@@ -70,3 +70,88 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
         for module, mode in modes.items():
             module.training = mode
     return grad.abs().amax(dim=1)
+
+
+# --- comparing maps: numbers a notebook's wording can rest on ----------------------------------------------
+
+
+def _maps(m: torch.Tensor) -> torch.Tensor:
+    m = m.unsqueeze(0) if m.dim() == 2 else m
+    if m.dim() != 3:
+        raise ValueError(f"expected maps (N, H, W) or one map (H, W), got shape {tuple(m.shape)}")
+    return m.float()
+
+
+def centre_of_mass(maps: torch.Tensor) -> torch.Tensor:
+    """Centre of mass ``(row, col)`` in pixels of each non-negative map (e.g. saliency or Grad-CAM).
+
+    Args:
+        maps: ``(N, H, W)`` or ``(H, W)``, non-negative.
+
+    Returns:
+        ``(N, 2)`` float, on the maps' device; NaN for an all-zero map (it has no centre).
+    """
+    m = _maps(maps)
+    if (m < 0).any():
+        raise ValueError("centre_of_mass needs non-negative maps (e.g. |gradient| or a ReLU'd CAM)")
+    rows = torch.arange(m.shape[1], dtype=m.dtype, device=m.device)
+    cols = torch.arange(m.shape[2], dtype=m.dtype, device=m.device)
+    total = m.sum((1, 2))
+    return torch.stack([(m.sum(2) * rows).sum(1) / total, (m.sum(1) * cols).sum(1) / total], 1)
+
+
+def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
+    """Intersection over union of the ``fraction`` highest pixels of map ``a`` and of map ``b``, per pair.
+
+    1 when both maps rank the same pixels at the top, about ``fraction / (2 - fraction)`` for unrelated maps.
+    Ties at the threshold are broken by pixel order, so each top set holds exactly ``round(fraction * H * W)``.
+
+    Args:
+        a, b: maps ``(N, H, W)`` or ``(H, W)`` of the same shape.
+        fraction: share of pixels in each top set, in (0, 1].
+
+    Returns:
+        ``(N,)`` in [0, 1], on the maps' device.
+    """
+    a, b = _maps(a), _maps(b)
+    if a.shape != b.shape:
+        raise ValueError(f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    k = max(1, round(fraction * a[0].numel()))
+
+    def top(m: torch.Tensor) -> torch.Tensor:
+        flat = m.flatten(1)
+        return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True)
+
+    ta, tb = top(a), top(b)
+    return (ta & tb).sum(1) / (ta | tb).sum(1)
+
+
+def local_contrast(image: torch.Tensor, window: int = 9) -> torch.Tensor:
+    """Standard deviation of the brightness in a ``window x window`` neighbourhood of every pixel.
+
+    The brightness is the mean of the de-normalized RGB values (in [0, 1]); the border is reflected, so a
+    uniform region gives exactly 0 everywhere. The pixels with the lowest values are the flat, textureless
+    parts of a photo (sky, wall, studio background).
+
+    Args:
+        image: ImageNet-normalized ``(N, 3, H, W)`` or ``(3, H, W)`` (e.g. from :func:`helpers.load_image`).
+        window: odd side of the neighbourhood, smaller than the image.
+
+    Returns:
+        ``(N, H, W)`` non-negative, on the image's device.
+    """
+    from .images import denormalize
+
+    x = image.unsqueeze(0) if image.dim() == 3 else image
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got shape {tuple(image.shape)}")
+    if window < 1 or window % 2 == 0 or window > min(x.shape[2:]):
+        raise ValueError(f"window must be an odd size between 1 and the image side, got {window}")
+    gray = denormalize(x.detach().float()).mean(1, keepdim=True)
+    pad = window // 2
+    padded = torch.nn.functional.pad(gray, (pad, pad, pad, pad), mode="reflect") if pad else gray
+    mean = torch.nn.functional.avg_pool2d(padded, window, stride=1)
+    square = torch.nn.functional.avg_pool2d(padded**2, window, stride=1)
+    return (square - mean**2).clamp(min=0).sqrt()[:, 0]

@@ -6,6 +6,7 @@ import torchvision
 from conftest import assert_same_state, awkward_copy, model_state
 from torch import nn
 
+import helpers as H
 from helpers import saliency_map
 
 
@@ -136,3 +137,47 @@ def test_a_model_without_logits_is_a_clear_error(tiny_cnn, method):
     kwargs = {"layer": "3"} if method == "grad_cam" else {}
     with pytest.raises(ValueError, match=r"must return logits \(N, classes\), got shape \(1, 16, 8, 8\)"):
         getattr(helpers, method)(feature_map, torch.rand(1, 3, 16, 16), 0, **kwargs)
+
+
+def test_centre_of_mass_by_hand():
+    m = torch.zeros(2, 5, 7)
+    m[0, 1, 2] = 1.0
+    m[0, 3, 6] = 3.0  # rows (1 + 9) / 4 = 2.5, cols (2 + 18) / 4 = 5
+    m[1] = 1.0        # uniform: the middle
+    assert torch.allclose(H.centre_of_mass(m), torch.tensor([[2.5, 5.0], [2.0, 3.0]]))
+    assert torch.allclose(H.centre_of_mass(m[0]), torch.tensor([[2.5, 5.0]]))
+    assert H.centre_of_mass(torch.zeros(3, 3)).isnan().all()
+    with pytest.raises(ValueError, match="non-negative"):
+        H.centre_of_mass(-m)
+
+
+def test_top_overlap_by_hand_and_against_sets():
+    a = torch.arange(100.0).view(1, 10, 10)
+    assert H.top_overlap(a, a).item() == 1.0
+    assert H.top_overlap(a, -a).item() == 0.0  # top ten are 90..99 versus 0..9
+    b = a.clone()
+    b[0, 9, 5:] = -1.0  # five of a's top ten pixels leave b's top ten, 85..89 come in
+    assert H.top_overlap(a, b).item() == pytest.approx(5 / 15)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 12, 12, generator=g), torch.rand(4, 12, 12, generator=g)
+    k = round(0.2 * 144)
+    for i, value in enumerate(H.top_overlap(x, y, 0.2)):
+        top_x, top_y = set(x[i].flatten().topk(k).indices.tolist()), set(y[i].flatten().topk(k).indices.tolist())
+        assert value.item() == pytest.approx(len(top_x & top_y) / len(top_x | top_y))
+    with pytest.raises(ValueError, match="same shape"):
+        H.top_overlap(x, y[:, :5])
+    with pytest.raises(ValueError, match="fraction"):
+        H.top_overlap(x, y, 0.0)
+
+
+def test_local_contrast_is_the_windowed_standard_deviation():
+    g = torch.Generator().manual_seed(0)
+    gray = torch.rand(1, 1, 12, 12, generator=g)
+    image = H.normalize(gray.expand(1, 3, 12, 12))
+    c = H.local_contrast(image, window=3)
+    assert c.shape == (1, 12, 12)
+    assert c[0, 5, 7].item() == pytest.approx(gray[0, 0, 4:7, 6:9].std(unbiased=False).item(), abs=1e-5)
+    flat = H.normalize(torch.full((3, 8, 8), 0.3))
+    assert torch.allclose(H.local_contrast(flat, 5), torch.zeros(1, 8, 8), atol=1e-4)
+    with pytest.raises(ValueError, match="odd"):
+        H.local_contrast(image, window=4)
