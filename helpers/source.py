@@ -21,6 +21,7 @@ def source_lines(obj: object, start: str | None = None, stop: str | None = None)
         `(lines, first_line_number, path)`: the lines without trailing newlines, the 1-based number of the
         first one in its file, and the file's path relative to the project root where it lies inside it.
     """
+    obj = inspect.unwrap(obj)  # a decorated function (e.g. @contextmanager): its own file and lines
     lines, first = inspect.getsourcelines(obj)
     first = max(first, 1)
     lines = [line.rstrip("\n") for line in lines]

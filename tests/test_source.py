@@ -37,3 +37,15 @@ def test_missing_marker_is_a_clear_error():
         source_lines(H.total_variation, start="no such text")
     with pytest.raises(ValueError, match="does not occur"):
         source_lines(H.total_variation, start="def", stop="no such text")
+
+
+def test_a_decorated_function_shows_its_own_file_and_lines():
+    import inspect
+
+    import helpers as H
+    from helpers.source import source_lines
+
+    lines, first, path = source_lines(H.capture_activations, "def make_hook", "return hook")
+    assert path == "helpers/hooks.py"
+    real, start = inspect.getsourcelines(inspect.unwrap(H.capture_activations))
+    assert lines[0] == real[first - start].rstrip("\n") and "def make_hook" in lines[0]
