@@ -105,13 +105,14 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.1) -> torc
 
     1 when both maps rank the same pixels at the top, about ``fraction / (2 - fraction)`` for unrelated maps.
     Ties at the threshold are broken by pixel order, so each top set holds exactly ``round(fraction * H * W)``.
+    A constant map (e.g. an all-zero Grad-CAM: no positive evidence) has no top pixels: its pairs give NaN.
 
     Args:
         a, b: maps ``(N, H, W)`` or ``(H, W)`` of the same shape.
         fraction: share of pixels in each top set, in (0, 1].
 
     Returns:
-        ``(N,)`` in [0, 1], on the maps' device.
+        ``(N,)`` in [0, 1] (NaN for a constant map), on the maps' device.
     """
     a, b = _maps(a), _maps(b)
     if a.shape != b.shape:
@@ -125,7 +126,9 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.1) -> torc
         return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True)
 
     ta, tb = top(a), top(b)
-    return (ta & tb).sum(1) / (ta | tb).sum(1)
+    iou = (ta & tb).sum(1) / (ta | tb).sum(1)
+    constant = [(m.flatten(1).amax(1) == m.flatten(1).amin(1)) for m in (a, b)]
+    return torch.where(constant[0] | constant[1], torch.full_like(iou, float("nan")), iou)
 
 
 def local_contrast(image: torch.Tensor, window: int = 9) -> torch.Tensor:

@@ -164,6 +164,8 @@ def test_top_overlap_by_hand_and_against_sets():
     for i, value in enumerate(H.top_overlap(x, y, 0.2)):
         top_x, top_y = set(x[i].flatten().topk(k).indices.tolist()), set(y[i].flatten().topk(k).indices.tolist())
         assert value.item() == pytest.approx(len(top_x & top_y) / len(top_x | top_y))
+    empty = torch.zeros(12, 12)
+    assert H.top_overlap(empty, y[0]).isnan().all() and H.top_overlap(x[:2], torch.stack([x[0], empty]))[1].isnan()
     with pytest.raises(ValueError, match="same shape"):
         H.top_overlap(x, y[:, :5])
     with pytest.raises(ValueError, match="fraction"):
