@@ -38,7 +38,7 @@ from .data import (
     synthetic_cifar10_images,
     write_synthetic_cifar10,
 )
-from .deepdream import DreamResult, deep_dream
+from .deepdream import DREAM_LAYERS, DreamResult, deep_dream
 from .diversity import DiversityResult, gram_similarity, visualize_diverse
 from .embedding import extract_features, nearest_neighbors, tsne_embedding
 from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
@@ -95,7 +95,7 @@ from .plotting import (
     show_image,
 )
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
-from .regularizers import l2, total_variation
+from .regularizers import l2, total_variation, tv_per_pixel
 from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
@@ -153,6 +153,7 @@ __all__ = [
     "visualize_diverse",
     # sheet 5
     "AscentResult",
+    "DREAM_LAYERS",
     "DreamResult",
     "TruncatedForward",
     "deep_dream",
@@ -229,6 +230,7 @@ __all__ = [
     "synthetic_cifar10_images",
     "to_image",
     "total_variation",
+    "tv_per_pixel",
     "valid_range",
     "weights_path",
     "write_synthetic_cifar10",
