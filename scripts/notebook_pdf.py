@@ -5,7 +5,8 @@ figures; the pandoc binary inside the ``pypandoc-binary`` wheel converts that to
 filter ``pdf/cnnvis.lua`` turning outputs into grey boxes and figures into page-wide images; the Typst compiler
 of the ``typst`` wheel sets it in the style ``pdf/cnnvis.typ``, followed by an appendix with the source of the
 ``helpers`` modules the notebook calls (see `helpers_used`). Only Typst's built-in fonts are used, so the PDF is
-the same on every machine, and it is a PDF/A-2b, for which Typst checks that every character has a glyph.
+the same on every machine; it is a PDF/A-2b, for which Typst checks that every character has a glyph (see
+`compile_typst`).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ class PdfError(Exception):
 
 @dataclass
 class Conversion:
-    """What `notebook_pdf` did: the appendix modules, the characters drawn as boxes, seconds per stage."""
+    """What `notebook_pdf` did: the appendix modules, whether the PDF is a PDF/A-2b, the characters drawn as
+    boxes (no font has them), seconds per stage."""
 
     called: list[str] = field(default_factory=list)
     imported: list[str] = field(default_factory=list)
+    pdf_a: bool = False
     missing_glyphs: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -219,20 +222,21 @@ def typst_main(body: str, called: list[str], imported: list[str]) -> str:
     if called:
         listed = ", ".join(f"`{m}`" for m in called)
         lines += ["", "#pagebreak(weak: true)", "= Appendix: the `helpers` source this notebook calls", "",
-                  f"The notebook calls the modules {listed} of the project's `helpers` package"
-                  + (f"; they import {', '.join(f'`{m}`' for m in imported)}." if imported else ".")
-                  + " Their source follows, as packed in the submission's ZIP.", ""]
+                  "#par(justify: false)[The notebook calls the modules " + listed + " of the project's `helpers`"
+                  " package" + (f"; they import {', '.join(f'`{m}`' for m in imported)}." if imported else ".")
+                  + " Their source follows, as packed in the submission's ZIP.]", ""]
         lines += [f'#source-file("helpers/{m}", "appendix/{m}", note: [called from the notebook])' for m in called]
         lines += [f'#source-file("helpers/{m}", "appendix/{m}", note: [imported by the modules above])'
                   for m in imported]
     return "\n".join(lines) + "\n"
 
 
-def compile_typst(main: Path, pdf: Path, inputs: dict[str, str]) -> list[str]:
-    """Compile ``main`` to ``pdf`` with Typst's own fonts only; returns the characters no font has.
+def compile_typst(main: Path, pdf: Path, inputs: dict[str, str]) -> tuple[bool, list[str]]:
+    """Compile ``main`` to ``pdf`` with Typst's own fonts only.
 
-    The PDF is compiled as PDF/A-2b, for which Typst refuses text it cannot draw and names every such
-    character; then it is compiled again as a plain PDF (those characters show as boxes) and they are returned.
+    First as PDF/A-2b, for which Typst refuses text it cannot draw and names every such character; if Typst
+    refuses (those characters, or anything else PDF/A forbids), again as a plain PDF, where such characters
+    show as boxes. Returns ``(is_pdf_a, characters_without_glyph)``. Raises PdfError when the plain PDF fails.
     """
     try:
         import typst
@@ -241,16 +245,14 @@ def compile_typst(main: Path, pdf: Path, inputs: dict[str, str]) -> list[str]:
     options = {"root": str(main.parent), "ignore_system_fonts": True, "sys_inputs": inputs}
     try:
         typst.compile(str(main), output=str(pdf), pdf_standards="a-2b", **options)
-        return []
+        return True, []
     except typst.TypstError as e:
         missing = sorted(set("".join(MISSING_GLYPH.findall(str(e)))))
-        if not missing:
-            raise PdfError(f"Typst failed: {e.message}") from None
     try:
         typst.compile(str(main), output=str(pdf), **options)
     except typst.TypstError as e:
         raise PdfError(f"Typst failed: {e.message}") from None
-    return missing
+    return False, missing
 
 
 def notebook_pdf(nb, pdf: Path, *, title: str, name: str, matriculation: str, date: str,
@@ -278,7 +280,7 @@ def notebook_pdf(nb, pdf: Path, *, title: str, name: str, matriculation: str, da
         main = folder / "main.typ"
         main.write_text(typst_main(body, report.called, report.imported), encoding="utf-8")
         start = time.perf_counter()
-        report.missing_glyphs = compile_typst(main, pdf, {"title": title, "name": name,
-                                                          "matriculation": matriculation, "date": date})
+        report.pdf_a, report.missing_glyphs = compile_typst(
+            main, pdf, {"title": title, "name": name, "matriculation": matriculation, "date": date})
         report.seconds["typst"] = time.perf_counter() - start
     return report

@@ -107,6 +107,7 @@ def test_title_block_headings_math_table_figure_and_page_numbers(tmp_path):
     assert sum(len(page.images) for page in reader.pages) == 1
     assert "𝑥" in text and "𝑦 = 𝑊 𝑥 + 𝑏" in text  # maths set as maths (italic maths letters)
     assert "Appendix" not in text and result.called == []
+    assert result.pdf_a and result.missing_glyphs == []
     assert reader.metadata.title == TITLE["title"] and reader.metadata.author == "Dvořák"
 
 
@@ -150,13 +151,13 @@ def test_every_character_of_the_sheet_notebooks_has_a_glyph(tmp_path):
     nb = notebook(v4.new_markdown_cell(f"## {line}\n\n{line}\n\n**{line}**\n\n*{line}*"),
                   code(line, stdout(line)))
     _, result = pdf_of(tmp_path, nb, appendix=False)
-    assert result.missing_glyphs == []
+    assert result.missing_glyphs == [] and result.pdf_a
 
 
 def test_a_character_no_font_has_is_reported_and_the_pdf_still_written(tmp_path):
     nb = notebook(v4.new_markdown_cell("A CJK character: 漢, and Greek: α"))
     reader, result = pdf_of(tmp_path, nb, appendix=False)
-    assert result.missing_glyphs == ["漢"]
+    assert result.missing_glyphs == ["漢"] and not result.pdf_a
     assert "Greek" in text_of(reader)
 
 
