@@ -109,11 +109,12 @@ def pandoc_binary() -> Path:
     return binary
 
 
-def markdown_to_typst(markdown: str) -> str:
-    """Typst markup of the notebook's Markdown, by pandoc with the filter cnnvis.lua (no preamble)."""
+def markdown_to_typst(markdown: str, folder: Path) -> str:
+    """Typst markup of the notebook's Markdown, by pandoc with the filter cnnvis.lua (no preamble); image paths
+    are relative to ``folder``."""
     result = subprocess.run([str(pandoc_binary()), "--from", PANDOC_FROM, "--to", "typst", "--wrap=preserve",
                              "--lua-filter", str(STYLE / "cnnvis.lua")],
-                            input=markdown, capture_output=True, text=True, encoding="utf-8")
+                            input=markdown, capture_output=True, text=True, encoding="utf-8", cwd=folder)
     if result.returncode != 0:
         raise PdfError(f"pandoc failed: {(result.stderr.strip().splitlines() or ['no message'])[-1]}")
     return result.stdout
@@ -269,7 +270,7 @@ def notebook_pdf(nb, pdf: Path, *, title: str, name: str, matriculation: str, da
         markdown = notebook_markdown(nb, folder, "notebook")
         report.seconds["nbconvert"] = time.perf_counter() - start
         start = time.perf_counter()
-        body = markdown_to_typst(markdown)
+        body = markdown_to_typst(markdown, folder)
         report.seconds["pandoc"] = time.perf_counter() - start
         if appendix:
             report.called, report.imported = helpers_used(nb)

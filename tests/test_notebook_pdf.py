@@ -213,3 +213,11 @@ def test_helpers_used_finds_star_imports(tmp_path):
                                                    "a": "", "b": ""})
     called, _ = notebook_pdf.helpers_used(notebook(code("from helpers import *\nbeta(1)")), package)
     assert called == ["b.py"]
+
+
+def test_images_typst_cannot_load_become_a_note(tmp_path):
+    nb = notebook(v4.new_markdown_cell("A photo: ![pug](../data/pug.jpg)\n\n![](https://example.org/figure.png)"))
+    reader, _ = pdf_of(tmp_path, nb, appendix=False)
+    text = text_of(reader)
+    assert "[image not included: ../data/pug.jpg]" in text
+    assert "[image not included: https://example.org/figure.png]" in text

@@ -1,5 +1,5 @@
 -- pandoc Lua filter for the notebook's Markdown (scripts/pdf/notebook.md.j2): the output boxes and figures
--- become calls of the functions in cnnvis.typ.
+-- become calls of the functions in cnnvis.typ. pandoc runs in the folder that holds the extracted figures.
 local kinds = { output = true, stderr = true, error = true }
 
 function Div(div)
@@ -16,9 +16,30 @@ function Div(div)
   return blocks
 end
 
+local function is_local_file(src)
+  if src:match("^%a[%w+.-]*:") then -- a URL or data: URI: Typst reads local files only
+    return false
+  end
+  local file = io.open(src, "rb")
+  if file then
+    file:close()
+    return true
+  end
+  return false
+end
+
+-- An image Typst cannot load (a web address, an attachment, a file outside the export) becomes a note in
+-- place of the image instead of stopping the export.
+function Image(img)
+  if not is_local_file(img.src) then
+    local shown = img.src:match("^data:") and "embedded data" or img.src
+    return pandoc.Emph({ pandoc.Str("[image not included: " .. shown .. "]") })
+  end
+end
+
 -- A paragraph that is one image (a figure of a code cell): full text width at most, centred.
 function Para(para)
-  if #para.content == 1 and para.content[1].t == "Image" then
+  if #para.content == 1 and para.content[1].t == "Image" and is_local_file(para.content[1].src) then
     local src = para.content[1].src:gsub("\\", "\\\\"):gsub('"', '\\"')
     return pandoc.RawBlock("typst", '#figure-image("' .. src .. '")')
   end
