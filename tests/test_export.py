@@ -1,7 +1,7 @@
 """The submission export: bad input and faults write nothing; a quick export gives exactly the expected ZIPs.
 
 The export needs no system tool: pandoc and Typst come from pip. The end-to-end tests run it with a PATH that
-holds neither xelatex nor pandoc (`NO_TOOLS`) and read the PDFs with pypdf.
+holds neither xelatex nor pandoc (the `no_tools` fixture) and read the PDFs with pypdf.
 """
 
 from __future__ import annotations
