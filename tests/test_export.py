@@ -123,7 +123,13 @@ def test_interrupt_leaves_no_partial_files(tmp_path, sig):
     command = [sys.executable, str(EXPORT), "--surname", "Doe", "--matriculation", "12345678", "--sheet", "4",
                "--notebooks-dir", str(notebooks), "--build-dir", str(tmp_path / "build"),
                "--out-dir", str(tmp_path / "out")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Started as a terminal's foreground job is: SIGINT not ignored. A shell's background job (`./run_tests.sh &`)
+    # ignores SIGINT and exec passes that on; a handled signal is reset to the default in the child instead.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     deadline = time.monotonic() + 60
     while not list((tmp_path / "build").rglob("*.log")) and time.monotonic() < deadline:
         time.sleep(0.2)  # wait until the notebook runs
