@@ -131,9 +131,10 @@ def run_all_cells(page, name: str) -> dict:
     deadline = time.monotonic() + RUN_ALL_TIMEOUT
     while time.monotonic() < deadline:
         busy = kernel_status(page) != "Idle"
-        if busy and page.locator(".jp-OutputArea .widget-hprogress").count() > 0:
+        bars = page.locator(".jp-OutputArea .widget-hprogress")
+        if busy and bars.count() > 0:
             if not seen_progress_while_busy:
-                page.screenshot(path=str(ARTIFACTS / f"{name}-progress.png"))
+                bars.last.screenshot(path=str(ARTIFACTS / f"{name}-progress.png"))
             seen_progress_while_busy = True
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                               has_text="Traceback")
