@@ -1,0 +1,155 @@
+"""A trained stand-in whose evidence is known: a small CNN trained here on the synthetic shapes with masks.
+
+Nobody can download pretrained weights on an offline machine, and random weights say nothing about whether
+an attribution technique finds the evidence a *trained* network uses. This module trains, in about a minute
+on two CPU cores, a small CNN on :func:`helpers.synthetic_images_with_masks` (where every image comes with the
+mask of its object), deterministic by seed, and caches it under ``data/`` (the file name holds the settings
+and a version, so a change retrains). The network ends in global average pooling, like ResNet, so Grad-CAM
+has a natural layer: :func:`helpers.default_cam_layer` finds its last ReLU, ``"features.9"`` (8x8).
+Inputs are ImageNet-normalized like every other model of the project (:func:`helpers.normalize`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .config import DATA_DIR
+from .data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
+from .images import normalize
+from .training import evaluate, fit
+
+VERSION = 1  # bump when the architecture, the data or the training loop changes: the cache is rebuilt
+
+
+class GapCNN(nn.Module):
+    """Four convolutions and global average pooling: ``(N, 3, H, W)`` normalized images -> ``(N, 10)`` logits.
+
+    conv 16@5x5 + ReLU, max-pool 2, conv 32@3x3 + ReLU, conv 32@3x3 + ReLU, max-pool 2, conv 64@3x3 + ReLU,
+    global average pooling, linear 64 -> 10 (``width`` = 16). Any image size works (the 32x32 single-object and
+    the 32x48 two-object images); Grad-CAM's layer ``"features.9"`` is 8x8 for a 32x32 image.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 5, padding=2), nn.ReLU(),               # 0, 1: full resolution
+            nn.MaxPool2d(2),                                            # 2: 1/2
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),       # 3, 4
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),   # 5, 6
+            nn.MaxPool2d(2),                                            # 7: 1/4
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(),   # 8, 9: Grad-CAM's layer
+        )
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@dataclass(frozen=True)
+class StandInSettings:
+    """What the trained stand-in depends on; the cache file name is a hash of these and :data:`VERSION`."""
+
+    n_train: int = 6000  # synthetic training images
+    n_test: int = 1000  # synthetic test images (another seed)
+    epochs: int = 5  # passes over the training images
+    batch_size: int = 64
+    lr: float = 3e-3  # Adam's learning rate
+    width: int = 16  # channels of the first convolution (GapCNN doubles it twice)
+    seed: int = 0  # seeds the data, the initial weights and the batch order
+
+    def key(self) -> str:
+        text = repr(sorted(asdict(self).items())) + f"v{VERSION}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class StandIn:
+    """The trained stand-in and what it was trained on."""
+
+    model: GapCNN  # in eval mode, on the CPU
+    test_accuracy: float  # accuracy on the synthetic test images, in [0, 1]
+    settings: StandInSettings
+    path: Path  # the cache file
+    seconds: float  # training wall time (0.0 when loaded from the cache)
+    loaded: bool  # True when read from the cache
+    classes: tuple[str, ...] = SYNTHETIC_CLASSES
+    is_synthetic: bool = True  # for helpers.stand_in_note: the data is the synthetic stand-in
+
+
+def to_tensors(images, labels=None, masks=None) -> tuple[torch.Tensor, ...]:
+    """uint8 ``(N, H, W, 3)`` images -> ImageNet-normalized float ``(N, 3, H, W)``; labels and masks as tensors.
+
+    Returns:
+        ``(x,)`` or ``(x, labels, masks)`` with the ones given: long labels, bool masks (shapes kept).
+    """
+    x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255))
+    out = [x]
+    if labels is not None:
+        out.append(torch.from_numpy(labels).long())
+    if masks is not None:
+        out.append(torch.from_numpy(masks).bool())
+    return tuple(out)
+
+
+def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` synthetic single-object images as tensors: normalized ``(N, 3, 32, 32)``, labels ``(N,)``, masks
+    ``(N, 32, 32)``."""
+    return to_tensors(*synthetic_images_with_masks(n, seed))
+
+
+def two_object_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` synthetic two-object images as tensors: normalized ``(N, 3, 32, 48)``, labels ``(N, 2)``, masks
+    ``(N, 2, 32, 48)``."""
+    return to_tensors(*synthetic_two_object_images(n, seed))
+
+
+def trained_stand_in(settings: StandInSettings | None = None, *, root: str | Path | None = None,
+                     retrain: bool = False, show_progress: bool | None = None) -> StandIn:
+    """The small GAP CNN trained on the synthetic shapes: loaded from ``<root>/groundtruth-<key>.pt``, or trained
+    (deterministic by ``settings.seed``) and cached there when the file is missing.
+
+    Training uses :func:`helpers.fit` (Adam, cross-entropy) with one torch thread count fixed per call and
+    the global RNG forked, so the caller's random state is untouched.
+
+    Args:
+        settings: data and training settings; default :class:`StandInSettings()`.
+        root: cache folder; default the project's ``data/``.
+        retrain: train even when the cache file exists (and overwrite it).
+        show_progress: progress bars of the training; None follows ``CNNVIS_PROGRESS``.
+
+    Returns:
+        :class:`StandIn` with the model (eval mode, CPU) and its test accuracy.
+    """
+    settings = StandInSettings() if settings is None else settings
+    folder = Path(DATA_DIR if root is None else root).expanduser()
+    path = folder / f"groundtruth-{settings.key()}.pt"
+    model = GapCNN(len(SYNTHETIC_CLASSES), settings.width)
+    if path.exists() and not retrain:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        return StandIn(model.eval(), float(saved["test_accuracy"]), settings, path, 0.0, True)
+    x, y, _ = synthetic_split(settings.n_train, settings.seed)
+    x_test, y_test, _ = synthetic_split(settings.n_test, settings.seed + 1)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = GapCNN(len(SYNTHETIC_CLASSES), settings.width)
+        order = torch.Generator().manual_seed(settings.seed)
+        train = DataLoader(TensorDataset(x, y), batch_size=settings.batch_size, shuffle=True, generator=order)
+        fit(model, train, None, settings.epochs, lr=settings.lr, show_progress=show_progress)
+    seconds = time.perf_counter() - start
+    model.eval()
+    accuracy = evaluate(model, DataLoader(TensorDataset(x_test, y_test), batch_size=500))
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"state_dict": model.state_dict(), "test_accuracy": accuracy, "settings": asdict(settings),
+                "version": VERSION}, partial)
+    partial.replace(path)  # an interrupted save leaves no half-written cache behind
+    return StandIn(model, accuracy, settings, path, seconds, False)
