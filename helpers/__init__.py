@@ -57,11 +57,20 @@ from .evaluate import (
     insertion_curve,
     localization_scores,
     mask_energy,
+    orientation,
     pointing_game,
 )
 from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
 from .gradcam import default_cam_layer, grad_cam, guided_grad_cam
-from .groundtruth import GapCNN, StandIn, StandInSettings, trained_stand_in, two_object_split
+from .groundtruth import (
+    GapCNN,
+    StandIn,
+    StandInSettings,
+    SynthesisChecks,
+    synthesis_checks,
+    trained_stand_in,
+    two_object_split,
+)
 from .guided import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
 from .hooks import capture_activations, get_layer, layer_names
 from .images import (
@@ -154,7 +163,10 @@ __all__ = [
     "insertion_curve",
     "localization_scores",
     "mask_energy",
+    "orientation",
     "pointing_game",
+    "SynthesisChecks",
+    "synthesis_checks",
     "synthetic_images_with_masks",
     "synthetic_two_object_images",
     "trained_stand_in",

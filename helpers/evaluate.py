@@ -356,19 +356,21 @@ def axis_energy_ratio(images: torch.Tensor) -> torch.Tensor:
     return along_x / along_y.clamp(min=torch.finfo(along_y.dtype).tiny)
 
 
-def dominant_orientation(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """Direction of the dominant spatial frequency of each image, in degrees in [0, 180): 0 when the intensity
-    changes along x (vertical bars), 90 along y (horizontal bars).
+def orientation(images: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Direction of the dominant spatial frequency of each image and how dominant it is.
 
-    The doubled-angle mean of the power spectrum: ``0.5 * atan2(2 sum P f_x f_y, sum P (f_x^2 - f_y^2))`` (the
-    orientation of the spectrum's structure tensor), colour channels summed, each channel's mean removed.
+    The angle is the doubled-angle mean of the power spectrum, ``0.5 * atan2(2 sum P f_x f_y, sum P (f_x^2 -
+    f_y^2))`` (the orientation of the spectrum's structure tensor), in degrees in [0, 180): 0 when the intensity
+    changes along x (vertical bars), 90 along y (horizontal bars). The coherence, in [0, 1], is the length of
+    that doubled-angle mean over the total power weighted by ``|f|^2``: 1 for perfect bars, 0 for an isotropic
+    pattern. Colour channels are summed, each channel's mean removed.
 
     Args:
         images: ``(N, C, H, W)`` (or ``(N, H, W)``), e.g. filter weights ``(out, in, k, k)`` or images.
         size: zero-pad to ``size x size`` before the FFT (a finer frequency grid for small filters).
 
     Returns:
-        ``(N,)`` angles in degrees (CPU). Compare two with :func:`angle_difference`.
+        ``(angles, coherence)``, both ``(N,)`` (CPU). Compare two angles with :func:`angle_difference`.
     """
     x = images.detach().float().cpu()
     if x.dim() == 3:
@@ -380,7 +382,14 @@ def dominant_orientation(images: torch.Tensor, size: int | None = None) -> torch
     fx = torch.fft.fftfreq(s[1])[None, :]
     cos2 = (power * (fx.square() - fy.square())).flatten(1).sum(1)
     sin2 = (power * 2 * fx * fy).flatten(1).sum(1)
-    return torch.rad2deg(0.5 * torch.atan2(sin2, cos2)) % 180
+    total = (power * (fx.square() + fy.square())).flatten(1).sum(1)
+    coherence = torch.hypot(cos2, sin2) / total.clamp(min=torch.finfo(total.dtype).tiny)
+    return torch.rad2deg(0.5 * torch.atan2(sin2, cos2)) % 180, coherence
+
+
+def dominant_orientation(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """The angle of :func:`orientation` alone: ``(N,)`` degrees in [0, 180), 0 for vertical bars."""
+    return orientation(images, size)[0]
 
 
 def angle_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from .ascent import frozen_eval, visualize_filter
+from .classviz import visualize_class
 from .config import DATA_DIR
 from .data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
+from .deepdream import deep_dream
+from .evaluate import angle_difference, axis_energy_ratio, orientation
 from .images import normalize
 from .training import evaluate, fit
 
@@ -130,8 +134,9 @@ def trained_stand_in(settings: StandInSettings | None = None, *, root: str | Pat
     settings = StandInSettings() if settings is None else settings
     folder = Path(DATA_DIR if root is None else root).expanduser()
     path = folder / f"groundtruth-{settings.key()}.pt"
-    model = GapCNN(len(SYNTHETIC_CLASSES), settings.width)
     if path.exists() and not retrain:
+        with torch.random.fork_rng(devices=[]):  # the initial weights drawn here are overwritten at once
+            model = GapCNN(len(SYNTHETIC_CLASSES), settings.width)
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["state_dict"])
         return StandIn(model.eval(), float(saved["test_accuracy"]), settings, path, 0.0, True)
@@ -144,12 +149,82 @@ def trained_stand_in(settings: StandInSettings | None = None, *, root: str | Pat
         order = torch.Generator().manual_seed(settings.seed)
         train = DataLoader(TensorDataset(x, y), batch_size=settings.batch_size, shuffle=True, generator=order)
         fit(model, train, None, settings.epochs, lr=settings.lr, show_progress=show_progress)
-    seconds = time.perf_counter() - start
-    model.eval()
-    accuracy = evaluate(model, DataLoader(TensorDataset(x_test, y_test), batch_size=500))
+        seconds = time.perf_counter() - start
+        model.eval()
+        # (a DataLoader draws a seed from the global RNG even when it does not shuffle: inside the fork too)
+        accuracy = evaluate(model, DataLoader(TensorDataset(x_test, y_test), batch_size=500))
     folder.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save({"state_dict": model.state_dict(), "test_accuracy": accuracy, "settings": asdict(settings),
                 "version": VERSION}, partial)
     partial.replace(path)  # an interrupted save leaves no half-written cache behind
     return StandIn(model, accuracy, settings, path, seconds, False)
+
+
+@dataclass
+class SynthesisChecks:
+    """What :func:`synthesis_checks` measured on a trained stand-in (plain floats, and the images for figures)."""
+
+    class_ratio: dict[str, float]  # class name -> spectral energy along x / along y of its class visualization
+    class_images: torch.Tensor  # (2, 3, H, W) the class visualizations (vertical, horizontal stripes)
+    filter_channel: int  # the first-layer channel with the most oriented weights
+    weight_angle: float  # orientation of that channel's 5x5 weights, degrees (0: changes along x)
+    visualization_angle: float  # orientation of its filter visualization, degrees
+    filter_image: torch.Tensor  # (1, 3, H, W) the filter visualization
+    angle_error: float  # smallest difference of the two angles, degrees in [0, 90]
+    dream_gain_present: float  # mean logit gain of the classes in the image after DeepDream
+    dream_gain_absent: float  # mean logit gain of the other classes
+    dream_images: torch.Tensor  # (N, 3, H, W) the dreamed images
+
+
+VERTICAL, HORIZONTAL = SYNTHETIC_CLASSES.index("vertical stripes"), SYNTHETIC_CLASSES.index("horizontal stripes")
+
+
+def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, class_steps: int = 200,
+                     filter_steps: int = 100, dream_steps: int = 10, size: int = 32, seed: int = 0,
+                     first_conv: str = "features.0", first_relu: str = "features.1",
+                     dream_layer: str = "features.9") -> SynthesisChecks:
+    """The synthesis techniques checked against what the trained stand-in is known to encode.
+
+    1. Class visualization (plain L2, :func:`helpers.visualize_class`) of the vertical- and the horizontal-stripes
+       class: :func:`helpers.axis_energy_ratio` of each image (> 1: energy along x, i.e. vertical structure).
+    2. Filter visualization (:func:`helpers.visualize_filter` of ``first_relu``, the ReLU after ``first_conv``) of
+       the channel whose weights are most oriented (largest :func:`helpers.orientation` coherence): the angle of
+       the weights and of the visualization.
+    3. DeepDream (:func:`helpers.deep_dream` on ``dream_layer``) on ``images``: the mean logit gain of the classes
+       present in each image (``labels``) and of the others.
+
+    The model is left as found (every technique restores it).
+
+    Args:
+        model: the trained :class:`GapCNN` (or any model with the same class order and layer names).
+        images: ``(N, 3, H, W)`` normalized images for DeepDream, e.g. two-object images.
+        labels: ``(N,)`` or ``(N, K)`` the classes present in each image.
+        class_steps, filter_steps, dream_steps: optimizer steps of the three techniques.
+        size: side of the class and filter visualizations.
+        seed: seeds the start noise and the jitter.
+
+    Returns:
+        :class:`SynthesisChecks`.
+    """
+    viz = visualize_class(model, size, [VERTICAL, HORIZONTAL], steps=class_steps, lr=0.05, l2_weight=1e-2, seed=seed)
+    ratio = axis_energy_ratio(viz.image)
+    conv = model.get_submodule(first_conv)
+    angles, coherence = orientation(conv.weight, size=16)
+    channel = int(coherence.argmax())
+    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, size=size, clamp=True, seed=seed)
+    seen = orientation(filt.image)[0]
+    with torch.no_grad(), frozen_eval(model):
+        before = model(images)
+    dream = deep_dream(model, images, dream_layer, steps=dream_steps, lr=0.02, octaves=2, jitter=2, seed=seed)
+    with torch.no_grad(), frozen_eval(model):
+        gain = model(dream.image) - before
+    present = torch.zeros_like(gain, dtype=torch.bool)
+    present.scatter_(1, labels.view(len(images), -1).to(gain.device), True)
+    return SynthesisChecks(
+        class_ratio={SYNTHETIC_CLASSES[VERTICAL]: ratio[0].item(), SYNTHETIC_CLASSES[HORIZONTAL]: ratio[1].item()},
+        class_images=viz.image.cpu(), filter_channel=channel, weight_angle=angles[channel].item(),
+        visualization_angle=seen[0].item(), filter_image=filt.image.cpu(),
+        angle_error=angle_difference(angles[channel], seen[0]).item(),
+        dream_gain_present=gain[present].mean().item(), dream_gain_absent=gain[~present].mean().item(),
+        dream_images=dream.image.cpu())
