@@ -68,6 +68,7 @@ from .groundtruth import (
     StandInSettings,
     SynthesisChecks,
     synthesis_checks,
+    synthetic_split,
     trained_stand_in,
     two_object_split,
 )
@@ -167,6 +168,7 @@ __all__ = [
     "pointing_game",
     "SynthesisChecks",
     "synthesis_checks",
+    "synthetic_split",
     "synthetic_images_with_masks",
     "synthetic_two_object_images",
     "trained_stand_in",
