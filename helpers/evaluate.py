@@ -309,13 +309,18 @@ def class_sensitivity(model: nn.Module, images: torch.Tensor, masks: torch.Tenso
 
 
 def localization_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets,
-                        methods: Mapping[str, Method], *, steps: int = 16, batch_size: int = 256,
-                        seed: int = 0) -> dict[str, dict[str, float]]:
-    """The table: for each method and a random-map baseline (uniform noise, seeded), the mean pointing game,
-    mask energy, deletion AUC (lower is better) and insertion AUC (higher is better) over the images.
+                        methods: Mapping[str, Method], *, steps: int = 16, batch_size: int = 256, seed: int = 0,
+                        per_image: bool = False) -> dict[str, dict[str, float | torch.Tensor]]:
+    """The table: for each method and a random-map baseline (uniform noise, seeded), the pointing game, mask
+    energy, deletion AUC (lower is better) and insertion AUC (higher is better).
+
+    Args:
+        per_image: return each metric's ``(N,)`` per-image values (CPU) instead of their mean (for paired
+            comparisons with the baseline); a map without positive values has a NaN energy.
 
     Returns:
-        name -> {"pointing", "energy", "deletion", "insertion"} -> mean over the images (NaN maps skipped).
+        name -> {"pointing", "energy", "deletion", "insertion"} -> the mean over the images (NaN energies
+        skipped), or the ``(N,)`` values with ``per_image``.
     """
     generator = torch.Generator().manual_seed(seed)
     n, _, h, w = images.shape
@@ -323,11 +328,10 @@ def localization_scores(model: nn.Module, images: torch.Tensor, masks: torch.Ten
     all_maps["random map"] = torch.rand(n, h, w, generator=generator).to(images.device)
     table = {}
     for name, maps in all_maps.items():
-        deletion = deletion_curve(model, images, targets, maps, steps=steps, batch_size=batch_size)
-        insertion = insertion_curve(model, images, targets, maps, steps=steps, batch_size=batch_size)
-        table[name] = {"pointing": pointing_game(maps, masks).mean().item(),
-                       "energy": torch.nanmean(mask_energy(maps, masks)).item(),
-                       "deletion": deletion.auc.mean().item(), "insertion": insertion.auc.mean().item()}
+        values = {"pointing": pointing_game(maps, masks).cpu(), "energy": mask_energy(maps, masks).cpu(),
+                  "deletion": deletion_curve(model, images, targets, maps, steps=steps, batch_size=batch_size).auc,
+                  "insertion": insertion_curve(model, images, targets, maps, steps=steps, batch_size=batch_size).auc}
+        table[name] = values if per_image else {k: torch.nanmean(v).item() for k, v in values.items()}
     return table
 
 

@@ -182,6 +182,9 @@ def test_localization_scores_rank_an_oracle_above_the_random_baseline():
     assert table["random map"]["energy"] < 0.5
     assert table["oracle"]["deletion"] < table["random map"]["deletion"]
     assert table["oracle"]["insertion"] > table["random map"]["insertion"]
+    values = localization_scores(model, images, masks[:, 0], 0, {"oracle": lambda m, x, t: masks[:, 0].float()},
+                                 per_image=True)
+    assert values["oracle"]["pointing"].tolist() == [1.0] * 4 and values["random map"]["deletion"].shape == (4,)
 
 
 def bars(vertical: bool, size=32, period=6):
