@@ -172,8 +172,8 @@ class SynthesisChecks:
     visualization_angle: float  # orientation of its filter visualization, degrees
     filter_image: torch.Tensor  # (1, 3, H, W) the filter visualization
     angle_error: float  # smallest difference of the two angles, degrees in [0, 90]
-    dream_gain_present: float  # mean change of the log-probability of the classes in the image after DeepDream
-    dream_gain_absent: float  # mean change of the log-probability of the other classes
+    dream_gain_present: float  # mean change of the centred logit (logit - the image's mean logit), classes present
+    dream_gain_absent: float  # the same for the other classes
     dream_images: torch.Tensor  # (N, 3, H, W) the dreamed images
 
 
@@ -191,10 +191,11 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     2. Filter visualization (:func:`helpers.visualize_filter` of ``first_relu``, the ReLU after ``first_conv``) of
        the channel whose weights are most oriented (largest :func:`helpers.orientation` coherence): the angle of
        the weights and of the visualization.
-    3. DeepDream (:func:`helpers.deep_dream` on ``dream_layer``) on ``images``: the mean change of the
-       log-probability (log-softmax) of the classes present in each image (``labels``) and of the others. The
-       log-probability, not the raw logit: amplifying the activations shifts every logit by a shared amount
-       (here all of them may drop), and only the change relative to the other classes says which class gained.
+    3. DeepDream (:func:`helpers.deep_dream` on ``dream_layer``) on ``images``: the mean change of the centred
+       logits (each logit minus the mean of the image's logits) of the classes present in each image
+       (``labels``) and of the others. Centred, not raw: amplifying the activations shifts every logit by a
+       shared amount (all of them may drop), which no softmax sees; only the change relative to the other
+       classes says which class gained.
 
     The model is left as found (every technique restores it).
 
@@ -217,10 +218,12 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, size=size, clamp=True, seed=seed)
     seen = orientation(filt.image)[0]
     with torch.no_grad(), frozen_eval(model):
-        before = model(images).log_softmax(1)
+        before = model(images)
+        before = before - before.mean(1, keepdim=True)
     dream = deep_dream(model, images, dream_layer, steps=dream_steps, lr=0.02, octaves=2, jitter=2, seed=seed)
     with torch.no_grad(), frozen_eval(model):
-        gain = model(dream.image).log_softmax(1) - before
+        after = model(dream.image)
+        gain = after - after.mean(1, keepdim=True) - before
     present = torch.zeros_like(gain, dtype=torch.bool)
     present.scatter_(1, labels.view(len(images), -1).to(gain.device), True)
     return SynthesisChecks(
