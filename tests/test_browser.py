@@ -11,9 +11,11 @@ browser skips the tests; in CI (`CI=true`) it fails them, so a broken install ca
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +60,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the test process dies, even by SIGKILL or a timeout, so no
+    JupyterLab (and its kernels) outlives a killed test run (Linux; elsewhere the `finally` below must do)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def jupyterlab(tmp_path: Path):
     """JupyterLab serving a copy of notebooks/ on 127.0.0.1; yields (base_url, token); stopped on exit."""
@@ -74,7 +83,7 @@ def jupyterlab(tmp_path: Path):
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", "--allow-root", f"--ServerApp.root_dir={served}",
          "--LabApp.news_url=", "--ServerApp.open_browser=False"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
