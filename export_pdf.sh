@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Produce the submissions: execute the sheet notebooks, convert them to PDF, pack Surname-Matriculation.zip.
-# ./export_pdf.sh --help explains the options. Arguments and tools are checked before anything is installed.
+# ./export_pdf.sh --help explains the options. The arguments are checked before anything is installed; the PDF
+# needs no system package (pandoc and Typst come from pip, see scripts/notebook_pdf.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 for arg in "$@"; do

@@ -36,13 +36,42 @@ from .data import (
     cifar10_transform,
     random_crop_flip,
     synthetic_cifar10_images,
+    synthetic_images_with_masks,
+    synthetic_two_object_images,
     write_synthetic_cifar10,
 )
-from .deepdream import DreamResult, deep_dream
+from .deepdream import DREAM_LAYERS, DreamResult, deep_dream
 from .diversity import DiversityResult, gram_similarity, visualize_diverse
 from .embedding import extract_features, nearest_neighbors, tsne_embedding
+from .evaluate import (
+    Curve,
+    Randomization,
+    angle_difference,
+    as_map,
+    attribution_methods,
+    axis_energy_ratio,
+    cascading_randomization,
+    class_sensitivity,
+    deletion_curve,
+    dominant_orientation,
+    insertion_curve,
+    localization_scores,
+    mask_energy,
+    orientation,
+    pointing_game,
+)
 from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
 from .gradcam import default_cam_layer, grad_cam, guided_grad_cam
+from .groundtruth import (
+    GapCNN,
+    StandIn,
+    StandInSettings,
+    SynthesisChecks,
+    synthesis_checks,
+    synthetic_split,
+    trained_stand_in,
+    two_object_split,
+)
 from .guided import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
 from .hooks import capture_activations, get_layer, layer_names
 from .images import (
@@ -95,7 +124,7 @@ from .plotting import (
     show_image,
 )
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
-from .regularizers import l2, total_variation
+from .regularizers import l2, total_variation, tv_per_pixel
 from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
@@ -118,6 +147,32 @@ __all__ = [
     "plot_gradient_image",
     "relu_backward",
     "relu_rule",
+    # trust: attribution scored against ground truth
+    "Curve",
+    "GapCNN",
+    "Randomization",
+    "StandIn",
+    "StandInSettings",
+    "angle_difference",
+    "as_map",
+    "attribution_methods",
+    "axis_energy_ratio",
+    "cascading_randomization",
+    "class_sensitivity",
+    "deletion_curve",
+    "dominant_orientation",
+    "insertion_curve",
+    "localization_scores",
+    "mask_energy",
+    "orientation",
+    "pointing_game",
+    "SynthesisChecks",
+    "synthesis_checks",
+    "synthetic_split",
+    "synthetic_images_with_masks",
+    "synthetic_two_object_images",
+    "trained_stand_in",
+    "two_object_split",
     # gallery: inspection
     "Geometry",
     "Patches",
@@ -153,6 +208,7 @@ __all__ = [
     "visualize_diverse",
     # sheet 5
     "AscentResult",
+    "DREAM_LAYERS",
     "DreamResult",
     "TruncatedForward",
     "deep_dream",
@@ -229,6 +285,7 @@ __all__ = [
     "synthetic_cifar10_images",
     "to_image",
     "total_variation",
+    "tv_per_pixel",
     "valid_range",
     "weights_path",
     "write_synthetic_cifar10",

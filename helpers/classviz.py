@@ -1,11 +1,14 @@
 """Class-score visualization with the L2 prior, and the "L2++" regularizers of Yosinski et al.
 
 ``I* = argmax_I S_c(I) - lambda * ||I||^2`` on the unnormalized class score (the logit), from noise or from a
-photo (Simonyan et al. 2014, https://arxiv.org/abs/1312.6034). L2++ adds, between the ascent steps, a
-periodic Gaussian blur, clipping of pixels with a small norm and of pixels with a small contribution to the
-objective, and jitter (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
-https://arxiv.org/abs/1506.06579). The same loop maximizes one channel of any layer ("maximize activations
-with L2++").
+photo (Simonyan et al. 2014, https://arxiv.org/abs/1312.6034); the loss minimized is exactly
+``-S_c(I) + lambda * ||I||^2``, ``||I||^2`` summed over all pixels and channels in normalized space. L2++ adds,
+between the ascent steps, Yosinski et al.'s image operations besides the decay: a periodic Gaussian blur,
+clipping of pixels with a small norm and of pixels with a small contribution ``|sum_rgb I * dS_c/dI|`` to the
+score (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
+https://arxiv.org/abs/1506.06579). Jitter (random rolls of the image, as in DeepDream and lucent) is NOT one of
+their operations: it is a separate option, ``jitter``, off by default. The same loop maximizes one channel of
+any layer ("maximize activations with L2++").
 """
 
 from __future__ import annotations
@@ -66,23 +69,25 @@ def start_images(start: Start, n: int, generator: torch.Generator, device: torch
 
 @dataclass
 class L2PlusPlus:
-    """The image operations of Yosinski et al.'s "L2++", applied after each ascent step (0 turns one off)."""
+    """The image operations of Yosinski et al.'s "L2++" besides the L2 decay, applied after each ascent step.
+
+    0 turns an operation off. Jitter is not among them (see the ``jitter`` option of :func:`visualize_class`).
+    """
 
     blur_every: int = 4  # blur the image every this many steps
     blur_sigma: float = 0.5  # standard deviation of the Gaussian blur, in pixels
-    norm_pct: float = 20.0  # per image: pixels whose RGB norm is below this percentile are set to 0 (the mean colour)
-    contrib_pct: float = 20.0  # per image: pixels whose contribution |sum_rgb I * dL/dI| is below this percentile -> 0
-    jitter: int = 4  # roll the image by a random shift of up to this many pixels before each forward pass
+    norm_pct: float = 5.0  # per image: pixels whose RGB norm is below this percentile are set to 0 (the mean colour)
+    contrib_pct: float = 5.0  # per image: pixels whose contribution |sum_rgb I * dS/dI| is below this percentile -> 0
 
     def __post_init__(self) -> None:
-        if self.blur_every < 0 or self.blur_sigma <= 0 or self.jitter < 0:
-            raise ValueError(f"need blur_every >= 0, blur_sigma > 0, jitter >= 0; got {self}")
+        if self.blur_every < 0 or self.blur_sigma <= 0:
+            raise ValueError(f"need blur_every >= 0 and blur_sigma > 0; got {self}")
         for name in ("norm_pct", "contrib_pct"):
             if not 0.0 <= getattr(self, name) < 100.0:
                 raise ValueError(f"{name} is a percentile in [0, 100), got {getattr(self, name)}")
 
 
-PLAIN = L2PlusPlus(blur_every=0, norm_pct=0.0, contrib_pct=0.0, jitter=0)  # no L2++ operation: the plain L2 loop
+PLAIN = L2PlusPlus(blur_every=0, norm_pct=0.0, contrib_pct=0.0)  # no L2++ operation: the plain L2 loop
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -102,12 +107,13 @@ def clip_below_percentile(img: torch.Tensor, score: torch.Tensor, pct: float) ->
     return img.masked_fill((score < threshold).unsqueeze(1), 0.0)
 
 
-def l2pp_step(img: torch.Tensor, grad: torch.Tensor, step: int, ops: L2PlusPlus) -> torch.Tensor:
+def l2pp_step(img: torch.Tensor, grad: torch.Tensor | None, step: int, ops: L2PlusPlus) -> torch.Tensor:
     """Apply the L2++ operations after ascent step ``step`` (0-based): blur, norm clip, contribution clip.
 
     Args:
         img: ``(N, 3, H, W)`` normalized images.
-        grad: ``(N, 3, H, W)`` gradient of the loss at this step (for the contributions).
+        grad: ``(N, 3, H, W)`` gradient of the score alone (not of the loss with the L2 term) at this step,
+            for the contributions ``|sum_rgb img * grad|``.
         step: the step just taken.
         ops: which operations, see :class:`L2PlusPlus`.
 
@@ -119,6 +125,8 @@ def l2pp_step(img: torch.Tensor, grad: torch.Tensor, step: int, ops: L2PlusPlus)
     if ops.norm_pct:
         img = clip_below_percentile(img, img.norm(dim=1), ops.norm_pct)
     if ops.contrib_pct:
+        if grad is None:
+            raise ValueError("the contribution clip (contrib_pct > 0) needs the score's gradient")
         img = clip_below_percentile(img, (img * grad).sum(dim=1).abs(), ops.contrib_pct)
     return img
 
@@ -140,19 +148,22 @@ def _scores(model: nn.Module, layer: str | None) -> Iterator[Callable[[torch.Ten
 
 
 def _ascent(model: nn.Module, start: Start, layer: str | None, targets: list[int], *, steps: int, lr: float,
-            l2_weight: float, l2pp: L2PlusPlus | None, clamp: bool, optimizer: OptimizerSpec, seed: int,
-            show_progress: bool | None, desc: str) -> AscentResult:
+            l2_weight: float, l2pp: L2PlusPlus | None, jitter: int, clamp: bool, optimizer: OptimizerSpec,
+            seed: int, show_progress: bool | None, desc: str) -> AscentResult:
     """The loop shared by :func:`visualize_class` and :func:`visualize_activation`."""
     if not targets:
         raise ValueError("give at least one class or channel")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
+        raise ValueError(f"jitter is a shift in pixels, an integer >= 0 (0 = off), got {jitter!r}")
+    if l2_weight < 0:
+        raise ValueError(f"l2_weight is the lambda of the L2 prior, >= 0 (0 = off), got {l2_weight}")
     ops = PLAIN if l2pp is None else l2pp
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     img = start_images(start, len(targets), generator, device).requires_grad_(True)
-    h, w = img.shape[-2:]
-    shifts = jitter_shifts(steps, ops.jitter, generator)
+    shifts = jitter_shifts(steps, jitter, generator)
     index = torch.tensor(targets, device=device)
     rows = torch.arange(len(targets), device=device)
     low, high = valid_range(img)
@@ -161,18 +172,22 @@ def _ascent(model: nn.Module, start: Start, layer: str | None, targets: list[int
 
     with torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device), _scores(model, layer) as scores_of:
         for step in progress(range(steps), desc=desc, enabled=show_progress):
-            # 1. forward the jittered image and read the score of each image's own target
-            x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if ops.jitter else img
+            # 1. forward the (optionally jittered) image and read the score of each image's own target
+            x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if jitter else img
             all_scores = scores_of(x)
             if step == 0 and layer is None and not all(0 <= t < all_scores.shape[1] for t in targets):
                 raise ValueError(f"class(es) {targets} out of range: the model has {all_scores.shape[1]} classes, "
                                  f"valid indices are 0 to {all_scores.shape[1] - 1}")
             score = all_scores[rows, index]
-            # 2. gradient step on  -S_c(I) + lambda * ||I||^2 / (H*W)
-            loss = -score.sum() + l2_weight * l2(img) / (h * w)
-            # 3. after the step: the L2++ image operations, then keep the pixels displayable
-            l2pp = None if ops == PLAIN else (lambda x, step=step: x.copy_(l2pp_step(x, x.grad, step, ops)))
-            image_step(opt, loss, img, step, lr, (low, high) if clamp else None, after=l2pp)
+            # 2. gradient step on  -S_c(I) + lambda * ||I||^2
+            before = img.detach().clone() if ops.contrib_pct else None
+            loss = -score.sum() + l2_weight * l2(img)
+            # 3. after the step: the L2++ image operations, then keep the pixels displayable. The contribution
+            #    clip needs dS/dI alone: the loss gradient is -dS/dI + 2 lambda I (at the image before the step)
+            def after(x: torch.Tensor, step: int = step, before: torch.Tensor | None = before) -> None:
+                score_grad = None if before is None else 2 * l2_weight * before - x.grad
+                x.copy_(l2pp_step(x, score_grad, step, ops))
+            image_step(opt, loss, img, step, lr, (low, high) if clamp else None, after=None if ops == PLAIN else after)
             history[step] = score.detach()
         check_finite(img, steps, lr)
         with torch.no_grad():
@@ -190,16 +205,17 @@ def _as_list(index: int | Sequence[int], what: str) -> list[int]:
 
 
 def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int], *, steps: int = 200,
-                    lr: float = 0.05, l2_weight: float = 1e-2, l2pp: L2PlusPlus | None = None, clamp: bool = True,
-                    optimizer: OptimizerSpec = "adam", seed: int = 0,
+                    lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None, jitter: int = 0,
+                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
                     show_progress: bool | None = None) -> AscentResult:
     """Class-score visualization: ``argmax_I S_c(I) - lambda * ||I||^2`` on the logit ``S_c``, optionally with L2++.
 
-    The loss minimized is ``-S_c(I) + l2_weight * ||I||^2 / (H*W)`` (the prior per pixel, so ``l2_weight``
-    does not depend on the size); ``||I||`` is measured in normalized space, so the prior pulls towards the
-    dataset mean colour. With ``l2pp`` (e.g. ``L2PlusPlus()``) each step is followed by Yosinski et al.'s image
-    operations (:class:`L2PlusPlus`). Several classes are optimized as one batch, one image each; every
-    image's result is independent of the others in the batch. Weights get no gradients; the model is left as
+    The loss minimized is exactly ``-S_c(I) + l2_weight * ||I||^2``, the squared norm summed over all pixels
+    and channels in normalized space (so the prior pulls towards the dataset mean colour, and its total weight
+    grows with the image size). With ``l2pp`` (e.g. ``L2PlusPlus()``) each step is followed by Yosinski et al.'s
+    image operations (:class:`L2PlusPlus`); the contribution clip uses the gradient of ``S_c`` alone. Several
+    classes are optimized as one batch, one image each; every image's result is independent of the others in
+    the batch. Weights get no gradients; the model is left as
     found. Paper: https://arxiv.org/abs/1506.06579 (L2++), https://arxiv.org/abs/1312.6034 (L2).
 
     Args:
@@ -209,8 +225,10 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         target: a class index, or several (one image each).
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
-        l2_weight: ``lambda`` of the L2 prior (per pixel).
+        l2_weight: ``lambda`` of the L2 prior (on the sum over pixels; 0 = off).
         l2pp: the L2++ operations, or None for the plain L2 objective.
+        jitter: our addition, not part of L2++: roll the image by a random shift of up to this many pixels
+            before each forward pass (0 = off).
         clamp: clamp pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
         seed: seeds the start noise and the jitter (a local generator; the global RNG is untouched).
@@ -226,17 +244,17 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         FloatingPointError: the image became NaN/inf.
     """
     targets = _as_list(target, "class")
-    return _ascent(model, start, None, targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, clamp=clamp,
-                   optimizer=optimizer, seed=seed, show_progress=show_progress, desc=f"class {targets}")
+    return _ascent(model, start, None, targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, jitter=jitter,
+                   clamp=clamp, optimizer=optimizer, seed=seed, show_progress=show_progress, desc=f"class {targets}")
 
 
 def visualize_activation(model: nn.Module, start: Start, layer: str, channel: int | Sequence[int], *,
-                         steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-2, l2pp: L2PlusPlus | None = None,
-                         clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
+                         steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None,
+                         jitter: int = 0, clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
                          show_progress: bool | None = None) -> AscentResult:
     """"Maximize activations with L2++": like :func:`visualize_class` for the mean activation of a channel.
 
-    The loss is ``-mean_{y,x} A_c(I)[y, x] + l2_weight * ||I||^2 / (H*W)`` with ``A`` the output of ``layer``,
+    The loss is ``-mean_{y,x} A_c(I)[y, x] + l2_weight * ||I||^2`` with ``A`` the output of ``layer``,
     followed by the L2++ operations when ``l2pp`` is given. Only the layers up to ``layer`` run. (Sheet 5's
     :func:`helpers.visualize_filter` is the same objective with TV instead of L2++.)
     Paper: https://arxiv.org/abs/1506.06579
@@ -246,7 +264,7 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
         start: normalized start photo ``(1, 3, H, W)``, or a size ``S`` / ``(H, W)`` for noise.
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
         channel: a channel index or several (one image each).
-        steps, lr, l2_weight, l2pp, clamp, optimizer, seed, show_progress: as in :func:`visualize_class`.
+        steps, lr, l2_weight, l2pp, jitter, clamp, optimizer, seed, show_progress: as in :func:`visualize_class`.
 
     Returns:
         :class:`helpers.AscentResult` with ``image`` ``(N, 3, H, W)``, ``history`` ``(steps, N)`` and
@@ -258,5 +276,6 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
     """
     channels = _as_list(channel, "channel")
     check_channels(model, layer, channels)  # also validates the layer name
-    return _ascent(model, start, layer, channels, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, clamp=clamp,
-                   optimizer=optimizer, seed=seed, show_progress=show_progress, desc=f"{layer} x{len(channels)}")
+    return _ascent(model, start, layer, channels, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, jitter=jitter,
+                   clamp=clamp, optimizer=optimizer, seed=seed, show_progress=show_progress,
+                   desc=f"{layer} x{len(channels)}")

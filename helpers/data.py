@@ -60,7 +60,6 @@ class SyntheticCIFAR10(CIFAR10):
 def _shape_masks(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """Boolean masks ``(N, size, size)`` of each label's shape at a random place, scale and small rotation."""
     n = len(labels)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
 
     def draw(low, high):
         return rng.uniform(low, high, (n, 1, 1)).astype(np.float32)
@@ -68,7 +67,16 @@ def _shape_masks(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -
     cx, cy, r = draw(9, size - 9), draw(9, size - 9), draw(6.5, 9.5)
     theta = draw(-0.3, 0.3)  # a small tilt: the orientation of stripes stays the class
     period, phase, dots = draw(3.5, 5.0), draw(0, 2 * np.pi), draw(0, 2 * np.pi)
-    masks = np.zeros((n, size, size), dtype=bool)
+    return _draw_shapes(labels, (size, size), cx, cy, r, theta, period, phase, dots)
+
+
+def _draw_shapes(labels: np.ndarray, shape: tuple[int, int], cx, cy, r, theta, period, phase,
+                 dots) -> np.ndarray:
+    """Boolean masks ``(N, H, W)``: each label's shape with centre ``(cx, cy)``, radius ``r``, tilt ``theta``,
+    stripe ``period`` and ``phase``, and the angle ``dots`` of the two-dots class (all ``(N, 1, 1)``)."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    masks = np.zeros((n, *shape), dtype=bool)
     for c in range(10):
         sel = np.flatnonzero(labels == c)
         if len(sel) == 0:
@@ -104,34 +112,99 @@ def _shape_masks(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -
     return masks
 
 
+def _paint(shapes: list[np.ndarray], labels: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+    """Paint objects on a background: uint8 images ``(N, H, W, 3)`` and the visible part of each object
+    ``(N, K, H, W)`` (the shape minus what the distractor patch covers), for K shape masks ``(N, H, W)``.
+
+    Each object gets a noisy colour with a class-dependent bias; the background is a noisy gradient; half of
+    the images get a distractor patch of random colour, then pixel noise.
+    """
+    n, h, w = shapes[0].shape
+    palette = np.random.default_rng(1234).uniform(0.15, 0.85, (10, 3)).astype(np.float32)
+    fgs = [np.clip(palette[y] + rng.normal(0, 0.12, (n, 3)), 0, 1).astype(np.float32)[:, None, None, :]
+           for y in labels]
+    bg_a = rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32)
+    bg_b = rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi, (n, 1, 1, 1)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / (h - 1), xx / (w - 1)
+    t = np.clip(0.5 + (np.cos(angle) * (xx[..., None] - 0.5) + np.sin(angle) * (yy[..., None] - 0.5)), 0, 1)
+    img = bg_a * (1 - t) + bg_b * t
+    for shape, fg in zip(shapes, fgs, strict=True):
+        img = np.where(shape[..., None], fg, img)
+    # a distractor patch of random colour in half of the images
+    has = rng.random(n) < 0.5
+    px, py = rng.integers(0, w - 4, n), rng.integers(0, h - 4, n)
+    colour = rng.uniform(0, 1, (n, 3))
+    visible = np.stack(shapes, axis=1)
+    for i in np.flatnonzero(has):
+        img[i, py[i]:py[i] + 4, px[i]:px[i] + 4] = colour[i]
+        visible[i, :, py[i]:py[i] + 4, px[i]:px[i] + 4] = False
+    img += 0.06 * rng.standard_normal(img.shape, dtype=np.float32)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), visible
+
+
+def synthetic_images_with_masks(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`synthetic_cifar10_images` plus each image's object mask: the ground truth of where the evidence is.
+
+    Returns:
+        ``(images, labels, masks)``: uint8 ``(N, 32, 32, 3)``, int64 ``(N,)`` and bool ``(N, 32, 32)``, True on
+        the visible pixels of the object (a distractor patch drawn over it is not object). Images and labels
+        are exactly those of ``synthetic_cifar10_images(n, seed)``.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images, visible = _paint([_shape_masks(labels, rng)], [labels], rng)
+    return images, labels.astype(np.int64), visible[:, 0]
+
+
 def synthetic_cifar10_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic CIFAR-format images: uint8 ``(N, 32, 32, 3)`` and int64 labels ``(N,)``.
 
     Each class is a shape or texture orientation (see ``SYNTHETIC_CLASSES``) drawn at a random position,
     scale and tilt, in a noisy colour with a class-dependent bias, on a noisy gradient background, with a
     random distractor patch in half of the images. A LeNet learns it far above chance but not perfectly,
-    and random crops and flips (which keep every class) help it generalise.
+    and random crops and flips (which keep every class) help it generalise. The object masks come with
+    :func:`synthetic_images_with_masks`.
     """
+    images, labels, _ = synthetic_images_with_masks(n, seed)
+    return images, labels
+
+
+def synthetic_two_object_images(n: int, seed: int = 0, *, width: int = 48) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """Two objects of different classes side by side in one image (the synthetic counterpart of a cat-and-dog
+    photo), with each object's mask.
+
+    The objects are drawn like those of :func:`synthetic_cifar10_images` (same shapes, colours, background and
+    distractor) in an image 32 px high and ``width`` px wide, one centred in the left third and one in the
+    right third, with radii small enough that they never overlap.
+
+    Args:
+        n: number of images.
+        seed: seed of everything random (a local generator).
+        width: image width in pixels (at least 48, so that the two objects fit apart).
+
+    Returns:
+        ``(images, labels, masks)``: uint8 ``(N, 32, width, 3)``, int64 ``(N, 2)`` (left object's class, right
+        object's class; always different) and bool ``(N, 2, 32, width)`` (the visible pixels of each object).
+    """
+    if width < 48:
+        raise ValueError(f"width must be at least 48 px so that two objects fit apart, got {width}")
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    masks = _shape_masks(labels, rng)[..., None]
-    palette = np.random.default_rng(1234).uniform(0.15, 0.85, (10, 3)).astype(np.float32)
-    fg = np.clip(palette[labels] + rng.normal(0, 0.12, (n, 3)), 0, 1).astype(np.float32)[:, None, None, :]
-    bg_a = rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32)
-    bg_b = rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi, (n, 1, 1, 1)).astype(np.float32)
-    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
-    t = np.clip(0.5 + (np.cos(angle) * (xx[..., None] - 0.5) + np.sin(angle) * (yy[..., None] - 0.5)), 0, 1)
-    background = bg_a * (1 - t) + bg_b * t
-    img = np.where(masks, fg, background)
-    # a distractor patch of random colour in half of the images
-    has = rng.random(n) < 0.5
-    px, py = rng.integers(0, 28, n), rng.integers(0, 28, n)
-    colour = rng.uniform(0, 1, (n, 3))
-    for i in np.flatnonzero(has):
-        img[i, py[i]:py[i] + 4, px[i]:px[i] + 4] = colour[i]
-    img += 0.06 * rng.standard_normal(img.shape, dtype=np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels.astype(np.int64)
+    first = rng.integers(0, 10, n)
+    second = (first + rng.integers(1, 10, n)) % 10  # never the same class
+    shapes = []
+    for labels, centre in ((first, width / 4), (second, 3 * width / 4)):
+        def draw(low, high):
+            return rng.uniform(low, high, (n, 1, 1)).astype(np.float32)
+
+        cx, cy, r = centre + draw(-1.5, 1.5), draw(11, 21), draw(6.5, 8.5)
+        theta, period, phase, dots = draw(-0.3, 0.3), draw(3.5, 5.0), draw(0, 2 * np.pi), draw(0, 2 * np.pi)
+        shapes.append(_draw_shapes(labels, (32, width), cx, cy, r, theta, period, phase, dots))
+    images, visible = _paint(shapes, [first, second], rng)
+    return images, np.stack([first, second], axis=1).astype(np.int64), visible
 
 
 def write_synthetic_cifar10(root: str | Path, n_train: int = 10_000, n_test: int = 2_000,

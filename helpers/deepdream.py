@@ -38,8 +38,17 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str], *, steps: int = 10,
-               lr: float = 0.02, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16,
+DREAM_LAYERS = ("features.11", "features.20", "features.27")
+"""The default layers: the ReLU outputs of conv3_1, conv4_2 and conv5_2 of torchvision's VGG16."""
+
+
+def _normalized(g: torch.Tensor) -> torch.Tensor:
+    """``g`` divided by its mean absolute value per image (``(N, ...)``), so its mean absolute value is 1."""
+    return g / g.abs().mean(dim=tuple(range(1, g.dim())), keepdim=True).add_(1e-12)
+
+
+def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str] | None = None, *,
+               steps: int = 10, lr: float = 0.02, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16,
                tv_weight: float = 0.0, layer_weights: Sequence[float] | None = None, clamp: bool = True,
                seed: int = 0, amp: bool = False, channels_last: bool | None = None,
                show_progress: bool | None = None) -> DreamResult:
@@ -47,10 +56,14 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     The objective of an image is ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))`` (each layer's L2 norm divided by
     the square root of its size, i.e. its root-mean-square activation, so that layers and octaves of
-    different sizes weigh alike). The total-variation prior, Eq. (1) of sheet 5, enters as a second normalized
-    gradient: each step is ``lr * (g / mean|g| - tv_weight * g_TV / mean|g_TV|)``, so ``tv_weight`` is the size of
-    the smoothing step relative to the ascent step and means the same for every network, layer and octave
-    (a plain weight on the loss would have to be re-tuned whenever the activations' scale changes).
+    different sizes weigh alike). As in the original method the layers should be ReLU outputs
+    (:data:`DREAM_LAYERS` for VGG16): the norm then grows only where units fire, which amplifies what the
+    network already responds to; on a convolution's output before its ReLU, the norm also grows by pushing
+    negative responses further down.
+    The total-variation prior, Eq. (1) of sheet 5, enters as a second normalized gradient, taken on the
+    unrolled image (so the jitter's wrap-around seam is not smoothed): each step is
+    ``lr * (g / mean|g| - tv_weight * g_TV / mean|g_TV|)``, so ``tv_weight`` is the size of the smoothing step
+    relative to the ascent step and means the same for every network, layer and octave.
     The classic tricks of the original code: the image is processed at ``octaves`` scales, smallest first, and
     the detail added at one scale is carried (upsampled) to the next; before each step the image is rolled by a
     random shift of up to ``jitter`` px (and the gradient rolled back; the first step of an octave is not
@@ -62,7 +75,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     Args:
         model: a CNN taking ImageNet-normalized images.
         image: ``(N, 3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`); not modified.
-        layers: one dotted layer name or several (their objectives are added).
+        layers: one dotted layer name or several (their objectives are added); None: :data:`DREAM_LAYERS`,
+            the ReLU outputs of VGG16's conv3_1, conv4_2 and conv5_2.
         steps: ascent steps per octave.
         lr: step size in normalized units (the normalized gradient has mean absolute value 1).
         octaves: number of scales; octave ``k`` (from the top) has the size ``(H, W) / octave_scale**k``.
@@ -81,9 +95,17 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
         :class:`DreamResult`: the image ``(N, 3, H, W)`` and per-octave objectives.
 
     Raises:
-        ValueError: unknown layer name (with close names), bad sizes.
+        ValueError: unknown layer name (with close names), default layers that are not ReLUs of ``model``,
+            bad sizes.
         FloatingPointError: the image became NaN/inf.
     """
+    if layers is None:
+        modules = dict(model.named_modules())
+        if not all(isinstance(modules.get(name), nn.ReLU) for name in DREAM_LAYERS):
+            raise ValueError(f"layers=None means VGG16's ReLU outputs {list(DREAM_LAYERS)}, which "
+                             f"{type(model).__name__} lacks: pass layers=, e.g. ReLU names from "
+                             "helpers.layer_names(model)")
+        layers = DREAM_LAYERS
     names = [layers] if isinstance(layers, str) else list(layers)
     weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
     if len(weights) != len(names):
@@ -121,16 +143,19 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
                 shifts = jitter_shifts(steps, jitter, generator)
                 shifts[0] = (0, 0)  # the first step sees the octave's start image as it is: its score is `start`
                 for step, (dy, dx) in enumerate(shifts):
-                    x = torch.roll(img, (dy, dx), dims=(-2, -1)).requires_grad_(True)
-                    score = objective(forward, x)
+                    # --- one DeepDream step (what the notebook shows) ---
+                    x = torch.roll(img, (dy, dx), dims=(-2, -1)).requires_grad_(True)  # jitter: a random roll
+                    score = objective(forward, x)  # (N,) RMS activation of the layers
                     (grad,) = torch.autograd.grad(score.sum(), x)
-                    grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).add_(1e-12)
-                    if tv_weight:
-                        (smooth,) = torch.autograd.grad(total_variation(x), x)
-                        grad = grad - tv_weight * smooth / smooth.abs().mean(dim=(1, 2, 3), keepdim=True).add_(1e-12)
-                    img = img + lr * torch.roll(grad, (-dy, -dx), dims=(-2, -1))
+                    ascent = _normalized(torch.roll(grad, (-dy, -dx), dims=(-2, -1)))  # rolled back, mean |.| 1
+                    if tv_weight:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
+                        smooth = img.detach().requires_grad_(True)
+                        (tv_grad,) = torch.autograd.grad(total_variation(smooth), smooth)
+                        ascent = ascent - tv_weight * _normalized(tv_grad)
+                    img = img + lr * ascent
                     if clamp:
                         img = img.clamp(low, high)
+                    # --- end of the step ---
                     history[step] = score.detach()
                     bar.update()
                 starts.append(history[0])

@@ -7,7 +7,8 @@ on the range mapping, which is always explicit here (course notes 1.3-1.5):
 - ``"symmetric"``: ``w / (2 s) + 1/2`` with one shared scale ``s = max |w|`` over all filters shown (or a
   given ``s``): 0 is mid-grey, ``-s`` black, ``+s`` white, and tiles are comparable with each other.
 - ``"minmax"``: each filter's own minimum to 0 and maximum to 1 (the popular mapping): every filter
-  fills the full range, so contrast between filters means nothing and 0 lands anywhere.
+  fills the full range, so contrast between filters means nothing and 0 lands anywhere. The stretch is per
+  filter, not per tile: the ``C_in`` grayscale tiles of one deeper filter share its scale.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def range_map(weights: torch.Tensor, mapping: str = "symmetric", *, scale: float
     Args:
         weights: ``(C_out, ...)``, one filter per row.
         mapping: ``"symmetric"`` (``w / (2 s) + 0.5`` with one shared ``s``; 0 is mid-grey) or ``"minmax"``
-            (per filter: its minimum to 0, its maximum to 1; a constant filter becomes 0.5).
+            (per filter, i.e. per row ``weights[i]`` with all its input channels: its minimum to 0, its
+            maximum to 1; a constant filter becomes 0.5).
         scale: ``s`` for the symmetric mapping (default :func:`symmetric_scale` of ``weights``); values
             beyond ``±s`` are clipped. Use one ``s`` for several layers to compare them.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .images import denormalize
+
 
 def _safe_pow(s: torch.Tensor, exponent: float) -> torch.Tensor:
     """``s ** exponent`` for ``s >= 0`` with a zero (sub)gradient where ``s == 0`` instead of inf/NaN."""
@@ -35,6 +37,28 @@ def total_variation(img: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     dv = img[..., 1:, :-1] - img[..., :-1, :-1]  # I[i+1, j] - I[i, j]
     dh = img[..., :-1, 1:] - img[..., :-1, :-1]  # I[i, j+1] - I[i, j]
     return _safe_pow(dv.pow(2) + dh.pow(2), beta / 2).sum()
+
+
+def tv_per_pixel(image: torch.Tensor) -> torch.Tensor:
+    """High-frequency content of ImageNet-normalized images: Eq. (1)'s term per pixel, in pixel units.
+
+    The project's one measure of "TV per pixel": the image is de-normalized to displayable pixel values in
+    ``[0, 1]`` and the term ``sqrt(|I[i+1,j] - I[i,j]|^2 + |I[i,j+1] - I[i,j]|^2)`` of Eq. (1) is averaged over
+    the three channels and every pixel that has both neighbours. A flat image gives 0, a one-pixel black-white
+    checkerboard ``sqrt(2)``; uniform noise in ``[a, b]`` about ``0.52 * (b - a)``.
+
+    Args:
+        image: ``(N, 3, H, W)`` normalized images (like :func:`helpers.load_image`), ``H, W >= 2``.
+
+    Returns:
+        ``(N,)`` tensor, one value per image.
+    """
+    if image.dim() != 4 or image.shape[1] != 3 or min(image.shape[-2:]) < 2:
+        raise ValueError(f"tv_per_pixel needs normalized images (N, 3, H, W) with H, W >= 2, got {tuple(image.shape)}")
+    pixels = denormalize(image.detach().float())
+    per_image = torch.stack([total_variation(p) for p in pixels])
+    h, w = image.shape[-2:]
+    return per_image / (3 * (h - 1) * (w - 1))
 
 
 def l2(img: torch.Tensor) -> torch.Tensor:

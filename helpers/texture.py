@@ -3,6 +3,12 @@
 A texture is described by the Gram matrices (channel co-activations, averaged over positions) of several
 layers; a new image with the same texture is found by matching them, starting from noise.
 The Gram matrix is shared with :mod:`helpers.diversity`.
+
+Differences from the paper, on purpose (what this project's networks and loops offer): any network and layers
+(the gallery uses torchvision's VGG16 with its max pooling at relu1_1 ... relu4_1, and ResNet-18), not VGG19
+with max pooling replaced by average pooling; the Gram matrix divided by the number of positions and each
+layer's mismatch divided by ``||T_l||^2`` of its target, not Gatys et al.'s ``1 / (4 N_l^2 M_l^2)``; Adam on
+the pixels instead of L-BFGS.
 """
 
 from __future__ import annotations
@@ -83,9 +89,10 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
     """Synthesize a texture from noise by matching the Gram matrices of ``layers`` of a texture image.
 
     The loss minimized is :func:`gram_loss`, ``sum_l w_l * ||G_l(I) - G_l(T)||^2 / ||G_l(T)||^2`` with
-    :func:`gram_matrix` (the relative error makes layers of different scale weigh alike). Only the layers up
-    to the deepest one run; weights get no gradients; the model and ``texture`` are left as found.
-    Paper: Gatys et al. 2015, https://arxiv.org/abs/1505.07376
+    :func:`gram_matrix` (the relative error makes layers of different scale weigh alike), minimized with
+    ``optimizer`` (Adam by default, where the paper uses L-BFGS; see the module docstring for the other
+    differences). Only the layers up to the deepest one run; weights get no gradients; the model and
+    ``texture`` are left as found. Paper: Gatys et al. 2015, https://arxiv.org/abs/1505.07376
 
     Args:
         model: a CNN taking ImageNet-normalized images.

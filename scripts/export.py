@@ -1,10 +1,11 @@
 """Build the submissions: execute each sheet's notebook, convert it to PDF, pack Surname-Matriculation.zip.
 
 For every sheet: the notebook runs top to bottom in a build folder (the committed notebook is never touched),
-the executed copy becomes a PDF (nbconvert's LaTeX route, xelatex; a headless Chromium when TeX is missing
-but Chromium is installed), and a ZIP holds the PDF, the executed notebook, the helpers package and
-requirements.txt. Everything is written to temporary names and moved into place only when the sheet is
-complete, so a failure or Ctrl-C leaves no partial file and never replaces an earlier good ZIP.
+the executed copy becomes a PDF (nbconvert -> pandoc -> Typst, all from pip: see notebook_pdf.py) with an
+appendix of the helpers modules the notebook calls, and a ZIP holds the PDF, the executed notebook, the
+helpers package and requirements.txt. Everything is written to temporary names and moved into place only
+when the sheet is complete, so a failure or Ctrl-C leaves no partial file and never replaces an earlier
+good ZIP.
 
 File names: the surname keeps its letters; German umlauts become ae/oe/ue and ß ss, other diacritics are
 dropped (Łukasz -> Lukasz, Dvořák -> Dvorak), spaces and apostrophes are removed and hyphens kept
@@ -29,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = Path(__file__).resolve().parent / "pdf" / "cnnvis.tex.j2"
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,6 @@ CELL_TIMEOUT = 3600  # seconds one cell may run: a hung kernel fails the export 
 TRANSLITERATE = {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss", "ẞ": "SS",
                  "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Æ": "Ae", "æ": "ae", "Œ": "Oe", "œ": "oe",
                  "Đ": "D", "đ": "d", "Þ": "Th", "þ": "th", "ı": "i"}
-INSTALL_TEX = ("Debian/Ubuntu: sudo apt-get install texlive-xetex texlive-fonts-recommended "
-               "texlive-plain-generic pandoc fonts-dejavu-core; macOS: brew install pandoc && "
-               "brew install --cask mactex-no-gui")
 
 
 class ExportError(Exception):
@@ -86,23 +83,6 @@ def check_matriculation(number: str) -> str:
     if not re.fullmatch(r"[0-9]{6,10}", number):
         raise ExportError(f"matriculation number {number!r} must be 6 to 10 digits (LMU issues 8)")
     return number
-
-
-def pdf_route() -> str:
-    """'latex' when xelatex and pandoc are installed, else 'chromium' when a Chromium is, else ExportError."""
-    if shutil.which("xelatex") and shutil.which("pandoc"):
-        return "latex"
-    if chromium():
-        return "chromium"
-    missing = " and ".join(tool for tool in ("xelatex", "pandoc") if not shutil.which(tool))
-    raise ExportError(f"PDF export needs {missing} (or an installed Chromium). Install: {INSTALL_TEX}")
-
-
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if path := shutil.which(name):
-            return path
-    return None
 
 
 def kernel_profile(folder: Path) -> Path:
@@ -180,36 +160,22 @@ def execute(source: Path, destination: Path) -> None:
                               f"{lines[-1] if lines else 'no message'}")
 
 
-def to_pdf(executed: Path, pdf: Path, route: str, title: str, author: str) -> None:
-    """Convert the executed notebook to ``pdf``; widget cells (tag ``widget``) are dropped."""
-    import nbformat
-    from nbconvert import HTMLExporter, PDFExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
+def to_pdf(executed: Path, pdf: Path, *, title: str, name: str, matriculation: str, appendix: bool) -> None:
+    """Convert the executed notebook to ``pdf`` (widget cells dropped). Raises ExportError."""
+    import datetime
 
-    nb = nbformat.read(executed, as_version=4)
-    nb.metadata["title"] = title
-    nb.metadata["authors"] = [{"name": author}]
-    remove = TagRemovePreprocessor(remove_cell_tags={WIDGET_TAG}, enabled=True)
-    if route == "latex":
-        exporter = PDFExporter(template_file=str(TEMPLATE))
-        exporter.register_preprocessor(remove, enabled=True)
-        try:
-            body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
-        except Exception as e:  # nbconvert's LatexFailed carries the whole log; keep the first line
-            raise ExportError(f"{executed.name}: xelatex failed: {str(e).strip().splitlines()[0]}") from None
-        pdf.write_bytes(body)
-        return
-    exporter = HTMLExporter(embed_images=True)
-    exporter.register_preprocessor(remove, enabled=True)
-    html, _ = exporter.from_notebook_node(nb)
-    page = pdf.with_suffix(".html")
-    page.write_text(html)
+    import nbformat
+    from notebook_pdf import PdfError, notebook_pdf
+
+    today = datetime.date.today()
     try:
-        subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
-                        "--disable-background-networking", "--no-first-run", f"--print-to-pdf={pdf}",
-                        page.as_uri()], check=True, capture_output=True, timeout=300)
-    finally:
-        page.unlink(missing_ok=True)
+        result = notebook_pdf(nbformat.read(executed, as_version=4), pdf, title=title, name=name,
+                              matriculation=matriculation, date=f"{today.day} {today:%B %Y}", appendix=appendix)
+    except PdfError as e:
+        raise ExportError(f"{executed.name}: {e}") from None
+    if result.missing_glyphs:
+        print(f"warning: {executed.name}: no font of the PDF has {' '.join(result.missing_glyphs)}; "
+              "they show as boxes", file=sys.stderr)
 
 
 def pack(zip_path: Path, pdf: Path, executed: Path) -> list[str]:
@@ -222,7 +188,7 @@ def pack(zip_path: Path, pdf: Path, executed: Path) -> list[str]:
     return [name for _, name in members]
 
 
-def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, route: str,
+def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, appendix: bool,
                  notebooks: Path, build: Path, out: Path) -> dict[str, float]:
     """Execute, convert and pack one sheet. Returns the seconds per stage. Raises ExportError."""
     source = notebooks / sheet.notebook
@@ -232,7 +198,7 @@ def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, r
     build_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     try:
-        _export_in(build_dir, out_dir, sheet, source, name, surname, matriculation, route, times)
+        _export_in(build_dir, out_dir, sheet, source, name, surname, matriculation, appendix, times)
     finally:
         for folder in (build_dir, build):  # leave no empty folders behind after a failure
             with contextlib.suppress(OSError):
@@ -241,7 +207,7 @@ def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, r
 
 
 def _export_in(build_dir: Path, out_dir: Path, sheet: Sheet, source: Path, name: str, surname: str,
-               matriculation: str, route: str, times: dict[str, float]) -> None:
+               matriculation: str, appendix: bool, times: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory(dir=build_dir, prefix=".partial-") as tmp:
         tmp = Path(tmp)
         executed, pdf, zip_path = tmp / sheet.notebook, tmp / f"{name}-{sheet.folder}.pdf", tmp / f"{name}.zip"
@@ -249,7 +215,7 @@ def _export_in(build_dir: Path, out_dir: Path, sheet: Sheet, source: Path, name:
         execute(source, executed)
         times["execute"] = time.perf_counter() - start
         start = time.perf_counter()
-        to_pdf(executed, pdf, route, sheet.title, f"{surname} (matriculation no. {matriculation})")
+        to_pdf(executed, pdf, title=sheet.title, name=surname, matriculation=matriculation, appendix=appendix)
         times["pdf"] = time.perf_counter() - start
         if not sheet.submission:  # an extra document: the PDF and the executed notebook, no ZIP
             os.replace(executed, build_dir / executed.name)
@@ -289,6 +255,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "default: all three")
     parser.add_argument("--quick", action="store_true",
                         help="CNNVIS_QUICK=1: seconds per cell, for checking the pipeline; hand in a full run")
+    parser.add_argument("--no-appendix", action="store_true",
+                        help="leave out the PDF's appendix with the source of the helpers modules the notebook calls")
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # validate only (before the venv)
     parser.add_argument("--notebooks-dir", type=Path, default=ROOT / "notebooks", help=argparse.SUPPRESS)
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help=argparse.SUPPRESS)
@@ -306,7 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         name = f"{file_name_surname(args.surname)}-{check_matriculation(args.matriculation)}"
-        route = pdf_route()
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -316,15 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CNNVIS_PROGRESS"] = "0"  # no frozen progress bars in the PDF
     if args.quick:
         os.environ["CNNVIS_QUICK"] = "1"
-    print(f"Exporting as {name} ({'quick' if args.quick else 'full'} run, PDF via {route}"
-          f"{'' if route == 'latex' else ': xelatex/pandoc not found'})")
+    print(f"Exporting as {name} ({'quick' if args.quick else 'full'} run)")
     failed, report = [], []
     with tempfile.TemporaryDirectory(prefix="cnnvis-ipython-") as ipython:
         os.environ["IPYTHONDIR"] = str(kernel_profile(Path(ipython)))
         for key in (list(SHEETS) if args.sheet == "all" else [args.sheet]):
             try:
                 times = export_sheet(SHEETS[key], name=name, surname=args.surname.strip(),
-                                     matriculation=args.matriculation.strip(), route=route,
+                                     matriculation=args.matriculation.strip(), appendix=not args.no_appendix,
                                      notebooks=args.notebooks_dir, build=args.build_dir, out=args.out_dir)
                 report.append((key, times))
             except ExportError as e:

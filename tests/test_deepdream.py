@@ -4,8 +4,10 @@ import pytest
 import torch
 from conftest import assert_same_state, model_state
 from test_ascent import Boom, caller_state
+from torch import nn
 
-from helpers import capture_activations, deep_dream, valid_range
+from helpers import DREAM_LAYERS, capture_activations, deep_dream, total_variation, valid_range
+from helpers.ascent import jitter_shifts
 
 
 def photo(seed: int = 0, size: int = 32) -> torch.Tensor:
@@ -66,8 +68,6 @@ def test_pixels_stay_in_the_valid_range(tiny_cnn):
 
 
 def test_tv_weight_smooths(tiny_cnn):
-    from helpers import total_variation
-
     image = photo(5)
     rough = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0)
     smooth = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0, tv_weight=0.5)
@@ -110,3 +110,56 @@ def test_bad_arguments(tiny_cnn):
         deep_dream(tiny_cnn, photo(), "features.3", octave_scale=1.0)
     with pytest.raises(ValueError, match="layer_weights"):
         deep_dream(tiny_cnn, photo(), ["features.3"], layer_weights=[1.0, 2.0])
+
+
+def test_tv_gradient_is_taken_on_the_unrolled_image():
+    # a network whose objective has zero gradient: every step is the pure TV step, which we can compute
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    nn.init.zeros_(flat[0].weight)
+    image, lr, tv_weight, jitter, seed = photo(8, size=12), 0.05, 0.7, 5, 3
+    shifts = jitter_shifts(3, jitter, torch.Generator().manual_seed(seed))
+    assert all(shift != (0, 0) for shift in shifts[1:])  # steps 2 and 3 are rolled
+    res = deep_dream(flat, image, "1", steps=3, octaves=1, jitter=jitter, lr=lr, tv_weight=tv_weight,
+                     clamp=False, seed=seed)
+    expected = image.clone()
+    for _ in range(3):
+        x = expected.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(total_variation(x), x)
+        expected = expected - lr * tv_weight * g / g.abs().mean()
+    # on the rolled image the seam (last row/column next to the first) would count as an edge and be smoothed
+    assert torch.allclose(res.image, expected, atol=1e-6)
+
+
+class VGG16Features(nn.Module):
+    """torchvision's VGG16 convolutional part, same module names (``features.N``), random weights."""
+
+    def __init__(self) -> None:
+        from torchvision.models.vgg import cfgs, make_layers
+
+        super().__init__()
+        self.features = make_layers(cfgs["D"])
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def test_default_layers_are_vgg16_relu_outputs():
+    torch.manual_seed(0)
+    vgg = VGG16Features().eval()
+    for name in DREAM_LAYERS:  # each default is the ReLU right after a convolution
+        index = int(name.split(".")[1])
+        assert isinstance(vgg.features[index], nn.ReLU) and isinstance(vgg.features[index - 1], nn.Conv2d)
+    image = photo(9, size=32)
+    res = deep_dream(vgg, image, steps=1, octaves=1, jitter=0)
+    convs = [f"features.{int(name.split('.')[1]) - 1}" for name in DREAM_LAYERS]
+    with torch.no_grad(), capture_activations(vgg, [*DREAM_LAYERS, *convs]) as acts:
+        vgg(image)
+    post = sum(rms(acts[name]) for name in DREAM_LAYERS)
+    pre = sum(rms(acts[name]) for name in convs)
+    assert torch.allclose(res.start[0], post, rtol=1e-4)
+    assert not torch.allclose(post, pre, rtol=1e-2)  # the ReLU outputs, not the conv outputs, are maximized
+
+
+def test_default_layers_need_a_vgg16(tiny_cnn):
+    with pytest.raises(ValueError, match="pass layers="):
+        deep_dream(tiny_cnn, photo())

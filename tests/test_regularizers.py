@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from helpers import l2, total_variation
+from helpers import l2, normalize, total_variation, tv_per_pixel
 
 
 def tv_reference(img: torch.Tensor) -> float:
@@ -75,3 +75,16 @@ def test_l2_is_squared_norm_with_gradient_2x():
     (grad,) = torch.autograd.grad(value, x)
     assert value.item() == 1 + 4 + 9 + 0.25
     assert torch.equal(grad, 2 * x.detach())
+
+
+def test_tv_per_pixel_is_equation_1_per_pixel_in_pixel_units():
+    torch.manual_seed(1)
+    pixels = torch.rand(2, 3, 6, 9, dtype=torch.float64)
+    per_pixel = tv_per_pixel(normalize(pixels))
+    assert per_pixel.shape == (2,)
+    for b in range(2):  # undoing the normalization gives the pixels back; 3 channels x 5 x 8 terms of Eq. (1)
+        assert math.isclose(per_pixel[b].item(), tv_reference(pixels[b:b + 1]) / (3 * 5 * 8), rel_tol=1e-5)
+    board = torch.zeros(1, 3, 4, 4)
+    board[..., ::2, ::2] = board[..., 1::2, 1::2] = 1.0
+    assert math.isclose(tv_per_pixel(normalize(board)).item(), math.sqrt(2), rel_tol=1e-5)
+    assert tv_per_pixel(normalize(torch.full((1, 3, 5, 5), 0.3))).item() < 1e-6

@@ -47,10 +47,21 @@ class _Mallinfo2(ctypes.Structure):
                  "keepcost")]
 
 
-def _mmapped_blocks() -> int:
+def _mallinfo() -> _Mallinfo2:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _Mallinfo2
-    return libc.mallinfo2().hblks
+    return libc.mallinfo2()
+
+
+def _mmapped_blocks() -> int:
+    return _mallinfo().hblks
+
+
+def _larger_than_free_heap() -> int:
+    """A float32 count whose block no free chunk of the heap can hold (so only mmap or growing the heap can
+    serve it), and at least 80 MiB, above glibc's largest dynamic mmap threshold (32 MiB). Earlier tests leave
+    freed memory in the heap; a request that fits into it is served from there whatever the settings."""
+    return max(80 * 2**20, _mallinfo().fordblks + 16 * 2**20) // 4
 
 
 @glibc
@@ -58,17 +69,16 @@ def test_roomy_malloc_serves_large_tensors_from_the_heap(monkeypatch):
     for name in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("LD_PRELOAD", raising=False)
-    n = 80 * 2**20 // 4  # 80 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
     start = _mmapped_blocks()
-    big = torch.empty(n)
+    big = torch.empty(_larger_than_free_heap())
     assert _mmapped_blocks() == start + 1  # outside the block: a fresh mapping
     del big
     with roomy_malloc() as active:
         assert active
-        big = torch.empty(n)
+        big = torch.empty(_larger_than_free_heap())
         assert _mmapped_blocks() == start  # inside: from the heap
         del big
-    big = torch.empty(n)
+    big = torch.empty(_larger_than_free_heap())
     assert _mmapped_blocks() == start + 1  # glibc's default is back
     del big
 

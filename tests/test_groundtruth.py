@@ -1,0 +1,56 @@
+import torch
+from conftest import assert_same_state, model_state
+
+from helpers import (
+    GapCNN,
+    StandInSettings,
+    default_cam_layer,
+    synthesis_checks,
+    trained_stand_in,
+    two_object_split,
+)
+
+TINY = StandInSettings(n_train=256, n_test=64, epochs=1, width=4)
+
+
+def test_trains_deterministically_caches_and_reloads(tmp_path):
+    state = torch.random.get_rng_state()
+    first = trained_stand_in(TINY, root=tmp_path / "a")
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
+    assert not first.loaded and first.path.exists() and first.path.parent == tmp_path / "a"
+    assert 0.0 <= first.test_accuracy <= 1.0 and not first.model.training
+    again = trained_stand_in(TINY, root=tmp_path / "b")  # a fresh training with the same seed
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    loaded = trained_stand_in(TINY, root=tmp_path / "a")
+    assert loaded.loaded and loaded.test_accuracy == first.test_accuracy
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                 loaded.model.state_dict().values(), strict=True))
+    assert not list(tmp_path.glob("*/*.partial"))
+
+
+def test_the_cache_key_follows_every_setting():
+    keys = {StandInSettings().key(), StandInSettings(epochs=2).key(), StandInSettings(seed=1).key(),
+            StandInSettings(width=8).key()}
+    assert len(keys) == 4
+
+
+def test_gap_cnn_takes_any_size_and_grad_cam_finds_its_last_relu():
+    model = GapCNN(width=4)
+    x, labels, masks = two_object_split(3, 0)
+    assert x.shape == (3, 3, 32, 48) and labels.shape == (3, 2) and masks.shape == (3, 2, 32, 48)
+    assert model(x).shape == (3, 10) and model(x[..., :32]).shape == (3, 10)
+    assert default_cam_layer(model) == "features.9"
+
+
+def test_synthesis_checks_leave_the_model_as_found():
+    torch.manual_seed(0)
+    model = GapCNN(width=4).train()
+    before = model_state(model)
+    x, labels, _ = two_object_split(2, 0)
+    checks = synthesis_checks(model, x, labels, class_steps=3, filter_steps=3, dream_steps=2)
+    assert_same_state(before, model_state(model))
+    assert set(checks.class_ratio) == {"vertical stripes", "horizontal stripes"}
+    assert 0 <= checks.filter_channel < 4 and 0 <= checks.angle_error <= 90
+    assert checks.class_images.shape == (2, 3, 32, 32) and checks.dream_images.shape == x.shape
+    assert torch.isfinite(torch.tensor([checks.dream_gain_present, checks.dream_gain_absent])).all()
