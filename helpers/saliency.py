@@ -32,7 +32,8 @@ def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: 
     return t
 
 
-def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
+def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[int] | torch.Tensor, *,
+                 loss: bool = False) -> torch.Tensor:
     """Saliency map: max over colour channels of ``|d S_target / d image|``, ``S`` the unnormalized class score.
 
     The gradient of the logit (not the softmax probability, which also depends on every other class)
@@ -44,6 +45,9 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` (or ``(3, H, W)``), e.g. from :func:`helpers.load_image`; left unchanged.
         target: one class index for all images, or one per image (list or tensor of length ``N``).
+        loss: differentiate the cross-entropy loss of the target, ``-log softmax(S)_target``, instead of the
+            score; its gradient is ``-(1 - p_t) grad S_t + sum_{c != t} p_c grad S_c``, so it depends on
+            every class's score (and is nearly zero when the model is sure of the target).
 
     Returns:
         Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image), non-negative, on the image's device.
@@ -64,6 +68,8 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
             t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
             # In eval mode every image's score depends on that image alone, so one backward pass of the sum
             # gives each image its own gradient.
+            if loss:
+                scores = -scores.log_softmax(1)  # per-image cross-entropy of every class as the target
             selected = scores.gather(1, t[:, None]).sum()
             (grad,) = torch.autograd.grad(selected, x)
     finally:

@@ -50,6 +50,29 @@ def test_uses_the_unnormalized_score_not_the_probability():
     assert not torch.allclose(sal, prob_grad.abs().amax(1))
 
 
+def test_loss_option_is_the_cross_entropy_gradient():
+    # For logits = W x the gradient of CE(logits, t) is W^T (p - onehot(t)), by hand; it is not the score's W[t].
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.randn(2, 3, 2, 2)
+    w = model[1].weight.detach()
+    p = model(x).softmax(1).detach()
+    by_hand = ((p - torch.eye(3)[[2, 0]]) @ w).view(2, 3, 2, 2).abs().amax(1)
+    sal = saliency_map(model, x, [2, 0], loss=True)
+    assert torch.allclose(sal, by_hand, atol=1e-6)
+    assert not torch.allclose(sal, saliency_map(model, x, [2, 0]))
+
+
+def test_loss_option_matches_autograd_of_cross_entropy(tiny_cnn):
+    torch.manual_seed(2)
+    x = torch.randn(3, 3, 12, 12)
+    targets = torch.tensor([1, 4, 0])
+    model = copy.deepcopy(tiny_cnn).eval()
+    xs = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(xs), targets, reduction="sum").backward()
+    assert torch.allclose(saliency_map(tiny_cnn, x, targets, loss=True), xs.grad.abs().amax(1), atol=1e-7)
+
+
 def test_matches_independent_autograd_per_image(tiny_cnn):
     torch.manual_seed(1)
     x = torch.randn(3, 3, 12, 12)
