@@ -3,6 +3,7 @@
 One module per concern; the public names are re-exported here.
 """
 
+from . import objectives
 from .activations import (
     activation_grid,
     activation_pca,
@@ -96,6 +97,7 @@ from .models import (
     pretrained_model,
     weights_path,
 )
+from .objectives import Objective
 from .occlusion import occlusion_map
 from .patches import (
     Geometry,
@@ -125,6 +127,7 @@ from .plotting import (
 )
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation, tv_per_pixel
+from .render import RenderResult, jitter, objective_score, render
 from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
@@ -194,6 +197,13 @@ __all__ = [
     "symmetric_scale",
     "top_activations",
     "tsne_embedding",
+    # one engine for every gradient ascent: an objective, a start image, transforms
+    "Objective",
+    "RenderResult",
+    "jitter",
+    "objective_score",
+    "objectives",
+    "render",
     # gallery: optimization
     "DiversityResult",
     "InversionResult",

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ascent import TruncatedForward, check_finite, frozen_eval, jitter_shifts, model_device
 from .config import progress
+from .hooks import TruncatedForward, frozen_eval, model_device
 from .images import valid_range
 from .regularizers import total_variation
+from .render import check_finite, jitter_shifts
 from .speed import lean_loop
 
 

@@ -13,33 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ascent import (
-    OptimizerSpec,
-    TruncatedForward,
-    check_channels,
-    check_finite,
-    frozen_eval,
-    image_step,
-    jitter_shifts,
-    make_optimizer,
-    model_device,
-)
-from .classviz import Start, start_images
 from .config import progress
+from .hooks import TruncatedForward, check_channels, frozen_eval, model_device
 from .images import valid_range
+from .objectives import gram_similarity
 from .regularizers import l2, total_variation
+from .render import OptimizerSpec, Start, check_finite, image_step, jitter_shifts, make_optimizer, start_images
 from .speed import lean_loop
-from .texture import gram_matrix
-
-
-def gram_similarity(acts: torch.Tensor) -> torch.Tensor:
-    """Pairwise cosine similarity of the images' flattened Gram matrices: ``(N, C, H, W)`` -> ``(N, N)``.
-
-    The diagonal is 1 (for a non-zero Gram matrix); a batch whose images share one style has all entries near 1.
-    """
-    flat = gram_matrix(acts).flatten(1)
-    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return flat @ flat.T
 
 
 def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:

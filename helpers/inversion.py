@@ -12,19 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ascent import (
-    OptimizerSpec,
-    TruncatedForward,
-    check_finite,
-    frozen_eval,
-    image_step,
-    make_optimizer,
-    model_device,
-)
-from .classviz import start_images
 from .config import progress
+from .hooks import TruncatedForward, frozen_eval, model_device
 from .images import valid_range
+from .objectives import feature_loss
 from .regularizers import total_variation
+from .render import OptimizerSpec, check_finite, image_step, make_optimizer, start_images
 from .speed import lean_loop
 
 
@@ -36,12 +29,6 @@ class InversionResult:
     history: torch.Tensor  # (steps, N) feature loss ||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 before each update, CPU
     loss: torch.Tensor  # (N,) feature loss of the returned images, CPU
     layer: str  # dotted layer name
-
-
-def feature_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``||phi - phi0||^2 / ||phi0||^2`` per image: ``(N, ...)`` and ``(N, ...)`` -> ``(N,)``."""
-    diff = (features.float() - target.float()).flatten(1).pow(2).sum(dim=1)
-    return diff / target.float().flatten(1).pow(2).sum(dim=1)
 
 
 def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps: int = 200, lr: float = 0.05,

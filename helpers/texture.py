@@ -19,56 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ascent import (
-    OptimizerSpec,
-    TruncatedForward,
-    check_finite,
-    frozen_eval,
-    image_step,
-    make_optimizer,
-    model_device,
-)
-from .classviz import start_images
 from .config import progress
+from .hooks import TruncatedForward, frozen_eval, model_device
 from .images import valid_range
+from .objectives import gram_loss, gram_matrix
+from .render import OptimizerSpec, check_finite, image_step, make_optimizer, start_images
 from .speed import lean_loop
-
-
-def gram_matrix(acts: torch.Tensor) -> torch.Tensor:
-    """Gram matrix of each image's activations, averaged over positions.
-
-    ``G[n, i, j] = sum_p F[n, i, p] * F[n, j, p] / (H * W)`` with ``F`` the activations flattened over space.
-
-    Args:
-        acts: ``(N, C, H, W)`` activations.
-
-    Returns:
-        ``(N, C, C)`` float32, symmetric.
-    """
-    if acts.dim() != 4:
-        raise ValueError(f"gram_matrix needs (N, C, H, W) activations, got shape {tuple(acts.shape)}")
-    f = acts.float().flatten(2)
-    return f @ f.transpose(1, 2) / f.shape[-1]
-
-
-def gram_loss(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-              weights: dict[str, float] | None = None) -> torch.Tensor:
-    """``sum_l w_l * ||G_l - T_l||_F^2 / ||T_l||_F^2`` per image: the relative Gram mismatch over layers.
-
-    Args:
-        grams: ``{layer: (N, C, C)}`` Gram matrices of the images.
-        targets: ``{layer: (1 or N, C, C)}`` target Gram matrices, same keys.
-        weights: ``{layer: w_l}`` (default all 1).
-
-    Returns:
-        ``(N,)`` losses.
-    """
-    total = 0.0
-    for name, g in grams.items():
-        t = targets[name]
-        w = 1.0 if weights is None else weights[name]
-        total = total + w * (g - t).pow(2).sum(dim=(1, 2)) / t.pow(2).sum(dim=(1, 2))
-    return total
 
 
 @dataclass
