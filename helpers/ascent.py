@@ -53,7 +53,10 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
                      channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
     """Find input images that maximize the mean activation of one or several channels of a layer.
 
-    Gradient ascent on the pixels (activation maximization). For each channel ``c`` the loss minimized is
+    Gradient ascent on the pixels (activation maximization): :func:`helpers.render` of the objective
+    ``channel_mean(layer, channel) - tv_weight / (H*W) * total_variation() - l2_weight / (H*W) * l2()``
+    (:mod:`helpers.objectives`), so with the same seed both give the same image. For each channel ``c`` the
+    loss minimized is
 
         ``-mean_{y,x} A[c, y, x] + tv_weight * TV(I) / (H*W) + l2_weight * ||I||^2 / (H*W)``
 

@@ -7,8 +7,9 @@ between the ascent steps, Yosinski et al.'s image operations besides the decay: 
 clipping of pixels with a small norm and of pixels with a small contribution ``|sum_rgb I * dS_c/dI|`` to the
 score (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
 https://arxiv.org/abs/1506.06579). Jitter (random rolls of the image, as in DeepDream and lucent) is NOT one of
-their operations: it is a separate option, ``jitter``, off by default. The same loop maximizes one channel of
-any layer ("maximize activations with L2++").
+their operations: it is a separate option, ``jitter``, off by default. Both functions are :func:`helpers.render`
+with the objective ``class_logit(c) - l2_weight * l2()`` (or ``channel_mean(layer, c) - ...``, "maximize
+activations with L2++") and the L2++ operations as ``after`` steps.
 """
 
 from __future__ import annotations

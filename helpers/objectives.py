@@ -65,13 +65,17 @@ class Objective:
 
     Build them with the functions of this module and combine with ``+``, ``-``, unary ``-`` and ``*`` by a
     number. ``layers`` is the tuple of keys read (dotted layer names, :data:`LOGITS`, :data:`IMAGE`);
-    ``batch`` the number of images a per-image channel/class list fixes (None when any batch works).
+    ``batch`` the number of images a per-image channel/class list fixes (None when any batch works);
+    ``channels`` the channel indices named per layer.
     """
 
     def __init__(self, fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor], reads: Reads, name: str, *,
-                 batch: int | None = None, compound: bool = False) -> None:
+                 batch: int | None = None, compound: bool = False,
+                 channels: Mapping[str, frozenset[int]] | None = None) -> None:
         self.fn = fn
         self.reads = dict(reads)
+        # every channel index named by a term, per layer (checked against the model even when a term reads all)
+        self.channels = {k: v for k, v in reads.items() if v is not None} if channels is None else dict(channels)
         self.name = name
         self.batch = batch
         self.compound = compound  # a sum: parenthesized inside a product or after a minus
@@ -98,7 +102,8 @@ class Objective:
         if not isinstance(other, Objective):
             return NotImplemented
         return Objective(lambda acts: self(acts) + other(acts), _merge(self.reads, other.reads),
-                         f"{self.name} + {other.name}", batch=self._batch_with(other), compound=True)
+                         f"{self.name} + {other.name}", batch=self._batch_with(other), compound=True,
+                         channels=_merge(self.channels, other.channels))
 
     def __radd__(self, other: object) -> Objective:
         if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
@@ -109,17 +114,19 @@ class Objective:
         if not isinstance(other, Objective):
             return NotImplemented
         return Objective(lambda acts: self(acts) - other(acts), _merge(self.reads, other.reads),
-                         f"{self.name} - {other._inner()}", batch=self._batch_with(other), compound=True)
+                         f"{self.name} - {other._inner()}", batch=self._batch_with(other), compound=True,
+                         channels=_merge(self.channels, other.channels))
 
     def __neg__(self) -> Objective:
-        return Objective(lambda acts: -self(acts), self.reads, f"-{self._inner()}", batch=self.batch)
+        return Objective(lambda acts: -self(acts), self.reads, f"-{self._inner()}", batch=self.batch,
+                         channels=self.channels)
 
     def __mul__(self, weight: object) -> Objective:
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             return NotImplemented
         w = float(weight)
         return Objective(lambda acts: w * self(acts), self.reads, f"{_number(w)} * {self._inner()}",
-                         batch=self.batch)
+                         batch=self.batch, channels=self.channels)
 
     __rmul__ = __mul__
 

@@ -189,8 +189,8 @@ def capture(model: nn.Module, objective: Objective, *,
     layers = [k for k in reads if k not in (LOGITS, IMAGE)]
     for name in layers:
         get_layer(model, name)  # ValueError with the close valid names
-        if check and reads[name] is not None:
-            check_channels(model, name, sorted(reads[name]))
+        if check and name in objective.channels:
+            check_channels(model, name, sorted(objective.channels[name]))
     logits = LOGITS in reads
     module = get_layer(model, layers[0]) if len(layers) == 1 else None
     channels = reads[layers[0]] if len(layers) == 1 else None
@@ -312,8 +312,9 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         n = batch if batch > 1 else objective.batch or 1
     if objective.batch is not None and objective.batch != n:
         raise ValueError(f"{objective!r} scores {objective.batch} images (one target each) but the batch has {n}")
+    everything = sum(track.values(), objective)  # what the forward pass must capture
     # validate the layers (and channels) before drawing anything
-    with frozen_eval(model), capture(model, objective):
+    with frozen_eval(model), capture(model, everything):
         pass
     img = start_images(start, n, generator, device, fill=fill, shared=shared_noise).requires_grad_(True)
     for t in transforms:
@@ -338,7 +339,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         return apply
 
     with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device),
-          capture(model, objective, check=False) as forward):
+          capture(model, everything, check=False) as forward):
         bar = progress(range(steps), desc=desc or repr(objective)[:60], enabled=show_progress)
         try:
             for step in bar:

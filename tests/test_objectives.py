@@ -77,6 +77,7 @@ def test_layers_union():
     assert objective.layers == ("x", "y", O.IMAGE, O.LOGITS)
     assert (O.channel_mean("x", 1) + O.channel_max("x", [2, 5])).reads == {"x": frozenset({1, 2, 5})}
     assert (O.channel_mean("x", 1) + O.layer_rms("x")).reads == {"x": None}  # a full read wins
+    assert (O.channel_mean("x", 1) + 2 * -O.layer_rms("x")).channels == {"x": frozenset({1})}  # still checked
     assert (O.channel_mean("x", [1, 2]) - O.l2()).batch == 2
     with pytest.raises(ValueError, match="scores 2 images"):
         O.channel_mean("x", [1, 2]) + O.class_logit([0, 1, 2])
@@ -88,6 +89,8 @@ def test_bad_names_and_indices(tiny_cnn, images):
         objective_score(tiny_cnn, O.channel_mean("features.55", 0) + O.class_logit(1), images)
     with pytest.raises(ValueError, match="0 to 15"):
         objective_score(tiny_cnn, O.channel_mean("features.5", [0, 16]), images)
+    with pytest.raises(ValueError, match="0 to 15"):  # also when another term reads the whole layer
+        objective_score(tiny_cnn, O.channel_mean("features.5", 16) + O.layer_rms("features.5"), images[:1])
     with pytest.raises(ValueError, match="0 to 4"):
         objective_score(tiny_cnn, O.class_logit(5), images)
     with pytest.raises(ValueError, match="3 channels given for a batch of 2"):
