@@ -177,7 +177,8 @@ def capture(model: nn.Module, objective: Objective, *,
 
     Only the layers up to the deepest one read run (:class:`helpers.hooks.TruncatedForward`; a module called
     twice keeps its first output); the model runs to its output only when the objective reads
-    :data:`helpers.objectives.LOGITS`. When the objective reads a few channels (at most half) of one
+    :data:`helpers.objectives.LOGITS` (the layers then come from :func:`helpers.capture_activations`, which
+    keeps a twice-called module's last output). When the objective reads a few channels (at most half) of one
     convolution only, the pass stops at that convolution's input and computes just those channels.
     ``image`` is what :data:`helpers.objectives.IMAGE` holds (the untransformed image). The hooks are removed
     on exit. Call inside :func:`helpers.hooks.frozen_eval` (and the lean loop, whose weights it slices).
