@@ -13,7 +13,7 @@ from .activations import (
     upsample_map,
 )
 from .adversarial import FoolingResult, fgsm, fooling_image
-from .ascent import AscentResult, TruncatedForward, frozen_eval, top_filters, visualize_filter
+from .ascent import AscentResult, top_filters, visualize_filter
 from .classviz import L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
@@ -74,7 +74,7 @@ from .groundtruth import (
     two_object_split,
 )
 from .guided import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
-from .hooks import capture_activations, get_layer, layer_names
+from .hooks import TruncatedForward, capture_activations, frozen_eval, get_layer, layer_names
 from .images import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -2,9 +2,10 @@ import pytest
 import torch
 from conftest import assert_same_state, model_state
 
-from helpers import L2PlusPlus, normalize, visualize_class, visualize_filter
+from helpers import L2PlusPlus, deep_dream, normalize, visualize_class, visualize_filter
 from helpers import objectives as O
 from helpers.classviz import l2pp_step
+from helpers.deepdream import DreamStep
 from helpers.render import RenderResult, Step, jitter, render
 
 
@@ -31,6 +32,17 @@ def test_visualize_class_is_render(tiny_cnn):
     assert torch.equal(res.image, direct.image)
     assert not torch.equal(res.image, visualize_class(tiny_cnn, 16, [1, 4], steps=8, l2_weight=1e-3, jitter=3,
                                                       seed=2).image)  # the L2++ operations ran
+
+
+def test_deep_dream_octave_is_render(tiny_cnn):
+    photo = normalize(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    dream = deep_dream(tiny_cnn, photo, ["features.3", "features.6"], steps=6, octaves=1, jitter=2, tv_weight=0.5,
+                       seed=4)
+    direct = render(tiny_cnn, O.layer_rms(["features.3", "features.6"]), start=photo, steps=6, lr=0.02,
+                    optimizer=lambda params, lr: DreamStep(params, lr, 0.5),
+                    transforms=[jitter(2, unrolled_first=True)], seed=4)
+    assert torch.equal(dream.image, direct.image) and torch.equal(dream.history[0], direct.history)
+    assert torch.equal(dream.end[0], direct.score)
 
 
 def test_score_rises_and_result_fields(tiny_cnn):
