@@ -3,6 +3,7 @@
 One module per concern; the public names are re-exported here.
 """
 
+from . import objectives
 from .activations import (
     activation_grid,
     activation_pca,
@@ -12,7 +13,7 @@ from .activations import (
     upsample_map,
 )
 from .adversarial import FoolingResult, fgsm, fooling_image
-from .ascent import AscentResult, TruncatedForward, frozen_eval, top_filters, visualize_filter
+from .ascent import AscentResult, top_filters, visualize_filter
 from .classviz import L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
@@ -73,7 +74,7 @@ from .groundtruth import (
     two_object_split,
 )
 from .guided import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
-from .hooks import capture_activations, get_layer, layer_names
+from .hooks import TruncatedForward, capture_activations, frozen_eval, get_layer, layer_names
 from .images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -96,6 +97,7 @@ from .models import (
     pretrained_model,
     weights_path,
 )
+from .objectives import Objective
 from .occlusion import occlusion_map
 from .patches import (
     Geometry,
@@ -125,6 +127,7 @@ from .plotting import (
 )
 from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
 from .regularizers import l2, total_variation, tv_per_pixel
+from .render import RenderResult, jitter, objective_score, render
 from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import channels_last_weights, fast_bf16, lean_loop, roomy_malloc
@@ -194,6 +197,13 @@ __all__ = [
     "symmetric_scale",
     "top_activations",
     "tsne_embedding",
+    # one engine for every gradient ascent: an objective, a start image, transforms
+    "Objective",
+    "RenderResult",
+    "jitter",
+    "objective_score",
+    "objectives",
+    "render",
     # gallery: optimization
     "DiversityResult",
     "InversionResult",

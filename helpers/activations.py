@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .hooks import TruncatedForward, frozen_eval, model_device
+
 
 def _check_maps(act: torch.Tensor) -> None:
     if act.dim() != 4:
@@ -114,8 +116,6 @@ def activation_grid(model: torch.nn.Module, image: torch.Tensor, layer: str) -> 
     Raises:
         ValueError: unknown layer (with close names), wrong image shape, or a layer without a map.
     """
-    from .ascent import TruncatedForward, frozen_eval, model_device
-
     x = image.unsqueeze(0) if image.dim() == 3 else image
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got {tuple(image.shape)}")

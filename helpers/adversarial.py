@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ascent import frozen_eval
 from .config import progress
 from .guided import Target, _as_batch
+from .hooks import frozen_eval
 from .images import denormalize, normalize
 from .saliency import check_logits, target_indices
 

@@ -7,64 +7,24 @@ between the ascent steps, Yosinski et al.'s image operations besides the decay: 
 clipping of pixels with a small norm and of pixels with a small contribution ``|sum_rgb I * dS_c/dI|`` to the
 score (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
 https://arxiv.org/abs/1506.06579). Jitter (random rolls of the image, as in DeepDream and lucent) is NOT one of
-their operations: it is a separate option, ``jitter``, off by default. The same loop maximizes one channel of
-any layer ("maximize activations with L2++").
+their operations: it is a separate option, ``jitter``, off by default. Both functions are :func:`helpers.render`
+with the objective ``class_logit(c) - l2_weight * l2()`` (or ``channel_mean(layer, c) - ...``, "maximize
+activations with L2++") and the L2++ operations as ``after`` steps.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from .ascent import (
-    AscentResult,
-    OptimizerSpec,
-    TruncatedForward,
-    check_channels,
-    check_finite,
-    frozen_eval,
-    image_step,
-    jitter_shifts,
-    make_optimizer,
-    model_device,
-)
-from .config import progress
-from .images import normalize, valid_range
-from .regularizers import l2
-from .speed import lean_loop
-
-Start = torch.Tensor | int | tuple[int, int]
-NOISE = (0.4, 0.6)  # pixel range of the start noise: mid-gray with a little texture
-
-
-def start_images(start: Start, n: int, generator: torch.Generator, device: torch.device, *,
-                 shared: bool = True) -> torch.Tensor:
-    """The ``(n, 3, H, W)`` start images in normalized space, float32, on ``device`` (a fresh tensor).
-
-    ``start`` is a normalized image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(n, 3, H, W)`` (copied, never modified),
-    or a size ``S`` / ``(H, W)`` for uniform pixel noise in :data:`NOISE`, drawn from ``generator``: one noise
-    image repeated ``n`` times (``shared=True``) or ``n`` independent ones.
-    """
-    if isinstance(start, torch.Tensor):
-        x = start.unsqueeze(0) if start.dim() == 3 else start
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] not in (1, n):
-            raise ValueError(f"a start image must be (1, 3, H, W) or ({n}, 3, H, W) in normalized space "
-                             f"(e.g. helpers.load_image), got {tuple(start.shape)}")
-        return x.detach().to(device=device, dtype=torch.float32).expand(n, -1, -1, -1).clone()
-    if isinstance(start, bool) or not isinstance(start, int | tuple | list):
-        raise ValueError(f"start must be a normalized image tensor or a size S or (H, W), got {type(start).__name__}")
-    h, w = (start, start) if isinstance(start, int) else tuple(start)
-    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-        raise ValueError(f"a start size must be positive integers S or (H, W), got {start!r}")
-    low, high = NOISE
-    pixels = low + (high - low) * torch.rand(1 if shared else n, 3, h, w, generator=generator)
-    return normalize(pixels).expand(n, -1, -1, -1).to(device).clone()
+from .ascent import AscentResult, with_priors
+from .objectives import Objective, channel_mean, class_logit
+from .render import OptimizerSpec, Start, Step, jittered, render
 
 
 @dataclass
@@ -131,69 +91,25 @@ def l2pp_step(img: torch.Tensor, grad: torch.Tensor | None, step: int, ops: L2Pl
     return img
 
 
-@contextmanager
-def _scores(model: nn.Module, layer: str | None) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """Yield ``x -> (N, K)`` scores: the model's logits (``layer=None``) or the channel means of ``layer``."""
-    if layer is None:
-        def logits(x: torch.Tensor) -> torch.Tensor:
-            out = model(x)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise TypeError(f"{type(model).__name__} must return (N, classes) logits for a class-score "
-                                "visualization; for another output use visualize_activation with a layer name")
-            return out.float()
-        yield logits
-    else:
-        with TruncatedForward(model, layer) as forward:
-            yield lambda x: forward(x)[layer].float().mean(dim=(-2, -1))
-
-
-def _ascent(model: nn.Module, start: Start, layer: str | None, targets: list[int], *, steps: int, lr: float,
+def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int], *, steps: int, lr: float,
             l2_weight: float, l2pp: L2PlusPlus | None, jitter: int, clamp: bool, optimizer: OptimizerSpec,
-            seed: int, show_progress: bool | None, desc: str) -> AscentResult:
-    """The loop shared by :func:`visualize_class` and :func:`visualize_activation`."""
-    if not targets:
-        raise ValueError("give at least one class or channel")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
-        raise ValueError(f"jitter is a shift in pixels, an integer >= 0 (0 = off), got {jitter!r}")
+            seed: int, show_progress: bool | None, desc: str, layer: str) -> AscentResult:
+    """:func:`helpers.render` of ``score - l2_weight * ||I||^2`` with the L2++ operations after each step."""
     if l2_weight < 0:
         raise ValueError(f"l2_weight is the lambda of the L2 prior, >= 0 (0 = off), got {l2_weight}")
     ops = PLAIN if l2pp is None else l2pp
-    device = model_device(model)
-    generator = torch.Generator().manual_seed(seed)
-    img = start_images(start, len(targets), generator, device).requires_grad_(True)
-    shifts = jitter_shifts(steps, jitter, generator)
-    index = torch.tensor(targets, device=device)
-    rows = torch.arange(len(targets), device=device)
-    low, high = valid_range(img)
-    history = torch.empty(steps, len(targets), device=device)
-    opt = make_optimizer(optimizer, [img], lr)
+    objective = with_priors(score, l2_weight=l2_weight)
 
-    with torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device), _scores(model, layer) as scores_of:
-        for step in progress(range(steps), desc=desc, enabled=show_progress):
-            # 1. forward the (optionally jittered) image and read the score of each image's own target
-            x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if jitter else img
-            all_scores = scores_of(x)
-            if step == 0 and layer is None and not all(0 <= t < all_scores.shape[1] for t in targets):
-                raise ValueError(f"class(es) {targets} out of range: the model has {all_scores.shape[1]} classes, "
-                                 f"valid indices are 0 to {all_scores.shape[1] - 1}")
-            score = all_scores[rows, index]
-            # 2. gradient step on  -S_c(I) + lambda * ||I||^2
-            before = img.detach().clone() if ops.contrib_pct else None
-            loss = -score.sum() + l2_weight * l2(img)
-            # 3. after the step: the L2++ image operations, then keep the pixels displayable. The contribution
-            #    clip needs dS/dI alone: the loss gradient is -dS/dI + 2 lambda I (at the image before the step)
-            def after(x: torch.Tensor, step: int = step, before: torch.Tensor | None = before) -> None:
-                score_grad = None if before is None else 2 * l2_weight * before - x.grad
-                x.copy_(l2pp_step(x, score_grad, step, ops))
-            image_step(opt, loss, img, step, lr, (low, high) if clamp else None, after=None if ops == PLAIN else after)
-            history[step] = score.detach()
-        check_finite(img, steps, lr)
-        with torch.no_grad():
-            final = scores_of(img)[rows, index]
-    return AscentResult(image=img.detach(), history=history.cpu(), objective=final.cpu(),
-                        layer="" if layer is None else layer, channels=targets)
+    def l2pp_after(img: torch.Tensor, step: Step) -> torch.Tensor:
+        # the contribution clip needs dS/dI alone: the loss gradient is -dS/dI + 2 lambda I (at the image before)
+        score_grad = 2 * l2_weight * step.before - step.grad if ops.contrib_pct else None
+        return l2pp_step(img, score_grad, step.index, ops)
+
+    res = render(model, objective, start=start, n=len(targets), steps=steps, lr=lr, optimizer=optimizer,
+                 transforms=jittered(jitter), after=[] if ops == PLAIN else [l2pp_after], clamp=clamp, seed=seed,
+                 track=None if objective is score else {"score": score}, show_progress=show_progress, desc=desc)
+    return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
+                        objective=res.tracked_score.get("score", res.score), layer=layer, channels=targets)
 
 
 def _as_list(index: int | Sequence[int], what: str) -> list[int]:
@@ -201,6 +117,8 @@ def _as_list(index: int | Sequence[int], what: str) -> list[int]:
     bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int)]
     if bad:
         raise ValueError(f"{what} indices must be integers, got {bad}")
+    if not items:
+        raise ValueError("give at least one class or channel")
     return items
 
 
@@ -244,8 +162,9 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         FloatingPointError: the image became NaN/inf.
     """
     targets = _as_list(target, "class")
-    return _ascent(model, start, None, targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, jitter=jitter,
-                   clamp=clamp, optimizer=optimizer, seed=seed, show_progress=show_progress, desc=f"class {targets}")
+    return _ascent(model, start, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp,
+                   jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, show_progress=show_progress,
+                   desc=f"class {targets}", layer="")
 
 
 def visualize_activation(model: nn.Module, start: Start, layer: str, channel: int | Sequence[int], *,
@@ -275,7 +194,6 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
         FloatingPointError: the image became NaN/inf.
     """
     channels = _as_list(channel, "channel")
-    check_channels(model, layer, channels)  # also validates the layer name
-    return _ascent(model, start, layer, channels, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp, jitter=jitter,
-                   clamp=clamp, optimizer=optimizer, seed=seed, show_progress=show_progress,
-                   desc=f"{layer} x{len(channels)}")
+    return _ascent(model, start, channel_mean(layer, channels), channels, steps=steps, lr=lr, l2_weight=l2_weight,
+                   l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed,
+                   show_progress=show_progress, desc=f"{layer} x{len(channels)}", layer=layer)

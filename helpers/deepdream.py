@@ -2,11 +2,13 @@
 
 Mordvintsev, Olah & Tyka 2015, "Inceptionism: Going Deeper into Neural Networks",
 https://research.google/blog/inceptionism-going-deeper-into-neural-networks/
+
+An octave loop over :func:`helpers.render`: the objective :func:`helpers.objectives.layer_rms`, the jitter
+transform, and DeepDream's normalized step as the optimizer (:class:`DreamStep`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ascent import TruncatedForward, check_finite, frozen_eval, jitter_shifts, model_device
-from .config import progress
+from .hooks import model_device
 from .images import valid_range
+from .objectives import layer_rms
 from .regularizers import total_variation
+from .render import Transform, jitter, render
 from .speed import lean_loop
 
 
@@ -45,6 +48,37 @@ DREAM_LAYERS = ("features.11", "features.20", "features.27")
 def _normalized(g: torch.Tensor) -> torch.Tensor:
     """``g`` divided by its mean absolute value per image (``(N, ...)``), so its mean absolute value is 1."""
     return g / g.abs().mean(dim=tuple(range(1, g.dim())), keepdim=True).add_(1e-12)
+
+
+class DreamStep(torch.optim.Optimizer):
+    """DeepDream's update as an optimizer: ``p += lr * (g / mean|g| - tv_weight * g_TV / mean|g_TV|)``.
+
+    ``g`` is the gradient of the score (minus the gradient stored in ``p.grad``, which is that of the loss),
+    normalized per image, so ``lr`` is the mean change per pixel; ``g_TV`` is the gradient of
+    :func:`helpers.total_variation` at ``p``, the smoothing step relative to the ascent step.
+    """
+
+    def __init__(self, params, lr: float, tv_weight: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "tv_weight": tv_weight})
+
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                ascent = _normalized(-p.grad)
+                if group["tv_weight"]:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
+                    with torch.enable_grad():
+                        smooth = p.detach().requires_grad_(True)
+                        (tv_grad,) = torch.autograd.grad(total_variation(smooth), smooth)
+                    ascent = ascent - group["tv_weight"] * _normalized(tv_grad)
+                with torch.no_grad():
+                    p.copy_(p + group["lr"] * ascent)
+
+
+def jittered_first_unrolled(pixels: int) -> list[Transform]:
+    """DeepDream's jitter: a random roll of up to ``pixels`` before each step but the first of an octave."""
+    return [jitter(pixels, unrolled_first=True)] if pixels else []
 
 
 def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str] | None = None, *,
@@ -118,53 +152,24 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     base = image.detach().to(device=device, dtype=torch.float32)
     h, w = base.shape[-2:]
     sizes = [(max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k))) for k in range(octaves)][::-1]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # one generator for the jitter of all octaves
     low, high = valid_range(base)
-
-    def objective(forward: TruncatedForward, x: torch.Tensor) -> torch.Tensor:  # (N,)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            acts = forward(x)
-        total = 0.0
-        for name, weight in zip(names, weights, strict=True):
-            a = acts[name].float().flatten(1)
-            total = total + weight * a.norm(dim=1) / math.sqrt(a.shape[1])
-        return total
+    objective = layer_rms(names, weights)
 
     histories, starts, ends = [], [], []
     detail = base.new_zeros(base.shape[0], 3, *sizes[0])
-    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device),
-          TruncatedForward(model, names) as forward):
-        bar = progress(total=octaves * steps, desc=f"deep dream {'+'.join(names)}", enabled=show_progress)
-        try:
-            for size in sizes:
-                octave_base = _resize(base, size)
-                img = (octave_base + _resize(detail, size)).clamp(low, high) if clamp else octave_base + detail
-                history = torch.empty(steps, base.shape[0], device=device)
-                shifts = jitter_shifts(steps, jitter, generator)
-                shifts[0] = (0, 0)  # the first step sees the octave's start image as it is: its score is `start`
-                for step, (dy, dx) in enumerate(shifts):
-                    # --- one DeepDream step (what the notebook shows) ---
-                    x = torch.roll(img, (dy, dx), dims=(-2, -1)).requires_grad_(True)  # jitter: a random roll
-                    score = objective(forward, x)  # (N,) RMS activation of the layers
-                    (grad,) = torch.autograd.grad(score.sum(), x)
-                    ascent = _normalized(torch.roll(grad, (-dy, -dx), dims=(-2, -1)))  # rolled back, mean |.| 1
-                    if tv_weight:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
-                        smooth = img.detach().requires_grad_(True)
-                        (tv_grad,) = torch.autograd.grad(total_variation(smooth), smooth)
-                        ascent = ascent - tv_weight * _normalized(tv_grad)
-                    img = img + lr * ascent
-                    if clamp:
-                        img = img.clamp(low, high)
-                    # --- end of the step ---
-                    history[step] = score.detach()
-                    bar.update()
-                starts.append(history[0])
-                check_finite(img, len(histories) * steps + steps, lr)
-                with torch.no_grad():
-                    ends.append(objective(forward, img))
-                histories.append(history.cpu())
-                detail = img - octave_base
-        finally:
-            bar.close()
-    return DreamResult(image=img.to(image.device), sizes=sizes, history=histories,
-                       start=torch.stack(starts).cpu(), end=torch.stack(ends).cpu())
+    with lean_loop(model, channels_last, device):  # once for all octaves (the renders' own blocks then do nothing)
+        for k, size in enumerate(sizes):
+            octave_base = _resize(base, size)
+            start = octave_base + _resize(detail, size)  # the detail added so far, carried to this scale
+            res = render(model, objective, start=start.clamp(low, high) if clamp else start, steps=steps, lr=lr,
+                         optimizer=lambda params, lr: DreamStep(params, lr, tv_weight),
+                         transforms=jittered_first_unrolled(jitter), clamp=clamp, seed=generator, amp=amp,
+                         channels_last=channels_last, show_progress=show_progress,
+                         desc=f"deep dream {'+'.join(names)} octave {k + 1}/{octaves}")
+            histories.append(res.history)
+            starts.append(res.history[0])  # the first step is not rolled: the octave's start objective
+            ends.append(res.score)
+            detail = res.image - octave_base
+    return DreamResult(image=res.image.to(image.device), sizes=sizes, history=histories,
+                       start=torch.stack(starts), end=torch.stack(ends))

@@ -3,7 +3,8 @@
 Olah, Mordvintsev & Schubert 2017, "Feature Visualization", section "Diversity",
 https://distill.pub/2017/feature-visualization/#diversity: the objective of the batch gets a penalty on the
 pairwise cosine similarity of the images' flattened Gram matrices (their "style"), so the images cannot all
-settle on the same pattern.
+settle on the same pattern. :func:`helpers.render` of ``channel_mean + diversity_weight * diversity`` (minus the
+priors), see :mod:`helpers.objectives`.
 """
 
 from __future__ import annotations
@@ -13,33 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ascent import (
-    OptimizerSpec,
-    TruncatedForward,
-    check_channels,
-    check_finite,
-    frozen_eval,
-    image_step,
-    jitter_shifts,
-    make_optimizer,
-    model_device,
-)
-from .classviz import Start, start_images
-from .config import progress
-from .images import valid_range
-from .regularizers import l2, total_variation
-from .speed import lean_loop
-from .texture import gram_matrix
-
-
-def gram_similarity(acts: torch.Tensor) -> torch.Tensor:
-    """Pairwise cosine similarity of the images' flattened Gram matrices: ``(N, C, H, W)`` -> ``(N, N)``.
-
-    The diagonal is 1 (for a non-zero Gram matrix); a batch whose images share one style has all entries near 1.
-    """
-    flat = gram_matrix(acts).flatten(1)
-    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return flat @ flat.T
+from .ascent import with_priors
+from .hooks import TruncatedForward, frozen_eval
+from .objectives import channel_mean, diversity, gram_similarity
+from .render import OptimizerSpec, Start, jittered, render
 
 
 def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:
@@ -111,34 +89,18 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         raise ValueError(f"channel must be one integer index, got {channel!r}")
     if n < 2 or steps < 1:
         raise ValueError(f"need n >= 2 images (diversity is between images) and steps >= 1, got n={n}, steps={steps}")
-    check_channels(model, layer, [channel])  # also validates the layer name
     style = layer if diversity_layer is None else diversity_layer
-    device = model_device(model)
-    generator = torch.Generator().manual_seed(seed)
-    img = start_images(start, n, generator, device, shared=False).requires_grad_(True)
-    h, w = img.shape[-2:]
-    shifts = jitter_shifts(steps, jitter, generator)
-    low, high = valid_range(img)
-    history = torch.empty(steps, n, device=device)
-    similarity = torch.empty(steps, device=device)
-    opt = make_optimizer(optimizer, [img], lr)
-
-    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device),
-          TruncatedForward(model, [layer, style]) as forward):
-        for step in progress(range(steps), desc=f"diverse {layer}:{channel} x{n}", enabled=show_progress):
-            x = torch.roll(img, shifts=shifts[step], dims=(-2, -1)) if jitter > 0 else img
-            acts = forward(x)
-            score = acts[layer][:, channel].float().mean(dim=(-2, -1))  # (n,)
-            sim = gram_similarity(acts[style])  # (n, n)
-            loss = (-score.sum() + diversity_weight * (sim.sum() - sim.diagonal().sum()) / n
-                    + tv_weight * total_variation(img) / (h * w) + l2_weight * l2(img) / (h * w))
-            image_step(opt, loss, img, step, lr, (low, high) if clamp else None)
-            history[step] = score.detach()
-            similarity[step] = mean_pairwise(sim.detach())
-        check_finite(img, steps, lr)
-        with torch.no_grad():
-            acts = forward(img)
-            final = acts[layer][:, channel].float().mean(dim=(-2, -1))
-            final_sim = gram_similarity(acts[style])
-    return DiversityResult(image=img.detach(), history=history.cpu(), similarity=similarity.cpu(),
-                           objective=final.cpu(), final_similarity=final_sim.cpu(), layer=layer, channel=channel)
+    score = channel_mean(layer, channel)
+    similar = diversity(style)  # image i: -sum_{j != i} cos(G_i, G_j) / n
+    h, w = start.shape[-2:] if isinstance(start, torch.Tensor) else (start, start) if isinstance(start, int) else start
+    objective = with_priors(score + diversity_weight * similar, tv_weight=tv_weight, l2_weight=l2_weight,
+                            pixels=h * w)
+    res = render(model, objective, start=start, n=n, shared_noise=False, steps=steps, lr=lr, optimizer=optimizer,
+                 transforms=jittered(jitter), clamp=clamp, seed=seed, track={"score": score, "similar": similar},
+                 show_progress=show_progress, desc=f"diverse {layer}:{channel} x{n}")
+    with torch.no_grad(), frozen_eval(model), TruncatedForward(model, style) as forward:
+        final_sim = gram_similarity(forward(res.image)[style])
+    mean_similarity = -res.tracked["similar"].sum(dim=1) / (n - 1)  # mean_pairwise of each step's matrix
+    return DiversityResult(image=res.image, history=res.tracked["score"], similarity=mean_similarity,
+                           objective=res.tracked_score["score"], final_similarity=final_sim.cpu(), layer=layer,
+                           channel=channel)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ascent import TruncatedForward, frozen_eval, model_device
 from .config import progress
+from .hooks import TruncatedForward, frozen_eval, model_device
 from .patches import ImageCollection, _Images
 
 

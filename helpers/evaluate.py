@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from .ascent import frozen_eval
 from .gradcam import grad_cam, guided_grad_cam
 from .guided import deconvnet, guided_backprop
+from .hooks import frozen_eval
 from .occlusion import occlusion_map
 from .saliency import check_logits, saliency_map, target_indices
 

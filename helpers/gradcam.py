@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ascent import frozen_eval
 from .guided import Target, _as_batch, guided_backprop
-from .hooks import get_layer
+from .hooks import frozen_eval, get_layer
 from .saliency import check_logits, target_indices
 
 

@@ -20,12 +20,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .ascent import frozen_eval, visualize_filter
+from .ascent import visualize_filter
 from .classviz import visualize_class
 from .config import DATA_DIR
 from .data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
 from .deepdream import deep_dream
 from .evaluate import angle_difference, axis_energy_ratio, orientation
+from .hooks import frozen_eval
 from .images import normalize
 from .training import evaluate, fit
 

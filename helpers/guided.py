@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .ascent import TruncatedForward, check_channels, frozen_eval
+from .hooks import TruncatedForward, check_channels, frozen_eval
 from .saliency import check_logits, target_indices
 
 Rule = Literal["backprop", "deconvnet", "guided"]

@@ -1,10 +1,15 @@
-"""Layers by dotted name, and forward hooks that always remove themselves."""
+"""Layers by dotted name, forward hooks that always remove themselves, and the model-state utilities.
+
+:class:`TruncatedForward` (a forward pass that stops right after the requested layers) and :func:`frozen_eval`
+(weights frozen, eval mode, the caller's flags restored exactly) are what every gradient-ascent loop of the
+package runs inside (:func:`helpers.render`); attribution uses them too.
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
@@ -81,3 +86,130 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _StopForward(Exception):
+    """Raised by our hook once every requested layer has produced its output."""
+
+
+def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter or buffer (``fallback`` for a model without any)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device(fallback)
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Weights frozen (``requires_grad=False``) and every module in eval mode inside the block.
+
+    On exit, also on an exception or KeyboardInterrupt, each parameter's ``requires_grad`` and each
+    module's ``training`` flag is set back to exactly what it was (mixed flags included).
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+class TruncatedForward:
+    """Run ``model`` only until every layer in ``layers`` has produced its output, and return those outputs.
+
+    A forward hook on each target stores its output; when the last target has fired it raises a private
+    exception that ends the forward pass, so no layer after the deepest target runs. Outputs of targets
+    that fire before the last one are cloned (a later in-place ReLU would otherwise overwrite them).
+    With ``inputs=True`` the hooks are forward pre-hooks that store each target's (first) input instead, and
+    the pass ends before the last target runs (used to apply that layer to a few channels only).
+    Use as a context manager: the hooks are removed on exit, also on an exception or KeyboardInterrupt.
+
+    >>> with TruncatedForward(model, ["features.17", "features.24"]) as forward:
+    ...     acts = forward(x)    # {"features.17": (N, 512, h, w), "features.24": ...}
+    """
+
+    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, inputs: bool = False) -> None:
+        names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+        if not names:
+            raise ValueError("give at least one layer name, e.g. 'features.28'")
+        self.model = model
+        self.modules = {name: get_layer(model, name) for name in names}  # ValueError with close names
+        self.inputs = inputs
+        self._store: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs, output=None):
+            if self.inputs:
+                output = inputs[0] if inputs else None
+            if name in self._store:  # a module used twice in one pass (shared ReLU): keep its first output
+                return
+            if not isinstance(output, torch.Tensor):
+                what = "takes" if self.inputs else "returns"
+                raise TypeError(f"layer {name!r} {what} {type(output).__name__}, not a tensor; pick a layer "
+                                f"whose {'input' if self.inputs else 'output'} is a single activation tensor")
+            last = len(self._store) == len(self.modules) - 1
+            self._store[name] = output if last else output.clone()
+            if last:
+                raise _StopForward
+        return hook
+
+    def __enter__(self) -> TruncatedForward:
+        try:
+            for name, module in self.modules.items():
+                register = module.register_forward_pre_hook if self.inputs else module.register_forward_hook
+                self._handles.append(register(self._hook(name)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the hooks (safe to call twice)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self._handles:
+            raise RuntimeError("use TruncatedForward inside a `with` block")
+        self._store = {}
+        with suppress(_StopForward):
+            self.model(x)
+        missing = [name for name in self.modules if name not in self._store]
+        if missing:
+            raise RuntimeError(f"layer(s) {missing} never ran in the forward pass of {type(self.model).__name__}")
+        out, self._store = self._store, {}
+        return out
+
+
+def channel_count(model: nn.Module, layer: str, *, size: int = 64) -> int:
+    """Number of output channels of ``layer``: ``out_channels``/``num_features`` when the module has it,
+    else the channel dimension of one tiny truncated forward pass (batch 1, ``size`` px, no gradients)."""
+    module = get_layer(model, layer)
+    for attr in ("out_channels", "num_features"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    x = torch.zeros(1, 3, size, size, device=model_device(model))
+    with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+        return forward(x)[layer].shape[1]
+
+
+def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> None:
+    """Raise ``ValueError`` naming the valid range when a channel index is not a channel of ``layer``."""
+    n = channel_count(model, layer)
+    bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
+    if bad:
+        raise ValueError(f"channel(s) {bad} out of range for layer {layer!r}, which has {n} channels: "
+                         f"valid indices are 0 to {n - 1}")

@@ -2,7 +2,8 @@
 
 Mahendran & Vedaldi 2015, "Understanding Deep Image Representations by Inverting Them",
 https://arxiv.org/abs/1412.0035: starting from noise, minimize the relative distance of the layer's features
-to those of the photo, plus the total-variation prior ``TV^beta`` (and optionally an alpha-norm).
+to those of the photo, plus the total-variation prior ``TV^beta`` (and optionally an alpha-norm):
+:func:`helpers.render` of :func:`helpers.objectives.feature_match` minus the priors.
 """
 
 from __future__ import annotations
@@ -12,20 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ascent import (
-    OptimizerSpec,
-    TruncatedForward,
-    check_finite,
-    frozen_eval,
-    image_step,
-    make_optimizer,
-    model_device,
-)
-from .classviz import start_images
-from .config import progress
-from .images import valid_range
-from .regularizers import total_variation
-from .speed import lean_loop
+from .hooks import TruncatedForward, frozen_eval, model_device
+from .objectives import alpha_norm, feature_match, total_variation
+from .objectives import feature_loss as feature_loss  # its home was this module
+from .render import OptimizerSpec, render
 
 
 @dataclass
@@ -36,12 +27,6 @@ class InversionResult:
     history: torch.Tensor  # (steps, N) feature loss ||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 before each update, CPU
     loss: torch.Tensor  # (N,) feature loss of the returned images, CPU
     layer: str  # dotted layer name
-
-
-def feature_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``||phi - phi0||^2 / ||phi0||^2`` per image: ``(N, ...)`` and ``(N, ...)`` -> ``(N,)``."""
-    diff = (features.float() - target.float()).flatten(1).pow(2).sum(dim=1)
-    return diff / target.float().flatten(1).pow(2).sum(dim=1)
 
 
 def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps: int = 200, lr: float = 0.05,
@@ -86,29 +71,19 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
         raise ValueError(f"image must be (N, 3, H, W) normalized photos, got {tuple(image.shape)}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    device = model_device(model)
     n, _, h, w = image.shape
-    generator = torch.Generator().manual_seed(seed)
-    img = start_images((h, w), n, generator, device).requires_grad_(True)
-    low, high = valid_range(img)
-    history = torch.empty(steps, n, device=device)
-
-    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device),
-          TruncatedForward(model, layer) as forward):
-        with torch.no_grad():
-            target = forward(image.detach().to(device, torch.float32))[layer].float()
-        dead = (target.flatten(1).abs().sum(dim=1) == 0).nonzero().flatten().tolist()
-        if dead:
-            raise ValueError(f"the features of {layer!r} are all zero for image(s) {dead}: nothing to invert; "
-                             "choose another layer")
-        opt = make_optimizer(optimizer, [img], lr)
-        for step in progress(range(steps), desc=f"invert {layer}", enabled=show_progress):
-            fit = feature_loss(forward(img)[layer], target)  # (N,)
-            loss = (fit.sum() + tv_weight * total_variation(img, beta) / (h * w)
-                    + alpha_weight * img.abs().pow(alpha).sum() / (h * w))
-            image_step(opt, loss, img, step, lr, (low, high) if clamp else None)
-            history[step] = fit.detach()
-        check_finite(img, steps, lr)
-        with torch.no_grad():
-            final = feature_loss(forward(img)[layer], target)
-    return InversionResult(image=img.detach(), history=history.cpu(), loss=final.cpu(), layer=layer)
+    with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+        target = forward(image.detach().to(model_device(model), torch.float32))[layer].float()
+    dead = (target.flatten(1).abs().sum(dim=1) == 0).nonzero().flatten().tolist()
+    if dead:
+        raise ValueError(f"the features of {layer!r} are all zero for image(s) {dead}: nothing to invert; "
+                         "choose another layer")
+    fit = feature_match(layer, target)  # minus the relative feature distance
+    objective = fit
+    if tv_weight:
+        objective = objective - (tv_weight / (h * w)) * total_variation(beta=beta)
+    if alpha_weight:
+        objective = objective - (alpha_weight / (h * w)) * alpha_norm(alpha=alpha)
+    res = render(model, objective, start=(h, w), n=n, steps=steps, lr=lr, optimizer=optimizer, clamp=clamp,
+                 seed=seed, track={"fit": fit}, show_progress=show_progress, desc=f"invert {layer}")
+    return InversionResult(image=res.image, history=-res.tracked["fit"], loss=-res.tracked_score["fit"], layer=layer)

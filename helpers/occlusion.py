@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .ascent import frozen_eval
 from .config import progress
 from .guided import Target, _as_batch
+from .hooks import frozen_eval
 from .saliency import check_logits, target_indices
 
 

@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .ascent import TruncatedForward, check_channels, frozen_eval, model_device
 from .config import progress
-from .hooks import get_layer
+from .hooks import TruncatedForward, check_channels, frozen_eval, get_layer, model_device
 from .images import PHOTO_SUFFIXES, load_image
 from .receptive import Box
 

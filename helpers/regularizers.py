@@ -14,7 +14,7 @@ def _safe_pow(s: torch.Tensor, exponent: float) -> torch.Tensor:
     return torch.where(positive, safe.pow(exponent), torch.zeros_like(s))
 
 
-def total_variation(img: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+def total_variation(img: torch.Tensor, beta: float = 1.0, *, per_image: bool = False) -> torch.Tensor:
     """Total variation, Eq. (1) of exercise sheet 5 (isotropic, summed).
 
     ``TV(I) = sum_{i,j} sqrt(|I[i+1,j] - I[i,j]|^2 + |I[i,j+1] - I[i,j]|^2)``
@@ -28,15 +28,17 @@ def total_variation(img: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     Args:
         img: ``(N, C, H, W)`` or ``(C, H, W)``.
         beta: exponent; 1 is Eq. (1).
+        per_image: sum each image ``(C, H, W)`` of the batch on its own.
 
     Returns:
-        Scalar tensor.
+        Scalar tensor, or ``(N,)`` with ``per_image=True``.
     """
     if img.dim() < 2:
         raise ValueError(f"total_variation needs an image (..., H, W), got shape {tuple(img.shape)}")
     dv = img[..., 1:, :-1] - img[..., :-1, :-1]  # I[i+1, j] - I[i, j]
     dh = img[..., :-1, 1:] - img[..., :-1, :-1]  # I[i, j+1] - I[i, j]
-    return _safe_pow(dv.pow(2) + dh.pow(2), beta / 2).sum()
+    terms = _safe_pow(dv.pow(2) + dh.pow(2), beta / 2)
+    return terms.flatten(1).sum(dim=1) if per_image else terms.sum()
 
 
 def tv_per_pixel(image: torch.Tensor) -> torch.Tensor:
@@ -56,11 +58,12 @@ def tv_per_pixel(image: torch.Tensor) -> torch.Tensor:
     if image.dim() != 4 or image.shape[1] != 3 or min(image.shape[-2:]) < 2:
         raise ValueError(f"tv_per_pixel needs normalized images (N, 3, H, W) with H, W >= 2, got {tuple(image.shape)}")
     pixels = denormalize(image.detach().float())
-    per_image = torch.stack([total_variation(p) for p in pixels])
     h, w = image.shape[-2:]
-    return per_image / (3 * (h - 1) * (w - 1))
+    return total_variation(pixels, per_image=True) / (3 * (h - 1) * (w - 1))
 
 
-def l2(img: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm ``||I||^2``, summed over every element (the ``lambda * ||I||^2`` prior). Scalar."""
-    return img.pow(2).sum()
+def l2(img: torch.Tensor, *, per_image: bool = False) -> torch.Tensor:
+    """Squared L2 norm ``||I||^2``, summed over every element (the ``lambda * ||I||^2`` prior). Scalar, or ``(N,)``
+    (one sum per image of the batch) with ``per_image=True``."""
+    squares = img.pow(2)
+    return squares.flatten(1).sum(dim=1) if per_image else squares.sum()

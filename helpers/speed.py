@@ -30,6 +30,7 @@ from torch import nn
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _ROOMY_TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB of freed heap inside the block
+_roomy_depth = 0  # how many roomy_malloc blocks are open (only the outermost one sets and resets glibc)
 _ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
 
@@ -100,22 +101,28 @@ def roomy_malloc(enabled: bool = True) -> Iterator[bool]:
     The effect of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<1 GiB>``, set with ``mallopt`` for the block
     only: the repeated allocation of the same large activations no longer maps fresh pages (page faults
     and zeroing) on every step. On exit glibc's defaults are set back and the freed heap is returned to the
-    system (``malloc_trim``). Does nothing (yields False) on other platforms, other C libraries, or when the
-    user configured the allocator through the environment or ``LD_PRELOAD``.
+    system (``malloc_trim``); a block nested in another leaves that to the outermost one. Does nothing (yields
+    False) on other platforms, other C libraries, or when the user configured the allocator through the
+    environment or ``LD_PRELOAD``.
     """
+    global _roomy_depth
     calls = _glibc_mallopt() if enabled else None
     if calls is None:
         yield False
         return
     mallopt, malloc_trim = calls
-    mallopt(_M_MMAP_MAX, 0)
-    mallopt(_M_TRIM_THRESHOLD, _ROOMY_TRIM_THRESHOLD)
+    if not _roomy_depth:
+        mallopt(_M_MMAP_MAX, 0)
+        mallopt(_M_TRIM_THRESHOLD, _ROOMY_TRIM_THRESHOLD)
+    _roomy_depth += 1
     try:
         yield True
     finally:
-        mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-        mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        malloc_trim(0)
+        _roomy_depth -= 1
+        if not _roomy_depth:  # a nested block (DeepDream's octaves) leaves the settings to the outermost one
+            mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            malloc_trim(0)
 
 
 @contextmanager

@@ -1,8 +1,8 @@
 """Texture synthesis from Gram matrices (Gatys, Ecker & Bethge 2015, https://arxiv.org/abs/1505.07376).
 
 A texture is described by the Gram matrices (channel co-activations, averaged over positions) of several
-layers; a new image with the same texture is found by matching them, starting from noise.
-The Gram matrix is shared with :mod:`helpers.diversity`.
+layers; a new image with the same texture is found by matching them, starting from noise: :func:`helpers.render`
+of the objective :func:`helpers.objectives.gram_match`. The Gram matrix lives in :mod:`helpers.objectives`.
 
 Differences from the paper, on purpose (what this project's networks and loops offer): any network and layers
 (the gallery uses torchvision's VGG16 with its max pooling at relu1_1 ... relu4_1, and ResNet-18), not VGG19
@@ -19,56 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ascent import (
-    OptimizerSpec,
-    TruncatedForward,
-    check_finite,
-    frozen_eval,
-    image_step,
-    make_optimizer,
-    model_device,
-)
-from .classviz import start_images
-from .config import progress
-from .images import valid_range
-from .speed import lean_loop
-
-
-def gram_matrix(acts: torch.Tensor) -> torch.Tensor:
-    """Gram matrix of each image's activations, averaged over positions.
-
-    ``G[n, i, j] = sum_p F[n, i, p] * F[n, j, p] / (H * W)`` with ``F`` the activations flattened over space.
-
-    Args:
-        acts: ``(N, C, H, W)`` activations.
-
-    Returns:
-        ``(N, C, C)`` float32, symmetric.
-    """
-    if acts.dim() != 4:
-        raise ValueError(f"gram_matrix needs (N, C, H, W) activations, got shape {tuple(acts.shape)}")
-    f = acts.float().flatten(2)
-    return f @ f.transpose(1, 2) / f.shape[-1]
-
-
-def gram_loss(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-              weights: dict[str, float] | None = None) -> torch.Tensor:
-    """``sum_l w_l * ||G_l - T_l||_F^2 / ||T_l||_F^2`` per image: the relative Gram mismatch over layers.
-
-    Args:
-        grams: ``{layer: (N, C, C)}`` Gram matrices of the images.
-        targets: ``{layer: (1 or N, C, C)}`` target Gram matrices, same keys.
-        weights: ``{layer: w_l}`` (default all 1).
-
-    Returns:
-        ``(N,)`` losses.
-    """
-    total = 0.0
-    for name, g in grams.items():
-        t = targets[name]
-        w = 1.0 if weights is None else weights[name]
-        total = total + w * (g - t).pow(2).sum(dim=(1, 2)) / t.pow(2).sum(dim=(1, 2))
-    return total
+from .hooks import TruncatedForward, frozen_eval, model_device
+from .objectives import gram_loss as gram_loss  # its home was this module
+from .objectives import gram_match, gram_matrix
+from .render import OptimizerSpec, render
 
 
 @dataclass
@@ -124,27 +78,13 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         raise ValueError(f"texture must be one normalized image (1, 3, h, w), got {tuple(texture.shape)}")
     if n < 1 or steps < 1:
         raise ValueError(f"need n >= 1 and steps >= 1, got {n}, {steps}")
-    device = model_device(model)
     hw = tuple(tex.shape[-2:]) if size is None else (size, size) if isinstance(size, int) else tuple(size)
-    generator = torch.Generator().manual_seed(seed)
-    img = start_images(hw, n, generator, device, shared=False).requires_grad_(True)
-    low, high = valid_range(img)
-    history = torch.empty(steps, n, device=device)
-
-    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, device=device),
-          TruncatedForward(model, names) as forward):
-        with torch.no_grad():
-            targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(device, torch.float32)).items()}
-        dead = [k for k, t in targets.items() if not bool(t.abs().sum() > 0)]
-        if dead:
-            raise ValueError(f"the texture's activations are all zero at {dead}; choose other layers")
-        layer_w = dict(zip(names, weights, strict=True))
-        opt = make_optimizer(optimizer, [img], lr)
-        for step in progress(range(steps), desc=f"texture {'+'.join(names)}", enabled=show_progress):
-            loss = gram_loss({k: gram_matrix(a) for k, a in forward(img).items()}, targets, layer_w)
-            image_step(opt, loss.sum(), img, step, lr, (low, high) if clamp else None)
-            history[step] = loss.detach()
-        check_finite(img, steps, lr)
-        with torch.no_grad():
-            final = gram_loss({k: gram_matrix(a) for k, a in forward(img).items()}, targets, layer_w)
-    return TextureResult(image=img.detach(), history=history.cpu(), loss=final.cpu(), layers=names)
+    with torch.no_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
+        targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(model_device(model), torch.float32)).items()}
+    dead = [k for k, t in targets.items() if not bool(t.abs().sum() > 0)]
+    if dead:
+        raise ValueError(f"the texture's activations are all zero at {dead}; choose other layers")
+    res = render(model, gram_match(names, targets, weights), start=hw, n=n, shared_noise=False, steps=steps, lr=lr,
+                 optimizer=optimizer, clamp=clamp, seed=seed, show_progress=show_progress,
+                 desc=f"texture {'+'.join(names)}")
+    return TextureResult(image=res.image, history=-res.history, loss=-res.score, layers=names)

@@ -1,0 +1,381 @@
+"""One gradient-ascent engine for every optimization technique: :func:`render`.
+
+``render(model, objective, start=..., steps=..., transforms=[...])`` optimizes the pixels of a batch of images to
+maximize an :class:`helpers.objectives.Objective`. Each step, as in lucent's ``render_vis``:
+
+1. the image goes through the ``transforms`` (e.g. :func:`jitter`, a random roll) and the model runs only up to
+   the deepest layer the objective reads (:class:`helpers.hooks.TruncatedForward`);
+2. the loss ``-objective.sum()`` is backpropagated to the pixels (the weights are frozen: no weight gradients);
+3. one optimizer step for the whole run, then the ``after`` operations (e.g. L2++'s blur), the clamp to the
+   displayable range, and a NaN/inf check every ``CHECK_EVERY`` steps.
+
+The whole run is inside :func:`helpers.hooks.frozen_eval` and the lean loop of :mod:`helpers.speed`, so the
+model is left exactly as found; Ctrl-C returns the images made so far. The techniques (``visualize_filter``,
+``visualize_class``, ``deep_dream``, ...) are short wrappers: an objective, a start image and transforms.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import progress
+from .hooks import TruncatedForward, capture_activations, check_channels, frozen_eval, get_layer, model_device
+from .images import normalize, valid_range
+from .objectives import IMAGE, LOGITS, Activations, Objective
+from .speed import lean_loop
+
+OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
+Start = torch.Tensor | int | tuple[int, int]
+Fill = float | tuple[float, float]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+CHECK_EVERY = 16  # steps between finiteness checks (each one is a host sync)
+NOISE = (0.4, 0.6)  # default pixel range of the start noise: mid-gray with a little texture
+
+
+# ---------------------------------------------------------------- the pieces of one step
+
+def check_finite(img: torch.Tensor, step: int, lr: float) -> None:
+    """Stop with a clear error when the optimized image holds NaN or inf (one host sync)."""
+    if not bool(torch.isfinite(img).all()):
+        raise FloatingPointError(
+            f"the image became NaN/inf by step {step} (lr={lr:g}): the ascent diverged. Lower the learning "
+            "rate, add an l2_weight or clamp=True, and try again.")
+
+
+def image_step(opt: torch.optim.Optimizer, loss: torch.Tensor, img: torch.Tensor, step: int, lr: float,
+               bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+               after: Callable[[torch.Tensor], None] | None = None) -> None:
+    """One update of an optimized image: backward of ``loss``, optimizer step, then (without autograd) the
+    image operation ``after(img)`` if given, clamping to ``bounds = (low, high)`` if given, and a NaN/inf check
+    every ``CHECK_EVERY`` steps (the only host sync)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        if after is not None:
+            after(img)
+        if bounds is not None:
+            img.clamp_(*bounds)
+    if (step + 1) % CHECK_EVERY == 0:
+        check_finite(img, step + 1, lr)
+
+
+def jitter_shifts(steps: int, jitter: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """``steps`` random ``(dy, dx)`` rolls in ``[-jitter, jitter]``, drawn on the CPU (no device sync)."""
+    if jitter <= 0:
+        return [(0, 0)] * steps
+    return [tuple(s) for s in torch.randint(-jitter, jitter + 1, (steps, 2), generator=generator).tolist()]
+
+
+def make_optimizer(optimizer: OptimizerSpec, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """``"adam"`` or ``"sgd"`` with learning rate ``lr``, or a factory ``params -> Optimizer`` (``lr`` unused)
+    or ``(params, lr) -> Optimizer``."""
+    if callable(optimizer):
+        try:
+            takes_lr = len(inspect.signature(optimizer).parameters) >= 2
+        except (TypeError, ValueError):  # a builtin without a signature: call it with the params only
+            takes_lr = False
+        return optimizer(params, lr) if takes_lr else optimizer(params)
+    name = str(optimizer).lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam', 'sgd' or a factory params -> Optimizer")
+
+
+def start_images(start: Start, n: int, generator: torch.Generator, device: torch.device | str, *,
+                 fill: Fill = NOISE, shared: bool = True) -> torch.Tensor:
+    """The ``(n, 3, H, W)`` start images in normalized space, float32, on ``device`` (a fresh tensor).
+
+    ``start`` is a normalized image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(n, 3, H, W)`` (copied, never modified),
+    or a size ``S`` / ``(H, W)``: then ``fill`` gives the pixel values before normalization, a number ``v`` for a
+    constant image (``128 / 255`` for "filled with 128") or ``(low, high)`` for uniform noise drawn from
+    ``generator``, one noise image repeated ``n`` times (``shared=True``) or ``n`` independent ones.
+    """
+    if isinstance(start, torch.Tensor):
+        x = start.unsqueeze(0) if start.dim() == 3 else start
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] not in (1, n):
+            raise ValueError(f"a start image must be (1, 3, H, W) or ({n}, 3, H, W) in normalized space "
+                             f"(e.g. helpers.load_image), got {tuple(start.shape)}")
+        return x.detach().to(device=device, dtype=torch.float32).expand(n, -1, -1, -1).clone()
+    if isinstance(start, bool) or not isinstance(start, int | tuple | list):
+        raise ValueError(f"start must be a normalized image tensor or a size S or (H, W), got {type(start).__name__}")
+    h, w = (start, start) if isinstance(start, int) else tuple(start)
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+        raise ValueError(f"a start size must be positive integers S or (H, W), got {start!r}")
+    if isinstance(fill, int | float):
+        if not 0.0 <= fill <= 1.0:
+            raise ValueError(f"a constant start is a pixel value in [0, 1] (128/255 for 'filled with 128'), "
+                             f"got {fill}")
+        pixels = torch.full((1, 3, h, w), float(fill))
+    else:
+        low, high = fill
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"start noise (low, high) needs 0 <= low <= high <= 1 (pixel values), got {fill}")
+        pixels = low + (high - low) * torch.rand(1 if shared else n, 3, h, w, generator=generator)
+    return normalize(pixels).expand(n, -1, -1, -1).to(device).clone()
+
+
+class jitter:  # noqa: N801 - used like a function: transforms=[jitter(8)]
+    """A transform: roll the images by a random ``(dy, dx)`` in ``[-pixels, pixels]``, new each step.
+
+    The shifts come from :func:`render`'s seeded generator (drawn once per run on the CPU, no device sync);
+    ``unrolled_first=True`` leaves the first step unrolled (DeepDream's octaves start from the image as it is).
+    """
+
+    def __init__(self, pixels: int, *, unrolled_first: bool = False) -> None:
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+            raise ValueError(f"jitter is a shift in pixels, an integer >= 0 (0 = off), got {pixels!r}")
+        self.pixels = pixels
+        self.unrolled_first = unrolled_first
+        self._shifts: Iterator[tuple[int, int]] = iter(())
+
+    def bind(self, generator: torch.Generator, steps: int) -> None:
+        """Draw the shifts of a run of ``steps`` steps (called by :func:`render` before the first step)."""
+        shifts = jitter_shifts(steps, self.pixels, generator)
+        if self.unrolled_first:
+            shifts[0] = (0, 0)
+        self._shifts = iter(shifts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, shifts=next(self._shifts), dims=(-2, -1))
+
+    def __repr__(self) -> str:
+        return f"jitter({self.pixels})"
+
+
+def jittered(pixels: int) -> list[Transform]:
+    """``[jitter(pixels)]``, or ``[]`` for 0: the transform list of a technique's ``jitter=`` option."""
+    return [jitter(pixels)] if jitter(pixels).pixels else []
+
+
+@dataclass
+class Step:
+    """What an ``after`` operation of :func:`render` sees besides the image: the step just taken (0-based),
+    the image before it and the gradient of the loss ``-objective.sum()`` at that image."""
+
+    index: int
+    before: torch.Tensor
+    grad: torch.Tensor
+
+
+# ---------------------------------------------------------------- capture
+
+@contextmanager
+def capture(model: nn.Module, objective: Objective, *,
+            check: bool = True) -> Iterator[Callable[..., Activations]]:
+    """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
+
+    Only the layers up to the deepest one read run (:class:`helpers.hooks.TruncatedForward`; a module called
+    twice keeps its first output); the model runs to its output only when the objective reads
+    :data:`helpers.objectives.LOGITS` (the layers then come from :func:`helpers.capture_activations`, which
+    keeps a twice-called module's last output). When the objective reads a few channels (at most half) of one
+    convolution only, the pass stops at that convolution's input and computes just those channels.
+    ``image`` is what :data:`helpers.objectives.IMAGE` holds (the untransformed image). The hooks are removed
+    on exit. Call inside :func:`helpers.hooks.frozen_eval` (and the lean loop, whose weights it slices).
+
+    Raises:
+        ValueError: a layer that is not in the model (with close names), a channel out of range.
+    """
+    reads = objective.reads
+    layers = [k for k in reads if k not in (LOGITS, IMAGE)]
+    for name in layers:
+        get_layer(model, name)  # ValueError with the close valid names
+        if check and name in objective.channels:
+            check_channels(model, name, sorted(objective.channels[name]))
+    logits = LOGITS in reads
+    module = get_layer(model, layers[0]) if len(layers) == 1 else None
+    channels = reads[layers[0]] if len(layers) == 1 else None
+    cut = (not logits and channels is not None and isinstance(module, nn.Conv2d) and module.groups == 1
+           and len(channels) <= module.out_channels // 2)
+
+    def finish(acts: Activations, x: torch.Tensor, image: torch.Tensor | None) -> Activations:
+        if IMAGE in reads:
+            acts[IMAGE] = x if image is None else image
+        return acts
+
+    if not layers:
+        yield lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image)
+    elif logits:  # the whole pass: the layers' outputs and the logits
+        with capture_activations(model, layers) as store:
+            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+                out = model(x)
+                return finish(Activations(store, **{LOGITS: out}), x, image)
+            yield forward
+    elif cut:  # stop at the convolution's input; compute only the channels read
+        computed = tuple(sorted(channels))
+        index = torch.tensor(computed, device=module.weight.device)
+        weight = module.weight[index]
+        bias = None if module.bias is None else module.bias[index]
+        name = layers[0]
+        with TruncatedForward(model, name, inputs=True) as truncated:
+            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+                out = module._conv_forward(truncated(x)[name], weight, bias)
+                return finish(Activations({name: out}, computed={name: computed}), x, image)
+            yield forward
+    else:
+        with TruncatedForward(model, layers) as truncated:
+            yield lambda x, image=None: finish(Activations(truncated(x)), x, image)
+
+
+def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:
+    """``objective`` of normalized images ``(N, 3, H, W)`` (or ``(3, H, W)``), without gradients, in eval mode;
+    the model is left as found. Returns ``(N,)`` float32 on the model's device."""
+    x = image.unsqueeze(0) if image.dim() == 3 else image
+    with torch.no_grad(), frozen_eval(model), capture(model, objective) as forward:
+        return objective(forward(x.to(model_device(model), torch.float32))).float()
+
+
+# ---------------------------------------------------------------- the engine
+
+@dataclass
+class RenderResult:
+    """What :func:`render` returns (tensors detached)."""
+
+    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the model's device
+    history: torch.Tensor  # (steps, N) objective of the transformed image before each update, CPU
+    score: torch.Tensor  # (N,) objective of the returned images (no transforms), CPU
+    tracked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (steps, N) history of each `track`
+    tracked_score: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) of the returned images
+    interrupted: bool = False  # True when Ctrl-C ended the run early (history then has fewer rows)
+
+
+def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: Fill = NOISE, n: int | None = None,
+           shared_noise: bool = True, steps: int = 100, lr: float = 0.05, optimizer: OptimizerSpec = "adam",
+           transforms: Sequence[Transform] = (), after: Sequence[Callable[[torch.Tensor, Step], torch.Tensor]] = (),
+           clamp: bool = True, seed: int | torch.Generator = 0, amp: bool = False, channels_last: bool | None = None,
+           track: Mapping[str, Objective] | None = None, show_progress: bool | None = None,
+           desc: str | None = None) -> RenderResult:
+    """Optimize the pixels of a batch of images to maximize ``objective`` (activation maximization).
+
+    The loss minimized each step is ``-objective(acts).sum()`` over the batch, with ``acts`` captured from the
+    transformed image (priors such as :func:`helpers.objectives.l2` read the untransformed image). One optimizer
+    for the whole run; the weights are frozen and get no gradients; only the layers up to the deepest one read
+    run; the model's flags, weights, ``.grad`` and hooks are left exactly as found, also on an error.
+
+    Args:
+        model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
+        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - 1e-4 * l2()``
+            (:mod:`helpers.objectives`).
+        start: a normalized start image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(N, 3, H, W)`` (copied), or a size
+            ``S`` / ``(H, W)`` for a start image made of ``fill``.
+        fill: for a size ``start``: a pixel value in ``[0, 1]`` (constant image) or ``(low, high)`` uniform noise.
+        n: batch size; None: the start tensor's batch, else the number of per-image targets of the objective,
+            else 1.
+        shared_noise: one noise image for the whole batch (True) or independent ones.
+        steps: optimizer steps.
+        lr: learning rate of a named optimizer, in normalized units (a pixel step of 1.0 is about 4.4 units).
+        optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> Optimizer`` or ``(params, lr) -> Optimizer``.
+        transforms: tensor -> tensor functions applied in order to the image before each forward pass
+            (e.g. ``[jitter(8)]``); a transform with a ``bind(generator, steps)`` method draws its randomness
+            from the run's generator.
+        after: ``(image, Step) -> image`` operations applied in order after each optimizer step, before the
+            clamp (e.g. L2++'s blur and clips, :mod:`helpers.classviz`).
+        clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
+        seed: seeds the start noise and the transforms' randomness (a local generator, or a generator to
+            continue; the global RNG is untouched).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
+        track: more objectives ``{name: Objective}`` whose values are recorded every step from the same forward
+            pass (``RenderResult.tracked``), e.g. the score without its priors.
+        show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+        desc: label of the progress bar (default: the objective's repr).
+
+    Returns:
+        :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the model's device; ``history``
+        ``(steps, N)`` and ``score`` ``(N,)`` on the CPU. After Ctrl-C (KeyboardInterrupt) during step ``k``
+        the result holds the image after ``k`` steps and ``k`` history rows, with a warning; an interrupt
+        before the first step has finished is raised as usual.
+
+    Raises:
+        ValueError: unknown layer (with close names), channel out of range, bad start, mismatched batch.
+        FloatingPointError: the image became NaN/inf (learning rate too high).
+    """
+    if not isinstance(objective, Objective):
+        raise ValueError(f"objective must be a helpers.objectives.Objective (e.g. channel_mean('features.28', 5)), "
+                         f"got {type(objective).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    track = dict(track or {})
+    device = model_device(model)
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    if n is None:
+        batch = start.shape[0] if isinstance(start, torch.Tensor) and start.dim() == 4 else 1
+        n = batch if batch > 1 else objective.batch or 1
+    if objective.batch is not None and objective.batch != n:
+        raise ValueError(f"{objective!r} scores {objective.batch} images (one target each) but the batch has {n}")
+    everything = sum(track.values(), objective)  # what the forward pass must capture
+    # validate the layers (and channels) before drawing anything
+    with frozen_eval(model), capture(model, everything):
+        pass
+    img = start_images(start, n, generator, device, fill=fill, shared=shared_noise).requires_grad_(True)
+    for t in transforms:
+        if hasattr(t, "bind"):
+            t.bind(generator, steps)
+    low, high = valid_range(img)
+    history = torch.empty(steps, n, device=device)
+    tracked = {name: torch.empty(steps, n, device=device) for name in track}
+    opt = make_optimizer(optimizer, [img], lr)
+    done = 0
+
+    def step_after(step: int, before: torch.Tensor | None) -> Callable[[torch.Tensor], None] | None:
+        if not after:
+            return None
+
+        def apply(x: torch.Tensor) -> None:
+            info = Step(step, before, x.grad)
+            y = x
+            for op in after:
+                y = op(y, info)
+            x.copy_(y)
+        return apply
+
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device),
+          capture(model, everything, check=False) as forward):
+        bar = progress(range(steps), desc=desc or repr(objective)[:60], enabled=show_progress)
+        try:
+            for step in bar:
+                # 1. the transformed image through the truncated network; the objective of each image
+                x = img
+                for t in transforms:
+                    x = t(x)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    acts = forward(x, img)
+                    score = objective(acts)
+                    extra = {name: o(acts) for name, o in track.items()}
+                # 2. one optimizer step on -objective, the `after` operations, the clamp
+                before = img.detach().clone() if after else None
+                image_step(opt, -score.sum(), img, step, lr, (low, high) if clamp else None,
+                           after=step_after(step, before))
+                history[step] = score.detach()
+                for name, value in extra.items():
+                    tracked[name][step] = value.detach()
+                done = step + 1
+        except KeyboardInterrupt:
+            if done == 0:
+                raise
+            if clamp:  # the interrupt may have come between the optimizer step and the clamp
+                with torch.no_grad():
+                    img.clamp_(low, high)
+            warnings.warn(f"interrupted (Ctrl-C) after {done} of {steps} steps: returning the partial result",
+                          stacklevel=2)
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+        check_finite(img, done, lr)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            acts = forward(img, img)
+            final = objective(acts).float()
+            final_tracked = {name: o(acts).float().cpu() for name, o in track.items()}
+    return RenderResult(image=img.detach(), history=history[:done].cpu(), score=final.cpu(),
+                        tracked={name: h[:done].cpu() for name, h in tracked.items()},
+                        tracked_score=final_tracked, interrupted=done < steps)
