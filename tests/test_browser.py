@@ -206,8 +206,14 @@ def step_slider(explorer, description: str) -> None:
     explorer.page.keyboard.press("ArrowRight")
 
 
-def open_notebook(page, base: str, token: str, name: str) -> None:
-    page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
+@contextmanager
+def notebook_run_in_lab(tmp_path: Path, executable: str, name: str):
+    """JupyterLab and a browser page with notebook ``name`` opened and Run All done: yields ``(page, seen)``
+    (what :func:`run_all_cells` saw)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with jupyterlab(tmp_path) as (base, token), browser_page(executable) as page:
+        page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
+        yield page, run_all_cells(page, name)
 
 
 @pytest.fixture
@@ -216,10 +222,7 @@ def chromium_executable():
 
 
 def test_sheet4_channel_browser_responds(tmp_path, chromium_executable):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with jupyterlab(tmp_path) as (base, token), browser_page(chromium_executable) as page:
-        open_notebook(page, base, token, "sheet4")
-        seen = run_all_cells(page, "sheet4")
+    with notebook_run_in_lab(tmp_path, chromium_executable, "sheet4") as (page, seen):
         explorer = seen["explorer"]
         wait_for_new_image(explorer, None, RUN_ALL_TIMEOUT)  # interact draws once on creation
         page.screenshot(path=str(ARTIFACTS / "sheet4-explorer-before.png"))
@@ -232,10 +235,7 @@ def test_sheet4_channel_browser_responds(tmp_path, chromium_executable):
 
 
 def test_sheet5_explorer_responds(tmp_path, chromium_executable):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with jupyterlab(tmp_path) as (base, token), browser_page(chromium_executable) as page:
-        open_notebook(page, base, token, "sheet5")
-        seen = run_all_cells(page, "sheet5")
+    with notebook_run_in_lab(tmp_path, chromium_executable, "sheet5") as (page, seen):
         explorer = seen["explorer"]
         button = explorer.locator("button", has_text="Run")
         before = image_source(explorer)
