@@ -14,13 +14,18 @@ from matplotlib.figure import Figure, SubFigure
 from . import config
 
 
-def save_figure(fig: Figure | SubFigure, name: str, *, dpi: float = 110) -> Path:
-    """Write a figure to ``figures/<name>.png`` at its own size (``figsize * dpi`` pixels), creating the folder.
+def save_figure(fig: Figure | SubFigure, name: str, *, dpi: float = 110, pad_inches: float = 0.1) -> Path:
+    """Write a figure to ``figures/<name>.png`` as the notebook shows it, creating the folder.
+
+    Like Jupyter's inline display, the file is the figure's drawn content plus a ``pad_inches`` margin
+    (``bbox_inches="tight"``): a figure filled to its edges gives ``(figsize + 2 * pad_inches) * dpi`` pixels,
+    and a title wider than the figure is kept, not cut off.
 
     Args:
         fig: the figure (a SubFigure saves the whole figure it belongs to).
         name: the file name without folder or extension, e.g. ``"sheet5_task13_filters"``.
         dpi: pixels per inch.
+        pad_inches: the margin around the content.
 
     Returns:
         The path written.
@@ -30,7 +35,7 @@ def save_figure(fig: Figure | SubFigure, name: str, *, dpi: float = 110) -> Path
     folder = Path(config.FIGURES_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    fig.get_figure(root=True).savefig(path, dpi=dpi)
+    fig.get_figure(root=True).savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=pad_inches)
     return path
 
 

@@ -142,18 +142,29 @@ def test_show_image_of_display_space_pixels():
     np.testing.assert_array_equal(ax.images[0].get_array(), rgb.permute(1, 2, 0).numpy())
 
 
-def test_save_figure_writes_a_png_of_the_figures_size(tmp_path, monkeypatch):
+def _png_size(path):
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        return png.size
+
+
+def test_save_figure_writes_a_png_of_the_figures_size_into_a_new_folder(tmp_path, monkeypatch):
     folder = tmp_path / "not" / "yet"
     monkeypatch.setattr(helpers.config, "FIGURES_DIR", folder)
-    fig = plotting.plot_filter_grid(torch.randn(2, 3, 4, 4))
-    fig.set_size_inches(3.0, 2.0)
-    path = helpers.save_figure(fig, "sheet5_grid", dpi=50)
+    fig = plt.figure(figsize=(3.0, 2.0))
+    fig.add_axes((0, 0, 1, 1)).imshow(np.zeros((4, 6)))      # content up to the figure's edges
+    fig.axes[0].set_axis_off()
+    path = helpers.save_figure(fig, "sheet5_grid", dpi=50, pad_inches=0)
     assert path == folder / "sheet5_grid.png" and path.is_file()
-    with Image.open(path) as png:
-        assert png.format == "PNG" and png.size == (150, 100)
-    sub = plt.figure(figsize=(4, 1)).subfigures(1, 2)[1]
-    with Image.open(helpers.save_figure(sub, "whole", dpi=20)) as png:
-        assert png.size == (80, 20)
+    assert _png_size(path) == (150, 100)
+    assert _png_size(helpers.save_figure(fig, "padded", dpi=50)) == (160, 110)   # 0.1 inch margin by default
+    whole = plt.figure(figsize=(4, 1))
+    whole.add_axes((0, 0, 1, 1)).set_axis_off()
+    whole.axes[0].imshow(np.zeros((1, 4)))
+    assert _png_size(helpers.save_figure(whole.subfigures(1, 2)[1], "whole", dpi=20, pad_inches=0)) == (80, 20)
+    narrow = plotting.plot_filter_grid(torch.randn(1, 3, 4, 4), title="a title much wider than one small image")
+    width = narrow.get_size_inches()[0] * 50
+    assert _png_size(helpers.save_figure(narrow, "narrow", dpi=50))[0] > width   # the title is not cut off
     for bad in ("", "a/b", "x.png"):
         with pytest.raises(ValueError, match="bare file name"):
             helpers.save_figure(fig, bad)
