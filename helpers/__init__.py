@@ -61,6 +61,7 @@ from .evaluate import (
     orientation,
     pointing_game,
 )
+from .figures import print_stand_in_note, save_figure
 from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
 from .gradcam import default_cam_layer, grad_cam, guided_grad_cam
 from .groundtruth import (
@@ -255,6 +256,8 @@ __all__ = [
     "photo_set",
     "sample_photo",
     "stand_in_note",
+    "print_stand_in_note",
+    "save_figure",
     "DATA_DIR",
     "FIGURES_DIR",
     "IMAGENET_MEAN",

@@ -1,23 +1,86 @@
-"""Display only: every function takes ``ax=None`` and returns the Axes; nothing here computes a result."""
+"""Display only: nothing here computes a result. Two contracts, by what a plot draws:
+
+- axes-level plots (``show_image``, ``plot_map``, ``plot_overlay``, ``plot_gradient_image``, ``plot_accuracy``,
+  ``plot_objective``, ``plot_filters``, ``plot_embedding``) draw into one Axes: they take ``ax=None`` (None: a
+  new figure with one Axes) and return the Axes they drew into, so they compose into any layout;
+- figure-level composites (``plot_image_grid``, ``plot_filter_grid``, ``plot_channels``, ``plot_saliency``,
+  ``plot_patches``, ``plot_neighbors``, ``plot_fooling``) lay out several Axes: they take ``fig=None`` (a
+  Figure or a SubFigure, cleared first; None: a new figure) and return that figure.
+
+Every tensor reaches the screen through one conversion (:func:`_hwc`): ImageNet-normalized images (the
+networks' inputs, :func:`helpers.load_image`) are denormalized, display-space images (CIFAR-10 before
+normalization, maps already in [0, 1]) are not; both are clipped to [0, 1]. Save a figure with
+:func:`helpers.save_figure`.
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from torchvision.utils import make_grid
 
-from .images import to_image
+from .filters import range_map, symmetric_scale
+from .images import denormalize
 from .training import History
+
+FigureLike = Figure | SubFigure
 
 
 def _axes(ax: Axes | None) -> Axes:
     return plt.subplots()[1] if ax is None else ax
 
 
-def show_image(x: torch.Tensor, ax: Axes | None = None, title: str | None = None) -> Axes:
-    """Show a normalized image ``(3, H, W)`` or ``(1, 3, H, W)`` (see :func:`helpers.to_image`)."""
+def _figure(fig: FigureLike | None, figsize: tuple[float, float]) -> FigureLike:
+    """The figure a composite draws into: ``fig`` cleared, or a new constrained-layout figure of ``figsize``."""
+    if fig is None:
+        return plt.figure(figsize=figsize, layout="constrained")
+    fig.clear()
+    return fig
+
+
+def _pixels(x, *, normalized: bool) -> torch.Tensor:
+    """Images ``(..., C, H, W)`` -> display pixels: a float CPU tensor of the same shape, clipped to [0, 1].
+
+    ``normalized=True`` undoes the ImageNet normalization first (``C`` must be 3).
+    """
+    t = torch.as_tensor(x).detach().float().cpu()
+    return (denormalize(t) if normalized else t).clamp(0.0, 1.0)
+
+
+def _hwc(image, *, normalized: bool) -> np.ndarray:
+    """One image -> what ``imshow`` takes: a float array ``(H, W, 3)`` in [0, 1]; the one display conversion.
+
+    Args:
+        image: ``(3, H, W)`` or ``(1, 3, H, W)`` tensor or array, any device, may require grad; in display
+            space also ``(1, H, W)`` (grey) or channel-last ``(H, W, 3)`` / ``(H, W, 1)``.
+        normalized: the image is ImageNet-normalized (undo it) rather than in display space [0, 1].
+    """
+    t = torch.as_tensor(image)
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
+        t = t.permute(2, 0, 1)  # channel-last -> channel-first
+    if t.dim() != 3 or t.shape[0] not in ((3,) if normalized else (1, 3)):
+        space = "a normalized image (3, H, W)" if normalized else "an image (3, H, W) or (H, W, 3)"
+        raise ValueError(f"expected {space} or a batch of one, got shape {tuple(t.shape)}; pass x[i] for one image "
+                         "of a batch")
+    return _pixels(t.expand(3, *t.shape[1:]), normalized=normalized).permute(1, 2, 0).numpy()
+
+
+def show_image(x: torch.Tensor, ax: Axes | None = None, title: str | None = None, *,
+               normalized: bool = True) -> Axes:
+    """Show one image ``(3, H, W)`` or ``(1, 3, H, W)``: ImageNet-normalized by default (see
+    :func:`helpers.to_image`), or already in display space [0, 1] with ``normalized=False`` (e.g.
+    :func:`helpers.pca_rgb`)."""
     ax = _axes(ax)
-    ax.imshow(to_image(x))
+    ax.imshow(_hwc(x, normalized=normalized))
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -42,25 +105,44 @@ def plot_accuracy(histories: dict[str, History], ax: Axes | None = None, *, trai
     return ax
 
 
-# --- sheet 4: image grids, activation maps, overlays and saliency (display only) ---------------------------
+# --- image grids: one layout for display-space and normalized images ----------------------------------------
 
 
-def _hw3(img) -> torch.Tensor:
-    """A display-space image ``(3, H, W)`` / ``(H, W, 3)`` tensor or array in [0, 1] -> ``(H, W, 3)`` tensor."""
-    t = torch.as_tensor(img).detach().float().cpu()
-    if t.dim() == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() == 3 and t.shape[0] in (1, 3) and t.shape[-1] not in (1, 3):
-        t = t.permute(1, 2, 0)
-    if t.dim() != 3 or t.shape[-1] not in (1, 3):
-        raise ValueError(f"expected an image (3, H, W) or (H, W, 3), got shape {tuple(t.shape)}")
-    return t.expand(*t.shape[:2], 3).clamp(0, 1)
+def _image_grid(rows: list, *, normalized: bool, fig: FigureLike | None, figsize: tuple[float, float],
+                n_cols: int | None = None, titles: list[list[str]] | None = None, col_labels: list[str] | None = None,
+                row_labels: list[str] | None = None, title: str | None = None, title_size: float = 8,
+                horizontal_row_labels: bool = False) -> FigureLike:
+    """Rows of images, one Axes per cell (empty cells stay blank); what both public grids draw."""
+    n_cols = n_cols or max((len(row) for row in rows), default=1)
+    fig = _figure(fig, figsize)
+    axes = fig.subplots(max(1, len(rows)), n_cols, squeeze=False)
+    for r, axes_row in enumerate(axes):
+        row = rows[r] if r < len(rows) else []
+        for c, ax in enumerate(axes_row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if c >= len(row):
+                continue
+            ax.imshow(_hwc(row[c], normalized=normalized))
+            label = titles[r][c] if titles is not None and r < len(titles) and c < len(titles[r]) else None
+            if label is None and r == 0 and col_labels is not None and c < len(col_labels):
+                label = col_labels[c]
+            if label:
+                ax.set_title(label, fontsize=title_size)
+        if row_labels is not None and r < len(row_labels):
+            style = {"rotation": 0, "ha": "right", "va": "center"} if horizontal_row_labels else {}
+            axes_row[0].set_ylabel(row_labels[r], fontsize=9, **style)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_image_grid(images, titles: list[str] | None = None, *, ncols: int = 10,
-                    row_labels: list[str] | None = None, size: float = 1.2, fig: plt.Figure | None = None,
-                    suptitle: str | None = None) -> plt.Figure:
-    """A grid of images in display space ([0, 1]; e.g. CIFAR-10 tensors before normalization).
+                    row_labels: list[str] | None = None, size: float = 1.2, fig: FigureLike | None = None,
+                    suptitle: str | None = None, normalized: bool = False) -> FigureLike:
+    """A grid of images filled row by row, ``ncols`` per row; display space ([0, 1], e.g. CIFAR-10 tensors
+    before normalization) by default.
 
     Args:
         images: ``(N, 3, H, W)`` tensor or a list of ``(3, H, W)`` / ``(H, W, 3)`` images.
@@ -68,34 +150,55 @@ def plot_image_grid(images, titles: list[str] | None = None, *, ncols: int = 10,
         ncols: images per row.
         row_labels: one label per row, written left of the row (e.g. the class of the row).
         size: inches per image.
-        fig: draw into this figure (cleared) instead of a new one.
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one.
         suptitle: title of the whole figure.
+        normalized: the images are ImageNet-normalized (as :func:`plot_filter_grid` assumes).
 
     Returns:
-        The figure.
+        The figure drawn into.
     """
     n = len(images)
-    nrows = max(1, -(-n // ncols))
-    if fig is None:
-        fig = plt.figure(figsize=(ncols * size, nrows * size * (1.25 if titles else 1.0) + 0.4),
-                         layout="constrained")
-    else:
-        fig.clear()
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        if i < n:
-            ax.imshow(_hw3(images[i]).numpy())
-            if titles:
-                ax.set_title(titles[i], fontsize=7)
-        if row_labels and i % ncols == 0 and i // ncols < len(row_labels):
-            ax.set_ylabel(row_labels[i // ncols], rotation=0, ha="right", va="center", fontsize=9)
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
+    rows = [list(images[i:i + ncols]) for i in range(0, n, ncols)]
+    nested = None if titles is None else [list(titles[i:i + ncols]) for i in range(0, n, ncols)]
+    figsize = (ncols * size, max(1, len(rows)) * size * (1.25 if titles else 1.0) + 0.4)
+    return _image_grid(rows, normalized=normalized, fig=fig, figsize=figsize, n_cols=ncols, titles=nested,
+                       row_labels=row_labels, title=suptitle, title_size=7, horizontal_row_labels=True)
+
+
+def plot_filter_grid(images: torch.Tensor | list[list[torch.Tensor]], *,
+                     row_labels: list[str] | None = None, col_labels: list[str] | None = None,
+                     titles: list[list[str]] | None = None, title: str | None = None,
+                     cell_size: float = 1.8, fig: FigureLike | None = None, normalized: bool = True) -> FigureLike:
+    """A grid of ImageNet-normalized images (e.g. filter visualizations) given row by row, with row and column
+    labels.
+
+    Args:
+        images: ``(R, C, 3, H, W)`` or ``(C, 3, H, W)`` (one row), or a list of rows of ``(3, H, W)`` /
+            ``(1, 3, H, W)`` tensors (rows may differ in length and image size).
+        row_labels: one label per row (left of the row).
+        col_labels: one label per column (above the first row).
+        titles: a title per image (``titles[r][c]``), shown above it; overrides ``col_labels`` where given.
+        title: the figure's title.
+        cell_size: inches per image (of a new figure).
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one, e.g. one panel of
+            ``plt.figure().subfigures(1, 2)``.
+        normalized: False for images in display space [0, 1] (as :func:`plot_image_grid` assumes).
+
+    Returns:
+        The figure drawn into.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.unsqueeze(0) if images.dim() == 4 else images
+        if images.dim() != 5:
+            raise ValueError(f"expected (R, C, 3, H, W) or (C, 3, H, W), got {tuple(images.shape)}")
+    rows = [list(row) for row in images]
+    n_rows, n_cols = len(rows), max((len(row) for row in rows), default=1)
+    figsize = (cell_size * n_cols + (0.8 if row_labels else 0), cell_size * n_rows + (0.5 if title else 0.2))
+    return _image_grid(rows, normalized=normalized, fig=fig, figsize=figsize, titles=titles, col_labels=col_labels,
+                       row_labels=row_labels, title=title)
+
+
+# --- sheet 4: activation maps, overlays and saliency (display only) -----------------------------------------
 
 
 def _minmax(t: torch.Tensor) -> torch.Tensor:
@@ -112,7 +215,7 @@ def plot_map(m, ax: Axes | None = None, *, title: str | None = None, cmap: str =
     if t.dim() == 3 and t.shape[0] == 1:
         t = t[0]
     if t.dim() == 3 and t.shape[0] == 3:
-        ax.imshow(torch.stack([_minmax(c) for c in t], -1).numpy())
+        ax.imshow(_hwc(torch.stack([_minmax(c) for c in t]), normalized=False))
     elif t.dim() == 2:
         im = ax.imshow(t.numpy(), cmap=cmap)
         if colorbar:
@@ -138,7 +241,7 @@ def plot_overlay(image: torch.Tensor, heat, ax: Axes | None = None, *, alpha: fl
         colorbar: add a colorbar with the heat map's values; ``label`` names them.
     """
     ax = _axes(ax)
-    img = to_image(image)
+    img = _hwc(image, normalized=True)
     h = torch.as_tensor(heat).detach().float().cpu()
     h = h[0] if h.dim() == 3 and h.shape[0] == 1 else h
     if tuple(h.shape) != img.shape[:2]:
@@ -156,30 +259,32 @@ def plot_overlay(image: torch.Tensor, heat, ax: Axes | None = None, *, alpha: fl
     return ax
 
 
-def plot_saliency(image: torch.Tensor, saliency, axes=None, *, title: str | None = None,
-                  cmap: str = "hot") -> plt.Figure:
+def plot_saliency(image: torch.Tensor, saliency, axes=None, *, title: str | None = None, cmap: str = "hot",
+                  fig: FigureLike | None = None) -> FigureLike:
     """The image and its saliency map side by side, the map with a colorbar.
 
     Args:
         image: ImageNet-normalized ``(3, H, W)`` or ``(1, 3, H, W)``.
         saliency: ``(H, W)`` or ``(1, H, W)``, e.g. from :func:`helpers.saliency_map`.
-        axes: two Axes to draw into; default a new figure.
+        axes: two Axes to draw into instead (then the figure holding them is returned).
         title: title of the saliency panel.
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one.
 
     Returns:
-        The figure.
+        The figure drawn into.
     """
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 4))
+        fig = _figure(fig, (9, 4))
+        axes = fig.subplots(1, 2)
     show_image(image, axes[0], title="image")
     s = torch.as_tensor(saliency).detach().float().cpu()
     plot_map(s[0] if s.dim() == 3 else s, axes[1], title=title or "saliency", cmap=cmap)
     axes[1].images[-1].colorbar.set_label("|d score / d pixel|, max over RGB")
-    return axes[0].figure
+    return axes[0].figure if fig is None else fig
 
 
 def plot_channels(act, channels: list[int] | None = None, *, ncols: int = 8, size: float = 1.5,
-                  fig: plt.Figure | None = None, cmap: str = "viridis", title: str | None = None) -> plt.Figure:
+                  fig: FigureLike | None = None, cmap: str = "viridis", title: str | None = None) -> FigureLike:
     """Channels of one activation tensor ``(C, H, W)`` (or ``(1, C, H, W)``) as tiles, each tile min-max
     scaled on its own (so compare patterns within a tile, not brightness across tiles).
 
@@ -187,10 +292,10 @@ def plot_channels(act, channels: list[int] | None = None, *, ncols: int = 8, siz
         act: the activations of one image.
         channels: which channels (default the first ``ncols * 2``).
         ncols: tiles per row.
-        fig: draw into this figure (cleared) instead of a new one.
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one.
 
     Returns:
-        The figure.
+        The figure drawn into.
     """
     a = torch.as_tensor(act).detach().float().cpu()
     a = a[0] if a.dim() == 4 and a.shape[0] == 1 else a
@@ -201,10 +306,7 @@ def plot_channels(act, channels: list[int] | None = None, *, ncols: int = 8, siz
     if bad:
         raise ValueError(f"channels {bad} out of range: the tensor has {a.shape[0]} channels")
     nrows = max(1, -(-len(channels) // ncols))
-    if fig is None:
-        fig = plt.figure(figsize=(ncols * size, nrows * size * 1.15))
-    else:
-        fig.clear()
+    fig = _figure(fig, (ncols * size, nrows * size * 1.15))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -216,57 +318,7 @@ def plot_channels(act, channels: list[int] | None = None, *, ncols: int = 8, siz
     return fig
 
 
-# --- sheet 5: grids of optimized images and objective curves (display only) ---------------------------------
-
-
-def plot_filter_grid(images: torch.Tensor | list[list[torch.Tensor]], *,
-                     row_labels: list[str] | None = None, col_labels: list[str] | None = None,
-                     titles: list[list[str]] | None = None, title: str | None = None,
-                     cell_size: float = 1.8) -> plt.Figure:
-    """A grid of ImageNet-normalized images (e.g. filter visualizations) with row and column labels.
-
-    Args:
-        images: ``(R, C, 3, H, W)`` or ``(C, 3, H, W)`` (one row), or a list of rows of ``(3, H, W)`` /
-            ``(1, 3, H, W)`` tensors (rows may differ in length and image size).
-        row_labels: one label per row (left of the row).
-        col_labels: one label per column (above the first row).
-        titles: a title per image (``titles[r][c]``), shown above it; overrides ``col_labels`` where given.
-        title: the figure's title.
-        cell_size: inches per image.
-
-    Returns:
-        The Figure.
-    """
-    if isinstance(images, torch.Tensor):
-        images = images.unsqueeze(0) if images.dim() == 4 else images
-        if images.dim() != 5:
-            raise ValueError(f"expected (R, C, 3, H, W) or (C, 3, H, W), got {tuple(images.shape)}")
-    rows = [list(row) for row in images]
-    n_rows, n_cols = len(rows), max(len(row) for row in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_size * n_cols + (0.8 if row_labels else 0),
-                                                      cell_size * n_rows + (0.5 if title else 0.2)),
-                             squeeze=False)
-    for r, row in enumerate(rows):
-        for c in range(n_cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c >= len(row):
-                continue
-            ax.imshow(to_image(row[c]))
-            label = titles[r][c] if titles is not None and c < len(titles[r]) else None
-            if label is None and r == 0 and col_labels is not None:
-                label = col_labels[c]
-            if label:
-                ax.set_title(label, fontsize=8)
-        if row_labels is not None:
-            axes[r][0].set_ylabel(row_labels[r], fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+# --- sheet 5: objective curves (display only) ---------------------------------------------------------------
 
 
 def plot_objective(curves: dict[str, torch.Tensor], ax: Axes | None = None, *, ylabel: str = "objective",
@@ -320,12 +372,6 @@ def plot_filters(weights: torch.Tensor, ax: Axes | None = None, *, mapping: str 
         ncols: RGB tiles per row.
         title: what the filters are (e.g. the layer name); the mapping is added below it.
     """
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from torchvision.utils import make_grid
-
-    from .filters import range_map, symmetric_scale
-
     w = torch.as_tensor(weights).detach().float().cpu()
     if w.dim() != 4:
         raise ValueError(f"expected filter weights (C_out, C_in, k, k), got shape {tuple(w.shape)}")
@@ -335,7 +381,7 @@ def plot_filters(weights: torch.Tensor, ax: Axes | None = None, *, mapping: str 
     tiles = range_map(w[:n], mapping, scale=s)
     if c_in == 3:
         grid = make_grid(tiles, nrow=ncols, padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.imshow(_hwc(grid, normalized=False), interpolation="nearest")
         what = f"{n} of {w.shape[0]} filters, RGB"
     else:
         c = min(c_in, max_channels)
@@ -354,35 +400,28 @@ def plot_filters(weights: torch.Tensor, ax: Axes | None = None, *, mapping: str 
     return ax
 
 
-def plot_patches(result, *, channels: list[int] | None = None, size: float = 3.0, fig: plt.Figure | None = None,
-                 title: str | None = None) -> plt.Figure:
+def plot_patches(result, *, channels: list[int] | None = None, size: float = 3.0, fig: FigureLike | None = None,
+                 title: str | None = None) -> FigureLike:
     """The maximally activating patches of each channel, one panel (a grid of ``k`` patches) per channel.
 
     Args:
         result: a :class:`helpers.Patches` from :func:`helpers.max_activating_patches`.
         channels: which of its channels (default all).
         size: inches per panel.
-        fig: draw into this figure (cleared) instead of a new one.
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one.
         title: the figure's title (the window size and the border rule are added).
 
     Returns:
-        The figure.
+        The figure drawn into.
     """
-    from torchvision.utils import make_grid
-
-    from .images import denormalize
-
     rows = list(range(len(result.channels))) if channels is None else [result.channels.index(c) for c in channels]
     k = result.patches.shape[1]
     nrow = max(1, int(round(k ** 0.5)))
-    if fig is None:
-        fig = plt.figure(figsize=(size * len(rows), size + 0.9), layout="constrained")
-    else:
-        fig.clear()
+    fig = _figure(fig, (size * len(rows), size + 0.9))
     axes = fig.subplots(1, len(rows), squeeze=False)[0]
     for ax, r in zip(axes, rows, strict=True):
-        pics = denormalize(result.patches[r].detach().float().cpu()).clamp(0, 1)
-        ax.imshow(make_grid(pics, nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy())
+        pics = _pixels(result.patches[r], normalized=True)
+        ax.imshow(_hwc(make_grid(pics, nrow=nrow, padding=2, pad_value=1.0), normalized=False))
         values = result.values[r]
         ax.set_title(f"channel {result.channels[r]}\nmax {values[0]:.3g}, k-th {values[-1]:.3g}", fontsize=9)
         ax.set_axis_off()
@@ -390,16 +429,6 @@ def plot_patches(result, *, channels: list[int] | None = None, size: float = 3.0
     note = f"{result.layer}: top {k} of each channel, {h}x{w} px receptive fields (grey = outside the image)"
     fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
     return fig
-
-
-def _thumbs(images: torch.Tensor, px: int) -> list:
-    import torch.nn.functional as F
-
-    from .images import denormalize
-
-    x = denormalize(torch.as_tensor(images).detach().float().cpu())
-    x = F.interpolate(x, size=(px, px), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    return [t.permute(1, 2, 0).numpy() for t in x]
 
 
 def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax: Axes | None = None, *,
@@ -414,8 +443,6 @@ def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax:
         thumb_px: thumbnail side in pixels (images are downsampled first).
         zoom: scale of the thumbnails on screen.
     """
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
     ax = _axes(ax)
     xy = torch.as_tensor(coords).detach().float().cpu().numpy()
     if xy.ndim != 2 or xy.shape[1] != 2:
@@ -432,8 +459,12 @@ def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax:
     if images is not None:
         if len(images) != len(xy):
             raise ValueError(f"{len(images)} images for {len(xy)} points; give one image per point")
-        for i, thumb in enumerate(_thumbs(images, thumb_px)):
-            box = AnnotationBbox(OffsetImage(thumb, zoom=zoom), xy[i], frameon=colours is not None, pad=0.1,
+        # resampling is linear, so downsampling before undoing the (per-channel affine) normalization is exact
+        small = F.interpolate(torch.as_tensor(images).detach().float().cpu(), size=(thumb_px, thumb_px),
+                              mode="bilinear", antialias=True, align_corners=False)
+        for i, thumb in enumerate(small):
+            box = AnnotationBbox(OffsetImage(_hwc(thumb, normalized=True), zoom=zoom), xy[i],
+                                 frameon=colours is not None, pad=0.1,
                                  bboxprops={"edgecolor": colours[i]} if colours else None)
             ax.add_artist(box)
     ax.margins(0.08)  # room for the thumbnails of the outermost points
@@ -445,8 +476,8 @@ def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax:
 
 
 def plot_neighbors(query_images: torch.Tensor, images: torch.Tensor, indices: torch.Tensor,
-                   distances: torch.Tensor, *, size: float = 1.4, fig: plt.Figure | None = None,
-                   title: str | None = None) -> plt.Figure:
+                   distances: torch.Tensor, *, size: float = 1.4, fig: FigureLike | None = None,
+                   title: str | None = None) -> FigureLike:
     """Each query (first column) and its nearest neighbours in feature space, with their distances.
 
     Args:
@@ -454,16 +485,13 @@ def plot_neighbors(query_images: torch.Tensor, images: torch.Tensor, indices: to
         images: ``(N, 3, H, W)`` normalized images of the searched set.
         indices, distances: ``(Q, k)`` from :func:`helpers.nearest_neighbors`.
         size: inches per image.
-        fig: draw into this figure (cleared) instead of a new one.
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one.
 
     Returns:
-        The figure.
+        The figure drawn into.
     """
     q, k = indices.shape
-    if fig is None:
-        fig = plt.figure(figsize=(size * (k + 1), size * q * 1.2 + 0.4), layout="constrained")
-    else:
-        fig.clear()
+    fig = _figure(fig, (size * (k + 1), size * q * 1.2 + 0.4))
     axes = fig.subplots(q, k + 1, squeeze=False)
     for r in range(q):
         show_image(query_images[r], axes[r][0], title="query")
@@ -484,29 +512,26 @@ def plot_gradient_image(grad: torch.Tensor, ax: Axes | None = None, *, title: st
     if g.dim() != 3 or g.shape[0] != 3:
         raise ValueError(f"expected a gradient image (3, H, W), got shape {tuple(g.shape)}")
     peak = float(g.abs().max())
-    ax.imshow((0.5 + g / (2 * peak) if peak > 0 else torch.full_like(g, 0.5)).permute(1, 2, 0).numpy())
+    ax.imshow(_hwc(0.5 + g / (2 * peak) if peak > 0 else torch.full_like(g, 0.5), normalized=False))
     ax.set_axis_off()
     ax.set_title(f"{title + ' ' if title else ''}(grey = 0, ±{peak:.2g} at the ends)", fontsize=9)
     return ax
 
 
-def plot_fooling(result, index: int = 0, *, classes: list[str] | None = None, fig: plt.Figure | None = None,
-                 size: float = 2.6) -> plt.Figure:
+def plot_fooling(result, index: int = 0, *, classes: list[str] | None = None, fig: FigureLike | None = None,
+                 size: float = 2.6) -> FigureLike:
     """Original, adversarial image, their difference magnified, and the target's confidence per step.
 
     Args:
         result: a :class:`helpers.FoolingResult`.
         index: which image of the batch.
         classes: class names for the titles (default: indices).
-        fig: draw into this figure (cleared) instead of a new one.
+        fig: draw into this Figure or SubFigure (cleared) instead of a new one.
 
     Returns:
-        The figure.
+        The figure drawn into.
     """
-    if fig is None:
-        fig = plt.figure(figsize=(4 * size, size + 0.4), layout="constrained")
-    else:
-        fig.clear()
+    fig = _figure(fig, (4 * size, size + 0.4))
     axes = fig.subplots(1, 4)
     t = int(result.target[index])
     name = classes[t] if classes else str(t)
@@ -516,7 +541,7 @@ def plot_fooling(result, index: int = 0, *, classes: list[str] | None = None, fi
     delta = result.perturbation[index].detach().float().cpu()
     linf = float(delta.abs().max())
     factor = 0.5 / linf if linf > 0 else 1.0
-    axes[2].imshow((0.5 + factor * delta).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[2].imshow(_hwc(0.5 + factor * delta, normalized=False))
     axes[2].set_axis_off()
     axes[2].set_title(f"difference x{factor:.0f} (Linf {linf * 255:.1f}/255)")
     axes[3].plot(conf.numpy())
