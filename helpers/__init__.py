@@ -82,6 +82,7 @@ from .images import (
     course_photo,
     denormalize,
     load_image,
+    load_images,
     normalize,
     photo_set,
     sample_photo,
@@ -99,15 +100,7 @@ from .models import (
 )
 from .objectives import Objective
 from .occlusion import occlusion_map
-from .patches import (
-    Geometry,
-    Patches,
-    crop_window,
-    layer_geometry,
-    load_images,
-    max_activating_patches,
-    top_activations,
-)
+from .patches import Patches, crop_window, max_activating_patches, top_activations
 from .plotting import (
     plot_accuracy,
     plot_channels,
@@ -125,7 +118,15 @@ from .plotting import (
     plot_saliency,
     show_image,
 )
-from .receptive import Box, conv_output_size, input_gradient, input_gradient_support, receptive_field
+from .receptive import (
+    Box,
+    Geometry,
+    conv_output_size,
+    input_gradient,
+    input_gradient_support,
+    layer_geometry,
+    receptive_field,
+)
 from .regularizers import l2, total_variation, tv_per_pixel
 from .render import RenderResult, jitter, objective_score, render
 from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap

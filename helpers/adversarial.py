@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import Target, as_batch, check_logits, positive_int, target_indices
 from .config import progress
-from .guided import Target, _as_batch
 from .hooks import frozen_eval
 from .images import denormalize, normalize
-from .saliency import check_logits, target_indices
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
@@ -46,7 +45,7 @@ class FoolingResult:
 
 def _pixels(image: torch.Tensor) -> torch.Tensor:
     """Normalized image -> pixels in [0, 1]; a ValueError when the image is not a valid picture."""
-    u = denormalize(_as_batch(image).detach())
+    u = denormalize(as_batch(image).detach())
     if u.shape[1] != 3:
         raise ValueError(f"expected RGB images (N, 3, H, W), got shape {tuple(u.shape)}")
     low, high = float(u.min()), float(u.max())
@@ -87,9 +86,8 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
     """
     if not lr > 0:
         raise ValueError(f"lr must be positive (a step length in pixel units), got {lr!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
-        raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
-    original = _as_batch(image).detach().clone()
+    positive_int(max_steps, "max_steps", minimum=0)
+    original = as_batch(image).detach().clone()
     u = _pixels(original)
     start = u.clone()
     steps = torch.zeros(u.shape[0], dtype=torch.long, device=u.device)

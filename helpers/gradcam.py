@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .guided import Target, _as_batch, guided_backprop
+from ._checks import Target, as_batch, check_logits, target_indices
+from .guided import guided_backprop
 from .hooks import frozen_eval, get_layer
-from .saliency import check_logits, target_indices
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -48,7 +48,8 @@ def _differentiable_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Record the module's output ``A`` so that ``autograd.grad(score, A)`` works.
 
     The hook hands a copy of ``A`` to the rest of the network, so an in-place ReLU after the layer
-    overwrites the copy, not ``A``. A module called several times per pass keeps its last output.
+    overwrites the copy, not ``A``. A module called several times per pass stands for its first call (the
+    package's policy, :mod:`helpers.hooks`).
     """
     store: list[torch.Tensor] = []
 
@@ -57,7 +58,9 @@ def _differentiable_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise ValueError(f"Grad-CAM needs a layer with a (N, C, h, w) output, this one gives {shape}; "
                              "pick a convolutional layer or block")
-        store[:] = [output]
+        if store:  # a later call in the same pass: the first call's output stands
+            return None
+        store.append(output)
         return output.clone()
 
     handle = module.register_forward_hook(hook)
@@ -101,7 +104,7 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
     """
     if upsample not in ("bilinear", "bicubic", "nearest"):
         raise ValueError(f"upsample must be 'bilinear', 'bicubic' or 'nearest', got {upsample!r}")
-    x = _as_batch(image).detach()
+    x = as_batch(image).detach()
     name = default_cam_layer(model) if layer is None else layer
     module = get_layer(model, name)  # ValueError listing close names
     with frozen_eval(model), _differentiable_output(module) as store, torch.enable_grad():
@@ -134,4 +137,4 @@ def guided_grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, la
     """
     cam = grad_cam(model, image, target, layer=layer, upsample=upsample, normalize=normalize)
     guided = guided_backprop(model, image, target)
-    return (_as_batch(guided) * cam[:, None]).reshape(guided.shape)
+    return (as_batch(guided) * cam[:, None]).reshape(guided.shape)

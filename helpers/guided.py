@@ -16,35 +16,23 @@ and removes them on exit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import torch
 from torch import nn
 
+from ._checks import Target, as_batch, check_logits, target_indices
 from .hooks import TruncatedForward, check_channels, frozen_eval
-from .saliency import check_logits, target_indices
 
 Rule = Literal["backprop", "deconvnet", "guided"]
 RULES: tuple[str, ...] = ("backprop", "deconvnet", "guided")
-Target = int | Sequence[int] | torch.Tensor
 
 
 def _check_rule(rule: str) -> None:
     if rule not in RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; use one of {', '.join(RULES)}")
-
-
-def _as_batch(image: torch.Tensor) -> torch.Tensor:
-    """``(3, H, W)`` -> ``(1, 3, H, W)``; ``(N, C, H, W)`` unchanged; anything else is a ValueError."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a tensor (N, 3, H, W), e.g. from load_image, not {type(image).__name__}")
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4:
-        raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
-    return image
 
 
 class _ReLUWithRule(torch.autograd.Function):
@@ -157,7 +145,7 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
         ValueError: unknown rule, bad image shape, target/channel out of range, unknown layer name.
     """
     _check_rule(rule)
-    x = _as_batch(image).detach().clone().requires_grad_(True)
+    x = as_batch(image).detach().clone().requires_grad_(True)
     if layer is not None:
         channels = torch.as_tensor(target).flatten().tolist()
         check_channels(model, layer, channels)  # ValueError naming the valid range (or close layer names)

@@ -2,17 +2,27 @@
 
 :class:`TruncatedForward` (a forward pass that stops right after the requested layers) and :func:`frozen_eval`
 (weights frozen, eval mode, the caller's flags restored exactly) are what every gradient-ascent loop of the
-package runs inside (:func:`helpers.render`); attribution uses them too.
+package runs inside (:func:`helpers.render`); attribution uses them too. :func:`capture` is the one primitive
+that turns an objective into a forward pass capturing exactly what it reads.
+
+**A module called several times in one forward pass** (ResNet's BasicBlock runs its one ``relu`` module twice:
+after ``bn1`` and after the residual sum) **stands for its first call**, everywhere in the package:
+:func:`capture_activations`, :class:`TruncatedForward` (which can stop the pass there), :func:`capture`, Grad-CAM's
+layer (:func:`helpers.grad_cam`) and the receptive field of :func:`helpers.layer_geometry`. The first call is the
+only one a truncated pass can stop at, and the one whose window the geometry describes. To read a later call,
+name a module that runs once there (``"layer4.1"``, the whole block, instead of ``"layer4.1.relu"``).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
+
+from .objectives import IMAGE, LOGITS, Activations, Objective
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -49,7 +59,8 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
     >>> acts["layer4"].shape
 
     The hooks are removed when the block ends, also when it raises or is interrupted. A module called
-    several times in one forward pass (ResNet's shared ReLUs) keeps the output of its last call.
+    several times in one forward pass (ResNet's shared ReLUs) keeps the output of its first call (the
+    package's policy, see the module docstring); each new call of ``model`` starts a new pass.
 
     Args:
         model: any ``nn.Module``.
@@ -67,9 +78,22 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
     names = [names] if isinstance(names, str) else list(names)
     modules = {name: get_layer(model, name) for name in names}  # validate all before registering any
     store: dict[str, torch.Tensor] = {}
+    seen: set[str] = set()  # layers already recorded in the current pass of the model
+    passing = [False]  # inside a call of `model` (a submodule called directly is a pass of its own)
+
+    def pass_starts(module: nn.Module, inputs) -> None:
+        seen.clear()
+        passing[0] = True
+
+    def pass_ends(module: nn.Module, inputs, output) -> None:
+        seen.clear()
+        passing[0] = False
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs, output):
+            if passing[0] and name in seen:  # a second call in the same pass: the first call's output stands
+                return
+            seen.add(name)
             if isinstance(output, torch.Tensor):
                 if detach:
                     output = output.detach()
@@ -80,6 +104,8 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
 
     handles = []
     try:
+        handles.append(model.register_forward_pre_hook(pass_starts))
+        handles.append(model.register_forward_hook(pass_ends, always_call=True))
         for name, module in modules.items():
             handles.append(module.register_forward_hook(make_hook(name)))
         yield store
@@ -213,3 +239,62 @@ def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> Non
     if bad:
         raise ValueError(f"channel(s) {bad} out of range for layer {layer!r}, which has {n} channels: "
                          f"valid indices are 0 to {n - 1}")
+
+
+# ---------------------------------------------------------------- capture: the forward pass an objective reads
+
+@contextmanager
+def capture(model: nn.Module, objective: Objective, *,
+            check: bool = True) -> Iterator[Callable[..., Activations]]:
+    """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
+
+    Only the layers up to the deepest one read run (:class:`TruncatedForward`); the model runs to its output only
+    when the objective reads :data:`helpers.objectives.LOGITS` (the layers then come from
+    :func:`capture_activations`); either way a module called twice stands for its first call. When the
+    objective reads a few channels (at most half) of one convolution only, the pass stops at that convolution's
+    input and computes just those channels.
+    ``image`` is what :data:`helpers.objectives.IMAGE` holds (the untransformed image). The hooks are removed
+    on exit. Call inside :func:`frozen_eval` (and the lean loop, whose weights it slices).
+
+    Raises:
+        ValueError: a layer that is not in the model (with close names), a channel out of range.
+    """
+    reads = objective.reads
+    layers = [k for k in reads if k not in (LOGITS, IMAGE)]
+    for name in layers:
+        get_layer(model, name)  # ValueError with the close valid names
+        if check and name in objective.channels:
+            check_channels(model, name, sorted(objective.channels[name]))
+    logits = LOGITS in reads
+    module = get_layer(model, layers[0]) if len(layers) == 1 else None
+    channels = reads[layers[0]] if len(layers) == 1 else None
+    cut = (not logits and channels is not None and isinstance(module, nn.Conv2d) and module.groups == 1
+           and len(channels) <= module.out_channels // 2)
+
+    def finish(acts: Activations, x: torch.Tensor, image: torch.Tensor | None) -> Activations:
+        if IMAGE in reads:
+            acts[IMAGE] = x if image is None else image
+        return acts
+
+    if not layers:
+        yield lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image)
+    elif logits:  # the whole pass: the layers' outputs and the logits
+        with capture_activations(model, layers) as store:
+            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+                out = model(x)
+                return finish(Activations(store, **{LOGITS: out}), x, image)
+            yield forward
+    elif cut:  # stop at the convolution's input; compute only the channels read
+        computed = tuple(sorted(channels))
+        index = torch.tensor(computed, device=module.weight.device)
+        weight = module.weight[index]
+        bias = None if module.bias is None else module.bias[index]
+        name = layers[0]
+        with TruncatedForward(model, name, inputs=True) as truncated:
+            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+                out = module._conv_forward(truncated(x)[name], weight, bias)
+                return finish(Activations({name: out}, computed={name: computed}), x, image)
+            yield forward
+    else:
+        with TruncatedForward(model, layers) as truncated:
+            yield lambda x, image=None: finish(Activations(truncated(x)), x, image)

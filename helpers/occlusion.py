@@ -6,17 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import Target, as_batch, check_logits, int_pair, positive_int, target_indices
 from .config import progress
-from .guided import Target, _as_batch
 from .hooks import frozen_eval
-from .saliency import check_logits, target_indices
-
-
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -58,14 +50,13 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
     Raises:
         ValueError: bad image shape, target out of range, patch larger than the image, bad stride/batch size.
     """
-    x = _as_batch(image).detach()
+    x = as_batch(image).detach()
     n, _, height, width = x.shape
-    ph, pw = _pair(patch, "patch")
-    sy, sx = _pair(stride, "stride")
+    ph, pw = int_pair(patch, "patch")
+    sy, sx = int_pair(stride, "stride")
     if ph > height or pw > width:
         raise ValueError(f"patch {ph}x{pw} is larger than the image {height}x{width}; choose a smaller patch")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
     if fill.dim() == 1 and fill.numel() == x.shape[1]:
         fill = fill.view(-1, 1, 1)  # one value per channel

@@ -19,16 +19,15 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .config import progress
-from .hooks import TruncatedForward, capture_activations, check_channels, frozen_eval, get_layer, model_device
+from .hooks import capture, frozen_eval, model_device
 from .images import normalize, valid_range
-from .objectives import IMAGE, LOGITS, Activations, Objective
+from .objectives import Objective
 from .speed import lean_loop
 
 OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
@@ -166,65 +165,6 @@ class Step:
     index: int
     before: torch.Tensor
     grad: torch.Tensor
-
-
-# ---------------------------------------------------------------- capture
-
-@contextmanager
-def capture(model: nn.Module, objective: Objective, *,
-            check: bool = True) -> Iterator[Callable[..., Activations]]:
-    """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
-
-    Only the layers up to the deepest one read run (:class:`helpers.hooks.TruncatedForward`; a module called
-    twice keeps its first output); the model runs to its output only when the objective reads
-    :data:`helpers.objectives.LOGITS` (the layers then come from :func:`helpers.capture_activations`, which
-    keeps a twice-called module's last output). When the objective reads a few channels (at most half) of one
-    convolution only, the pass stops at that convolution's input and computes just those channels.
-    ``image`` is what :data:`helpers.objectives.IMAGE` holds (the untransformed image). The hooks are removed
-    on exit. Call inside :func:`helpers.hooks.frozen_eval` (and the lean loop, whose weights it slices).
-
-    Raises:
-        ValueError: a layer that is not in the model (with close names), a channel out of range.
-    """
-    reads = objective.reads
-    layers = [k for k in reads if k not in (LOGITS, IMAGE)]
-    for name in layers:
-        get_layer(model, name)  # ValueError with the close valid names
-        if check and name in objective.channels:
-            check_channels(model, name, sorted(objective.channels[name]))
-    logits = LOGITS in reads
-    module = get_layer(model, layers[0]) if len(layers) == 1 else None
-    channels = reads[layers[0]] if len(layers) == 1 else None
-    cut = (not logits and channels is not None and isinstance(module, nn.Conv2d) and module.groups == 1
-           and len(channels) <= module.out_channels // 2)
-
-    def finish(acts: Activations, x: torch.Tensor, image: torch.Tensor | None) -> Activations:
-        if IMAGE in reads:
-            acts[IMAGE] = x if image is None else image
-        return acts
-
-    if not layers:
-        yield lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image)
-    elif logits:  # the whole pass: the layers' outputs and the logits
-        with capture_activations(model, layers) as store:
-            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
-                out = model(x)
-                return finish(Activations(store, **{LOGITS: out}), x, image)
-            yield forward
-    elif cut:  # stop at the convolution's input; compute only the channels read
-        computed = tuple(sorted(channels))
-        index = torch.tensor(computed, device=module.weight.device)
-        weight = module.weight[index]
-        bias = None if module.bias is None else module.bias[index]
-        name = layers[0]
-        with TruncatedForward(model, name, inputs=True) as truncated:
-            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
-                out = module._conv_forward(truncated(x)[name], weight, bias)
-                return finish(Activations({name: out}, computed={name: computed}), x, image)
-            yield forward
-    else:
-        with TruncatedForward(model, layers) as truncated:
-            yield lambda x, image=None: finish(Activations(truncated(x)), x, image)
 
 
 def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:

@@ -7,29 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """``scores`` when it is a logits tensor ``(n, classes)``, else ``ValueError`` naming its shape."""
-    if scores.dim() != 2 or scores.shape[0] != n:
-        raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
-    return scores
-
-
-def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: int,
-                   device: torch.device) -> torch.Tensor:
-    """``target`` (one class index for all ``n`` images, or one per image) as a long tensor ``(n,)`` on ``device``;
-    ``ValueError`` for a float/bool target, a wrong count, or an index outside ``0 .. classes - 1``."""
-    t = torch.as_tensor(target, device=device)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
-    t = t.long().flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"got {t.numel()} targets for a batch of {n} images; pass one int or one per image")
-    if (t < 0).any() or (t >= classes).any():
-        raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
-    return t
+from ._checks import as_batch, check_logits, target_indices
+from .images import denormalize
 
 
 def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[int] | torch.Tensor, *,
@@ -55,11 +34,7 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
     Raises:
         ValueError: wrong image shape, a target out of range, or a target count that is not 1 or ``N``.
     """
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4:
-        raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
-    x = image.detach().clone().requires_grad_(True)
+    x = as_batch(image).detach().clone().requires_grad_(True)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -151,8 +126,6 @@ def local_contrast(image: torch.Tensor, window: int = 9) -> torch.Tensor:
     Returns:
         ``(N, H, W)`` non-negative, on the image's device.
     """
-    from .images import denormalize
-
     x = image.unsqueeze(0) if image.dim() == 3 else image
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got shape {tuple(image.shape)}")

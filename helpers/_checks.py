@@ -1,0 +1,104 @@
+"""Input checks at the boundary, written once: every public function of the package validates its inputs here.
+
+Each check raises ``ValueError`` (``TypeError`` for a value of the wrong kind) with the fix in a one-line
+message, before any hook is registered or any state is touched. Names here are public inside the package (this
+module is private): ``from ._checks import as_batch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .objectives import Objective
+
+Target = int | Sequence[int] | torch.Tensor | Objective
+"""What an attribution explains: a class index (one for all images, or one per image) or an objective."""
+
+
+# ---------------------------------------------------------------- numbers
+
+def positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` when it is an integer (not a bool) ``>= minimum``, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def int_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """A positive int ``v`` as ``(v, v)``, or a pair ``(height, width)`` of positive ints, else ``ValueError``."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- images
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The model's first ``nn.Conv2d`` in ``named_modules()`` order (None for a model without one)."""
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def as_batch(image: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """``(C, H, W)`` -> ``(1, C, H, W)``; ``(N, C, H, W)`` unchanged; anything else is a ValueError.
+
+    With ``model``, the channel count must be what the model's first convolution takes: a grey ``(N, 1, H, W)``
+    or an RGBA ``(N, 4, H, W)`` image given to an RGB model is refused with the conversion in the message.
+    """
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a tensor (N, 3, H, W), e.g. from load_image, not {type(image).__name__}")
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4:
+        raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
+    if model is not None:
+        check_image_channels(model, image)
+    return image
+
+
+def check_image_channels(model: nn.Module, image: torch.Tensor) -> None:
+    """``ValueError`` with the conversion when an RGB model (first convolution takes 3 channels) gets an image
+    ``(N, C, H, W)`` with ``C != 3`` (a model taking other channels is not second-guessed)."""
+    conv = first_conv(model)
+    c = image.shape[1]
+    if conv is None or conv.in_channels != 3 or c == 3:
+        return
+    fix = {1: "a grey image: repeat it as RGB with x.expand(-1, 3, -1, -1)",
+           4: "an RGBA image: drop the alpha channel with x[:, :3] (helpers.load_image composites it on white)",
+           }.get(c, "load it with helpers.load_image, which always gives 3 channels")
+    raise ValueError(f"the model takes RGB images (N, 3, H, W), got {c} channels (shape {tuple(image.shape)}); {fix}")
+
+
+# ---------------------------------------------------------------- logits and targets
+
+def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """``scores`` when it is a logits tensor ``(n, classes)``, else ``ValueError`` naming its shape."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[0] != n:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"the model must return logits (N, classes), got shape {shape}")
+    return scores
+
+
+def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: int, classes: int,
+                   device: torch.device) -> torch.Tensor:
+    """``target`` (one class index for all ``n`` images, one per image, or a :func:`class_logit` objective) as a
+    long tensor ``(n,)`` on ``device``; ``ValueError`` for a float/bool target, a wrong count, an index outside
+    ``0 .. classes - 1``, or an objective that is not one class score."""
+    if isinstance(target, Objective):
+        if getattr(target, "classes", None) is None:
+            raise ValueError(f"this needs a class to score, an int or objectives.class_logit(c), not {target!r}")
+        target = list(target.classes)
+    t = torch.as_tensor(target, device=device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
+    t = t.long().flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"got {t.numel()} targets for a batch of {n} images; pass one int or one per image")
+    if (t < 0).any() or (t >= classes).any():
+        raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
+    return t
