@@ -7,12 +7,13 @@ module is private): ``from ._checks import as_batch``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .objectives import Objective
+from .objectives import LOGITS, Objective, class_logit
 
 Target = int | Sequence[int] | torch.Tensor | Objective
 """What an attribution explains: a class index (one for all images, or one per image) or an objective."""
@@ -102,3 +103,51 @@ def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: in
     if (t < 0).any() or (t >= classes).any():
         raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
     return t
+
+
+def target_objective(target: Target, n: int) -> Objective:
+    """The one resolver of attribution targets: an :class:`~helpers.objectives.Objective` is used as it is, a class
+    index (one for all ``n`` images, or one per image; int, sequence or integer tensor) becomes
+    :func:`~helpers.objectives.class_logit`. ``ValueError`` for a float/bool target or a wrong count."""
+    if isinstance(target, Objective):
+        if target.batch is not None and target.batch != n:
+            raise ValueError(f"{target!r} scores {target.batch} images but the batch has {n}; give one target "
+                             "for all images or one per image")
+        return target
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"target must be a class index, one index per image or an objective (helpers.objectives),"
+                         f" got {target!r}") from None
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.numel() == 0:
+        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
+    items = [int(c) for c in t.flatten().tolist()]
+    if len(items) not in (1, n):
+        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
+    return class_logit(items[0] if len(items) == 1 else items)
+
+
+def target_scores(objective: Objective, acts: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
+    """``objective(acts)``, the ``(n,)`` scores to explain, after checking that the model gave logits
+    ``(n, classes)`` when the objective reads them."""
+    if LOGITS in objective.reads:
+        check_logits(acts[LOGITS], n)
+    return objective(acts)
+
+
+# ---------------------------------------------------------------- renamed arguments
+
+GIVEN_NOT = object()
+"""Default of a renamed argument's old keyword: tells "not given" apart from every real value (None included)."""
+
+
+def renamed(value: object, old_value: object, name: str, old_name: str, where: str) -> object:
+    """The value of argument ``name`` of ``where()``, also accepted under its deprecated keyword ``old_name``
+    (``old_value``, :data:`GIVEN_NOT` when absent) with a ``DeprecationWarning`` naming the new word."""
+    if old_value is GIVEN_NOT:
+        return value
+    if value is not GIVEN_NOT and value is not None:
+        raise TypeError(f"{where}() got both {name}= and its old name {old_name}=; pass {name}= only")
+    warnings.warn(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", DeprecationWarning,
+                  stacklevel=3)
+    return old_value

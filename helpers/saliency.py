@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from ._checks import as_batch, check_logits, target_indices
+from ._checks import Target, as_batch, check_logits, target_indices, target_objective, target_scores
+from .hooks import capture, frozen_eval
 from .images import denormalize
+from .objectives import LOGITS
 
 
-def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[int] | torch.Tensor, *,
-                 loss: bool = False) -> torch.Tensor:
+def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss: bool = False) -> torch.Tensor:
     """Saliency map: max over colour channels of ``|d S_target / d image|``, ``S`` the unnormalized class score.
 
     The gradient of the logit (not the softmax probability, which also depends on every other class)
@@ -23,10 +22,11 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` (or ``(3, H, W)``), e.g. from :func:`helpers.load_image`; left unchanged.
-        target: one class index for all images, or one per image (list or tensor of length ``N``).
-        loss: differentiate the cross-entropy loss of the target, ``-log softmax(S)_target``, instead of the
-            score; its gradient is ``-(1 - p_t) grad S_t + sum_{c != t} p_c grad S_c``, so it depends on
-            every class's score (and is nearly zero when the model is sure of the target).
+        target: one class index for all images, or one per image (list or tensor of length ``N``), or any
+            objective (:mod:`helpers.objectives`, e.g. ``channel_mean("layer3", 7)``): its gradient is mapped.
+        loss: differentiate the cross-entropy loss of the target class, ``-log softmax(S)_target``, instead of
+            the score (needs a class target); its gradient is ``-(1 - p_t) grad S_t + sum_{c != t} p_c grad S_c``,
+            so it depends on every class's score (and is nearly zero when the model is sure of the target).
 
     Returns:
         Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image), non-negative, on the image's device.
@@ -34,22 +34,22 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
     Raises:
         ValueError: wrong image shape, a target out of range, or a target count that is not 1 or ``N``.
     """
-    x = as_batch(image).detach().clone().requires_grad_(True)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.enable_grad():
-            scores = check_logits(model(x), x.shape[0])
-            t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
-            # In eval mode every image's score depends on that image alone, so one backward pass of the sum
-            # gives each image its own gradient.
-            if loss:
-                scores = -scores.log_softmax(1)  # per-image cross-entropy of every class as the target
-            selected = scores.gather(1, t[:, None]).sum()
-            (grad,) = torch.autograd.grad(selected, x)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    x = as_batch(image, model).detach().clone().requires_grad_(True)
+    n = x.shape[0]
+    objective = target_objective(target, n)
+    if loss and objective.classes is None:
+        raise ValueError(f"loss=True is the cross-entropy of a class: give a class index, not {objective!r}")
+    with frozen_eval(model), capture(model, objective) as forward, torch.enable_grad():
+        acts = forward(x)
+        # In eval mode every image's score depends on that image alone, so one backward pass of the sum
+        # gives each image its own gradient.
+        if loss:  # per-image cross-entropy of the target class
+            scores = check_logits(acts[LOGITS], n)
+            t = target_indices(objective, n, scores.shape[1], scores.device)
+            selected = (-scores.log_softmax(1)).gather(1, t[:, None]).sum()
+        else:
+            selected = target_scores(objective, acts, n).sum()
+        (grad,) = torch.autograd.grad(selected, x)
     return grad.abs().amax(dim=1)
 
 

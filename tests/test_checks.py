@@ -1,0 +1,109 @@
+"""Attribution targets as objectives, and the boundary errors of helpers/_checks.py."""
+
+import pytest
+import torch
+
+from helpers import (
+    capture_activations,
+    deconvnet,
+    fgsm,
+    fooling_image,
+    grad_cam,
+    guided_backprop,
+    guided_grad_cam,
+    modified_backprop,
+    normalize,
+    occlusion_map,
+    saliency_map,
+)
+from helpers.objectives import channel_max, channel_mean, class_logit
+
+
+def photo(n=2, size=12):
+    torch.manual_seed(1)
+    return normalize(torch.rand(n, 3, size, size))
+
+
+METHODS = {
+    "saliency_map": lambda m, x, t: saliency_map(m, x, t),
+    "guided_backprop": lambda m, x, t: guided_backprop(m, x, t),
+    "deconvnet": lambda m, x, t: deconvnet(m, x, t),
+    "modified_backprop": lambda m, x, t: modified_backprop(m, x, t, rule="backprop"),
+    "grad_cam": lambda m, x, t: grad_cam(m, x, t, layer="features.3"),
+    "guided_grad_cam": lambda m, x, t: guided_grad_cam(m, x, t, layer="features.3"),
+    "occlusion_map": lambda m, x, t: occlusion_map(m, x, t, patch=4, stride=4),
+    "fooling_image": lambda m, x, t: fooling_image(m, x, t, lr=0.5, max_steps=3).image,
+    "fgsm": lambda m, x, t: fgsm(m, x, t),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("classes", [2, [1, 3]])
+def test_a_class_objective_gives_the_same_result_as_the_int(tiny_cnn, method, classes):
+    x = photo()
+    run = METHODS[method]
+    by_int = run(tiny_cnn, x, classes)
+    by_objective = run(tiny_cnn, x, class_logit(classes))
+    assert by_int.abs().sum() > 0 and torch.equal(by_int, by_objective)
+
+
+def test_saliency_of_a_channel_objective_is_its_input_gradient(tiny_cnn):
+    x = photo()
+    objective = channel_mean("features.3", 5) + 0.5 * class_logit(1)
+    xg = x.clone().requires_grad_(True)
+    with capture_activations(tiny_cnn, "features.3") as acts:
+        logits = tiny_cnn(xg)
+    score = acts["features.3"][:, 5].mean((1, 2)) + 0.5 * logits[:, 1]
+    (grad,) = torch.autograd.grad(score.sum(), xg)
+    assert torch.allclose(saliency_map(tiny_cnn, x, objective), grad.abs().amax(1), atol=1e-6)
+
+
+def test_the_old_channel_call_of_modified_backprop_is_channel_max(tiny_cnn):
+    x = photo()
+    with pytest.warns(DeprecationWarning, match=r"channel_max\('features.3', c\)"):
+        old = guided_backprop(tiny_cnn, x, 4, layer="features.3")
+    new = guided_backprop(tiny_cnn, x, channel_max("features.3", 4))
+    assert old.abs().sum() > 0 and torch.equal(old, new)
+    with pytest.raises(ValueError, match="inside the objective"):
+        guided_backprop(tiny_cnn, x, channel_max("features.3", 4), layer="features.3")
+
+
+def test_occlusion_of_an_objective_is_the_drop_of_its_value(tiny_cnn):
+    x = photo(1, 8)
+    objective = channel_mean("features.5", 3)
+    drops = occlusion_map(tiny_cnn, x, objective, patch=4, stride=4)  # four disjoint patches
+
+    def value(img):
+        with torch.no_grad(), capture_activations(tiny_cnn, "features.5") as acts:
+            tiny_cnn(img)
+        return acts["features.5"][0, 3].mean()
+
+    for top in (0, 4):
+        for left in (0, 4):
+            covered = x.clone()
+            covered[..., top:top + 4, left:left + 4] = 0
+            expected = value(x) - value(covered)
+            assert torch.allclose(drops[0, top:top + 4, left:left + 4], expected.expand(4, 4), atol=1e-6)
+    with pytest.raises(ValueError, match="one image at a"):
+        occlusion_map(tiny_cnn, photo(2, 8), channel_mean("features.5", [1, 2]), patch=4)
+
+
+def test_targets_that_cannot_work_are_refused(tiny_cnn):
+    x = photo()
+    with pytest.raises(ValueError, match="cross-entropy of a class"):
+        saliency_map(tiny_cnn, x, channel_mean("features.3", 0), loss=True)
+    with pytest.raises(ValueError, match="needs a class"):
+        fooling_image(tiny_cnn, x, channel_mean("features.3", 0))
+    with pytest.raises(ValueError, match="scores 3 images but the batch has 2"):
+        saliency_map(tiny_cnn, x, class_logit([0, 1, 2]))
+    with pytest.raises(ValueError, match="class index"):
+        grad_cam(tiny_cnn, x, "cat")
+
+
+def test_fgsm_label_is_a_deprecated_alias_of_target(tiny_cnn):
+    x = photo()
+    with pytest.warns(DeprecationWarning, match=r"fgsm\(target=...\)"):
+        old = fgsm(tiny_cnn, x, label=2)
+    assert torch.equal(old, fgsm(tiny_cnn, x, target=2))
+    with pytest.raises(TypeError, match="both target= and its old name label="):
+        fgsm(tiny_cnn, x, 2, label=2)
