@@ -7,6 +7,7 @@ module is private): ``from ._checks import as_batch``.
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +18,54 @@ from .objectives import LOGITS, Objective, class_logit
 
 Target = int | Sequence[int] | torch.Tensor | Objective
 """What an attribution explains: a class index (one for all images, or one per image) or an objective."""
+
+
+# ---------------------------------------------------------------- layers
+
+def layer_names(model: nn.Module) -> list[str]:
+    """All dotted ``named_modules()`` names of ``model`` except the root (e.g. ``"features.28"``)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """Return the submodule called ``name`` (a dotted ``named_modules()`` path).
+
+    Raises:
+        ValueError: unknown name; the message lists the closest valid names.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a layer is named by a non-empty dotted string like 'features.28', got {name!r}")
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = layer_names(model)
+        close = difflib.get_close_matches(name, names, n=6, cutoff=0.5) or names[:6]
+        raise ValueError(
+            f"layer {name!r} is not in {type(model).__name__}; close valid names: {', '.join(close)}"
+            " (all names: helpers.layer_names(model))"
+        ) from None
+
+
+def last_conv(model: nn.Module) -> str | None:
+    """The dotted name of the model's last ``nn.Conv2d`` (None without one)."""
+    return next((name for name, m in reversed(list(model.named_modules())) if isinstance(m, nn.Conv2d)), None)
+
+
+def not_a_channel_layer(model: nn.Module, layer: str, shape: tuple[int, ...]) -> ValueError:
+    """The error for a channel of a layer without channel maps (e.g. VGG's ``classifier.0``, a Linear layer)."""
+    conv = last_conv(model)
+    hint = f"e.g. the last one, {conv!r}" if conv else "see helpers.layer_names(model)"
+    dims = ", ".join(["N", *map(str, shape[1:])])
+    return ValueError(f"layer {layer!r} ({type(get_layer(model, layer)).__name__}) gives ({dims}), not channel maps "
+                      f"(N, C, h, w), so it has no channels to pick: name a convolutional layer, {hint}")
+
+
+def image_too_small(layer: str, shape: tuple[int, ...], smallest: int, *, logits: bool = False) -> ValueError:
+    """The error for an image too small for the layers a forward pass needs, with the smallest size that works."""
+    where = f"the model's last convolution/pooling layer {layer!r}" if logits else f"layer {layer!r}"
+    return ValueError(f"an image of {shape[-2]}x{shape[-1]} px is too small for {where}: its receptive-field "
+                      f"geometry needs at least {smallest}x{smallest} px; pass a larger image (start={smallest} or "
+                      f"size={smallest})")
 
 
 # ---------------------------------------------------------------- numbers
@@ -67,10 +116,15 @@ def check_image_channels(model: nn.Module, image: torch.Tensor) -> None:
     c = image.shape[1]
     if conv is None or conv.in_channels != 3 or c == 3:
         return
-    fix = {1: "a grey image: repeat it as RGB with x.expand(-1, 3, -1, -1)",
-           4: "an RGBA image: drop the alpha channel with x[:, :3] (helpers.load_image composites it on white)",
-           }.get(c, "load it with helpers.load_image, which always gives 3 channels")
-    raise ValueError(f"the model takes RGB images (N, 3, H, W), got {c} channels (shape {tuple(image.shape)}); {fix}")
+    raise ValueError(f"the model takes RGB images (N, 3, H, W), got {c} channels (shape {tuple(image.shape)}); "
+                     + rgb_fix(c))
+
+
+def rgb_fix(channels: int) -> str:
+    """How to turn an image with ``channels`` channels into the RGB one the models take."""
+    return {1: "a grey image: repeat it as RGB with x.expand(-1, 3, -1, -1)",
+            4: "an RGBA image: drop the alpha channel with x[:, :3] (helpers.load_image composites it on white)",
+            }.get(channels, "load it with helpers.load_image, which always gives 3 channels")
 
 
 # ---------------------------------------------------------------- logits and targets

@@ -15,38 +15,17 @@ name a module that runs once there (``"layer4.1"``, the whole block, instead of 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
 
+from ._checks import get_layer as get_layer  # layers by dotted name: validated in the checks module
+from ._checks import image_too_small, not_a_channel_layer
+from ._checks import layer_names as layer_names
 from .objectives import IMAGE, LOGITS, Activations, Objective
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """All dotted ``named_modules()`` names of ``model`` except the root (e.g. ``"features.28"``)."""
-    return [name for name, _ in model.named_modules() if name]
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """Return the submodule called ``name`` (a dotted ``named_modules()`` path).
-
-    Raises:
-        ValueError: unknown name; the message lists the closest valid names.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a layer is named by a non-empty dotted string like 'features.28', got {name!r}")
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        names = layer_names(model)
-        close = difflib.get_close_matches(name, names, n=6, cutoff=0.5) or names[:6]
-        raise ValueError(
-            f"layer {name!r} is not in {type(model).__name__}; close valid names: {', '.join(close)}"
-            " (all names: helpers.layer_names(model))"
-        ) from None
+from .receptive import smallest_input, spatial_layers
 
 
 @contextmanager
@@ -222,18 +201,26 @@ class TruncatedForward:
 
 def channel_count(model: nn.Module, layer: str, *, size: int = 64) -> int:
     """Number of output channels of ``layer``: ``out_channels``/``num_features`` when the module has it,
-    else the channel dimension of one tiny truncated forward pass (batch 1, ``size`` px, no gradients)."""
+    else the channel dimension of one tiny truncated forward pass (batch 1, ``size`` px, no gradients).
+
+    Raises:
+        ValueError: the layer gives no channel maps ``(N, C, h, w)`` (e.g. a Linear layer), naming the last conv.
+    """
     module = get_layer(model, layer)
     for attr in ("out_channels", "num_features"):
-        if isinstance(getattr(module, attr, None), int):
+        if isinstance(getattr(module, attr, None), int) and not isinstance(module, nn.BatchNorm1d):
             return getattr(module, attr)
     x = torch.zeros(1, 3, size, size, device=model_device(model))
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
-        return forward(x)[layer].shape[1]
+        out = forward(x)[layer]
+    if out.dim() != 4:
+        raise not_a_channel_layer(model, layer, tuple(out.shape))
+    return out.shape[1]
 
 
 def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> None:
-    """Raise ``ValueError`` naming the valid range when a channel index is not a channel of ``layer``."""
+    """Raise ``ValueError`` naming the valid range when a channel index is not a channel of ``layer`` (or naming
+    the last convolution when ``layer`` has no channel maps at all)."""
     n = channel_count(model, layer)
     bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
     if bad:
@@ -257,7 +244,9 @@ def capture(model: nn.Module, objective: Objective, *,
     on exit. Call inside :func:`frozen_eval` (and the lean loop, whose weights it slices).
 
     Raises:
-        ValueError: a layer that is not in the model (with close names), a channel out of range.
+        ValueError: a layer that is not in the model (with close names), a channel out of range, a layer without
+            channel maps given channels (naming the last convolution); from ``forward``, an image too small for
+            the layers (with the smallest size that works, :func:`helpers.receptive.smallest_input`).
     """
     reads = objective.reads
     layers = [k for k in reads if k not in (LOGITS, IMAGE)]
@@ -276,14 +265,34 @@ def capture(model: nn.Module, objective: Objective, *,
             acts[IMAGE] = x if image is None else image
         return acts
 
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    deepest = None if logits or not layers else max(layers, key=order.__getitem__)
+
+    def explained(forward: Callable[..., Activations]) -> Callable[..., Activations]:
+        """``forward`` with PyTorch's error for an image too small for the layers replaced by one with the fix."""
+        def run(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+            try:
+                return forward(x, image)
+            except RuntimeError as error:
+                spatial = spatial_layers(model)
+                layer = deepest or (spatial[-1] if spatial else None)
+                try:
+                    smallest = smallest_input(model, layer)
+                except ValueError:  # no geometry to explain it with: PyTorch's own message
+                    raise error from None
+                if min(x.shape[-2:]) < smallest:
+                    raise image_too_small(layer, tuple(x.shape), smallest, logits=deepest is None) from error
+                raise
+        return run
+
     if not layers:
-        yield lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image)
+        yield explained(lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image))
     elif logits:  # the whole pass: the layers' outputs and the logits
         with capture_activations(model, layers) as store:
             def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
                 out = model(x)
                 return finish(Activations(store, **{LOGITS: out}), x, image)
-            yield forward
+            yield explained(forward)
     elif cut:  # stop at the convolution's input; compute only the channels read
         computed = tuple(sorted(channels))
         index = torch.tensor(computed, device=module.weight.device)
@@ -294,7 +303,7 @@ def capture(model: nn.Module, objective: Objective, *,
             def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
                 out = module._conv_forward(truncated(x)[name], weight, bias)
                 return finish(Activations({name: out}, computed={name: computed}), x, image)
-            yield forward
+            yield explained(forward)
     else:
         with TruncatedForward(model, layers) as truncated:
-            yield lambda x, image=None: finish(Activations(truncated(x)), x, image)
+            yield explained(lambda x, image=None: finish(Activations(truncated(x)), x, image))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .hooks import get_layer
+from ._checks import get_layer
 
 
 def _positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -229,8 +229,8 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _window_module(geo: Geometry, module: nn.Module, name: str) -> Geometry:
-    """Fold one convolution or pooling layer into the geometry of its input."""
+def _window_params(module: nn.Module, name: str) -> tuple[tuple[int, int], ...]:
+    """``(kernel, stride, padding, dilation)`` per axis of a convolution or pooling layer."""
     k = _pair(module.kernel_size)
     s = _pair(module.stride if module.stride is not None else module.kernel_size)
     d = _pair(getattr(module, "dilation", 1))
@@ -239,9 +239,28 @@ def _window_module(geo: Geometry, module: nn.Module, name: str) -> Geometry:
     p = module.padding
     if isinstance(p, str):  # Conv2d(padding="same"/"valid"); PyTorch puts the odd pixel of "same" at the end
         p = (0, 0) if p == "valid" else tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
-    p = _pair(p)
+    return k, s, _pair(p), d
+
+
+def _window_module(geo: Geometry, module: nn.Module, name: str) -> Geometry:
+    """Fold one convolution or pooling layer into the geometry of its input."""
+    k, s, p, d = _window_params(module, name)
     axes = [extend_window(geo.size[i], geo.jump[i], geo.start[i], k[i], s[i], p[i], d[i]) for i in range(2)]
     return Geometry(*(tuple(axis[j] for axis in axes) for j in range(3)))
+
+
+def _size_module(size: tuple[int, int], module: nn.Module, name: str) -> tuple[int, int]:
+    """The output size ``(h, w)`` of one convolution or pooling layer; 0 where the (dilated) kernel does not fit."""
+    k, s, p, d = _window_params(module, name)
+    out = []
+    for i in range(2):
+        fits = size[i] > 0 and size[i] + 2 * p[i] >= d[i] * (k[i] - 1) + 1
+        out.append(conv_output_size(size[i], k[i], s[i], p[i], d[i]) if fits else 0)
+    return out[0], out[1]
+
+
+def _size_union(sizes: list[tuple[int, int]], what: str) -> tuple[int, int]:
+    return min(h for h, _ in sizes), min(w for _, w in sizes)
 
 
 def _union(geos: list[Geometry], what: str) -> Geometry:
@@ -263,24 +282,26 @@ class _Tracer(fx.Tracer):
         return qualname == self.target or super().is_leaf_module(m, qualname)
 
 
-def _module_geometry(module: nn.Module, geo: Geometry, name: str) -> Geometry:
-    """Geometry at the output of ``module`` given the geometry of its (single) input."""
+def _module_geometry(module: nn.Module, geo: Geometry, name: str, rule=(_window_module, _union)) -> Geometry:
+    """Geometry at the output of ``module`` given the geometry of its (single) input. ``rule`` is the pair
+    ``(fold one conv/pool, join maps)``: the receptive field by default, the map size for :func:`smallest_input`."""
     if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-        return _window_module(geo, module, name)
+        return rule[0](geo, module, name)
     if isinstance(module, _POINTWISE_MODULES):
         return geo
     if isinstance(module, nn.Sequential):
         for i, child in enumerate(module):
-            geo = _module_geometry(child, geo, f"{name}.{i}")
+            geo = _module_geometry(child, geo, f"{name}.{i}", rule)
         return geo
     if type(module).__module__.startswith("torch.nn"):
         raise ValueError(f"layer {name!r} ({type(module).__name__}) has no fixed window per position (it is not "
                          "a conv, pooling or pointwise layer); pick a convolutional layer or "
                          + _EMPIRICAL_HINT)
-    return _graph_geometry(module, geo, None, name)
+    return _graph_geometry(module, geo, None, name, rule)
 
 
-def _graph_geometry(root: nn.Module, geo: Geometry, target: str | None, root_name: str) -> Geometry:
+def _graph_geometry(root: nn.Module, geo: Geometry, target: str | None, root_name: str,
+                    rule=(_window_module, _union)) -> Geometry:
     """Trace ``root`` with fx and propagate the geometry from its input to ``target`` (or to its output)."""
     try:
         graph = _Tracer(target).trace(root)
@@ -312,10 +333,10 @@ def _graph_geometry(root: nn.Module, geo: Geometry, target: str | None, root_nam
         elif node.op == "call_module":
             if len(inputs) != 1:
                 raise ValueError(f"module {where!r} takes several maps; {_EMPIRICAL_HINT}")
-            geos[node] = _module_geometry(root.get_submodule(node.target), inputs[0], where)
+            geos[node] = _module_geometry(root.get_submodule(node.target), inputs[0], where, rule)
         elif ((node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
               or (node.op == "call_method" and node.target in _POINTWISE_METHODS)):
-            geos[node] = _union(inputs, where)
+            geos[node] = rule[1](inputs, where)
         else:
             raise ValueError(f"cannot compute the window through {where!r} ({node.op} {node.target}); "
                              + _EMPIRICAL_HINT)
@@ -342,3 +363,40 @@ def layer_geometry(model: nn.Module, layer: str) -> Geometry:
     """
     get_layer(model, layer)  # ValueError with close names
     return _graph_geometry(model, _IDENTITY, layer, "")
+
+
+def spatial_layers(model: nn.Module) -> list[str]:
+    """Names of the model's convolution and (non-adaptive) pooling layers, in ``named_modules()`` order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d)]
+
+
+def smallest_input(model: nn.Module, layer: str | None = None) -> int:
+    """The smallest square input side ``S`` for which ``layer``'s map (default: the last convolution or pooling
+    layer, the deepest a forward pass to the logits needs) has at least one position.
+
+    Computed from the layer geometry: the map size is folded through the traced model with
+    :func:`conv_output_size` (a kernel wider than its padded input gives 0) and ``S`` found by bisection.
+
+    Raises:
+        ValueError: unknown layer (with close names), a model or layer ``torch.fx`` cannot fold.
+    """
+    if layer is None:
+        spatial = spatial_layers(model)
+        if not spatial:
+            raise ValueError(f"{type(model).__name__} has no convolution or pooling layer; any input size works")
+        layer = spatial[-1]
+    get_layer(model, layer)
+
+    def works(side: int) -> bool:
+        return min(_graph_geometry(model, (side, side), layer, "", (_size_module, _size_union))) >= 1
+
+    high = 1
+    while not works(high):
+        high *= 2
+        if high > 1 << 16:
+            raise ValueError(f"no input up to {high} px gives layer {layer!r} a map; {_EMPIRICAL_HINT}")
+    low = high // 2  # works(low) is False (or low = 0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if works(mid) else (mid, high)
+    return high

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._checks import rgb_fix
 from .config import progress
 from .hooks import capture, frozen_eval, model_device
 from .images import normalize, valid_range
@@ -102,7 +103,10 @@ def start_images(start: Start, n: int, generator: torch.Generator, device: torch
     """
     if isinstance(start, torch.Tensor):
         x = start.unsqueeze(0) if start.dim() == 3 else start
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] not in (1, n):
+        if x.dim() == 4 and x.shape[1] != 3:
+            raise ValueError(f"a start image must be RGB, got {x.shape[1]} channels ({tuple(start.shape)}); "
+                             + rgb_fix(x.shape[1]))
+        if x.dim() != 4 or x.shape[0] not in (1, n):
             raise ValueError(f"a start image must be (1, 3, H, W) or ({n}, 3, H, W) in normalized space "
                              f"(e.g. helpers.load_image), got {tuple(start.shape)}")
         return x.detach().to(device=device, dtype=torch.float32).expand(n, -1, -1, -1).clone()

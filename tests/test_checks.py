@@ -107,3 +107,50 @@ def test_fgsm_label_is_a_deprecated_alias_of_target(tiny_cnn):
     assert torch.equal(old, fgsm(tiny_cnn, x, target=2))
     with pytest.raises(TypeError, match="both target= and its old name label="):
         fgsm(tiny_cnn, x, 2, label=2)
+
+
+# ---------------------------------------------------------------- boundary errors with the fix (issue 13 step 6)
+
+def test_an_image_too_small_for_the_layer_names_the_smallest_size_that_works():
+    from torch import nn
+
+    from helpers import render
+    from helpers.receptive import smallest_input
+
+    torch.manual_seed(0)
+    # conv 5x5 stride 2 then conv 3x3, no padding: the second needs 3 positions, so (n - 5) // 2 + 1 >= 3, n >= 9
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.Flatten(1),
+                          nn.LazyLinear(2)).eval()
+    model(torch.zeros(1, 3, 9, 9))  # materialize the lazy layer
+    assert smallest_input(model, "2") == 9 and smallest_input(model) == 9 and smallest_input(model, "0") == 5
+    with pytest.raises(ValueError, match=r"8x8 px is too small for layer '2'.* at least 9x9 px"):
+        render(model, channel_mean("2", 1), start=8, steps=1)
+    assert render(model, channel_mean("2", 1), start=9, steps=1).image.shape == (1, 3, 9, 9)
+    with pytest.raises(ValueError, match=r"too small for the model's last convolution/pooling layer '2'.* 9x9"):
+        saliency_map(model, torch.zeros(1, 3, 7, 7), 0)
+
+
+def test_tiny_cnn_too_small_and_a_layer_without_channels(tiny_cnn):
+    from helpers import render, visualize_filter
+
+    with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2"):
+        grad_cam(tiny_cnn, torch.zeros(1, 3, 1, 1), 0, layer="features.0")
+    for call in (lambda: visualize_filter(tiny_cnn, "classifier.2", 1, steps=1, size=8),
+                 lambda: render(tiny_cnn, channel_mean("classifier.2", 1), start=8, steps=1),
+                 lambda: guided_backprop(tiny_cnn, photo(), channel_max("classifier.2", 1))):
+        with pytest.raises(ValueError, match=r"'classifier.2' \(Linear\) gives \(N, 5\).*no channels.*'features.5'"):
+            call()
+
+
+@pytest.mark.parametrize("channels, fix", [(1, r"x.expand\(-1, 3, -1, -1\)"), (4, r"x\[:, :3\]")])
+def test_a_grey_or_rgba_tensor_says_how_to_convert_it(tiny_cnn, channels, fix):
+    from helpers import render
+
+    x = torch.zeros(2, channels, 8, 8)
+    for call in (lambda: saliency_map(tiny_cnn, x, 0), lambda: grad_cam(tiny_cnn, x[0], 0),
+                 lambda: occlusion_map(tiny_cnn, x, 0, patch=4), lambda: fgsm(tiny_cnn, x, 0),
+                 lambda: render(tiny_cnn, channel_mean("features.5", 0), start=x, steps=1)):
+        with pytest.raises(ValueError, match=fix):
+            call()
+    assert torch.equal(saliency_map(tiny_cnn, x.expand(-1, 3, -1, -1) if channels == 1 else x[:, :3], 0),
+                       saliency_map(tiny_cnn, torch.zeros(2, 3, 8, 8), 0))
