@@ -195,12 +195,13 @@ GIVEN_NOT = object()
 """Default of a renamed argument's old keyword: tells "not given" apart from every real value (None included)."""
 
 
-def renamed(value: object, old_value: object, name: str, old_name: str, where: str) -> object:
+def renamed(value: object, old_value: object, name: str, old_name: str, where: str, default: object = None) -> object:
     """The value of argument ``name`` of ``where()``, also accepted under its deprecated keyword ``old_name``
-    (``old_value``, :data:`GIVEN_NOT` when absent) with a ``DeprecationWarning`` naming the new word."""
+    (``old_value``, :data:`GIVEN_NOT` when absent) with a ``DeprecationWarning`` naming the new word.
+    ``default`` is the new argument's default object (compared by identity: "not given")."""
     if old_value is GIVEN_NOT:
         return value
-    if value is not GIVEN_NOT and value is not None:
+    if value is not default:
         raise TypeError(f"{where}() got both {name}= and its old name {old_name}=; pass {name}= only")
     warnings.warn(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", DeprecationWarning,
                   stacklevel=3)

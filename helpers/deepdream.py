@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import as_batch
 from .hooks import model_device
 from .images import valid_range
 from .objectives import layer_rms
@@ -108,7 +109,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     Args:
         model: a CNN taking ImageNet-normalized images.
-        image: ``(N, 3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`); not modified.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`); not
+            modified.
         layers: one dotted layer name or several (their objectives are added); None: :data:`DREAM_LAYERS`,
             the ReLU outputs of VGG16's conv3_1, conv4_2 and conv5_2.
         steps: ascent steps per octave.
@@ -126,7 +128,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`DreamResult`: the image ``(N, 3, H, W)`` and per-octave objectives.
+        :class:`DreamResult`: the image ``(N, 3, H, W)`` (``(1, 3, H, W)`` for one ``(3, H, W)`` photo) on the
+        photo's device, and per-octave objectives.
 
     Raises:
         ValueError: unknown layer name (with close names), default layers that are not ReLUs of ``model``,
@@ -144,8 +147,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
     if len(weights) != len(names):
         raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
+    image = as_batch(image, model)
     if octaves < 1 or octave_scale <= 1.0 or steps < 1:
         raise ValueError(f"need octaves >= 1, octave_scale > 1, steps >= 1; got {octaves}, {octave_scale}, {steps}")
     device = model_device(model)

@@ -154,3 +154,59 @@ def test_a_grey_or_rgba_tensor_says_how_to_convert_it(tiny_cnn, channels, fix):
             call()
     assert torch.equal(saliency_map(tiny_cnn, x.expand(-1, 3, -1, -1) if channels == 1 else x[:, :3], 0),
                        saliency_map(tiny_cnn, torch.zeros(2, 3, 8, 8), 0))
+
+
+# ---------------------------------------------------------------- one argument vocabulary (issue 13 step 4)
+
+def test_visualize_filter_init_is_a_deprecated_alias_of_start(tiny_cnn):
+    from helpers import visualize_filter
+
+    opts = dict(steps=2, size=8, lr=0.1)
+    with pytest.warns(DeprecationWarning, match=r"visualize_filter\(start=...\)"):
+        old = visualize_filter(tiny_cnn, "features.5", [1, 2], init=(0.2, 0.3), **opts)
+    new = visualize_filter(tiny_cnn, "features.5", [1, 2], start=(0.2, 0.3), **opts)
+    assert torch.equal(old.image, new.image)
+    with pytest.raises(TypeError, match="both start= and its old name init="):
+        visualize_filter(tiny_cnn, "features.5", 1, start=0.5, init=0.5, **opts)
+
+
+def test_clamp_is_on_by_default_everywhere(tiny_cnn):
+    import inspect
+
+    import helpers
+    from helpers import valid_range, visualize_filter
+
+    for name in ("visualize_filter", "visualize_class", "visualize_activation", "visualize_diverse",
+                 "invert_features", "synthesize_texture", "deep_dream", "render"):
+        assert inspect.signature(getattr(helpers, name)).parameters["clamp"].default is True, name
+    # the issue's case: SGD at lr 1e30 used to return a 1e27-valued image; clamped, it stays a picture
+    res = visualize_filter(tiny_cnn, "features.5", 0, steps=3, size=8, optimizer="sgd", lr=1e30)
+    low, high = valid_range(res.image)
+    assert ((res.image >= low - 1e-6) & (res.image <= high + 1e-6)).all()
+
+
+def test_every_ascent_wrapper_takes_amp_and_channels_last(tiny_cnn):
+    import inspect
+
+    import helpers
+    from helpers import visualize_class
+
+    for name in ("visualize_filter", "visualize_class", "visualize_activation", "visualize_diverse",
+                 "invert_features", "synthesize_texture", "deep_dream", "render"):
+        params = inspect.signature(getattr(helpers, name)).parameters
+        assert params["amp"].default is False and params["channels_last"].default is None, name
+    a = visualize_class(tiny_cnn, 8, 1, steps=3, channels_last=True)
+    b = visualize_class(tiny_cnn, 8, 1, steps=3, channels_last=False)
+    assert torch.allclose(a.image, b.image, atol=1e-5)
+
+
+def test_deep_dream_and_top_filters_take_one_3_h_w_image(tiny_cnn):
+    from helpers import deep_dream, top_filters
+
+    x = photo(1, 16)
+    top = top_filters(tiny_cnn, x[0], "features.5", 4)
+    assert torch.equal(top.values, top_filters(tiny_cnn, x, "features.5", 4).values)
+    values, indices = top  # torch.topk's order and names
+    assert indices.dtype == torch.long and (values[:, :-1] >= values[:, 1:]).all()
+    one = deep_dream(tiny_cnn, x[0], "features.3", steps=2, octaves=2, jitter=2)
+    assert torch.equal(one.image, deep_dream(tiny_cnn, x, "features.3", steps=2, octaves=2, jitter=2).image)
