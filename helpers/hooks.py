@@ -127,6 +127,21 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
+def explain_small_image(model: nn.Module, layer: str | None, x: torch.Tensor, error: RuntimeError) -> None:
+    """Raise a ValueError naming the smallest size that works when ``error`` came from an image ``x`` too small
+    for ``layer`` (None: the model's last convolution/pooling layer, for a pass to the logits); else return."""
+    spatial = spatial_layers(model)
+    name = layer or (spatial[-1] if spatial else None)
+    if name is None or not isinstance(x, torch.Tensor) or x.dim() < 2:
+        return
+    try:
+        smallest = smallest_input(model, name)
+    except ValueError:  # no geometry to explain it with: PyTorch's own message stands
+        return
+    if min(x.shape[-2:]) < smallest:
+        raise image_too_small(name, tuple(x.shape), smallest, logits=layer is None) from error
+
+
 class TruncatedForward:
     """Run ``model`` only until every layer in ``layers`` has produced its output, and return those outputs.
 
@@ -191,7 +206,12 @@ class TruncatedForward:
             raise RuntimeError("use TruncatedForward inside a `with` block")
         self._store = {}
         with suppress(_StopForward):
-            self.model(x)
+            try:
+                self.model(x)
+            except RuntimeError as error:
+                order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
+                explain_small_image(self.model, max(self.modules, key=order.__getitem__), x, error)
+                raise
         missing = [name for name in self.modules if name not in self._store]
         if missing:
             raise RuntimeError(f"layer(s) {missing} never ran in the forward pass of {type(self.model).__name__}")
@@ -274,14 +294,7 @@ def capture(model: nn.Module, objective: Objective, *,
             try:
                 return forward(x, image)
             except RuntimeError as error:
-                spatial = spatial_layers(model)
-                layer = deepest or (spatial[-1] if spatial else None)
-                try:
-                    smallest = smallest_input(model, layer)
-                except ValueError:  # no geometry to explain it with: PyTorch's own message
-                    raise error from None
-                if min(x.shape[-2:]) < smallest:
-                    raise image_too_small(layer, tuple(x.shape), smallest, logits=deepest is None) from error
+                explain_small_image(model, deepest, x, error)
                 raise
         return run
 

@@ -210,3 +210,14 @@ def test_deep_dream_and_top_filters_take_one_3_h_w_image(tiny_cnn):
     assert indices.dtype == torch.long and (values[:, :-1] >= values[:, 1:]).all()
     one = deep_dream(tiny_cnn, x[0], "features.3", steps=2, octaves=2, jitter=2)
     assert torch.equal(one.image, deep_dream(tiny_cnn, x, "features.3", steps=2, octaves=2, jitter=2).image)
+
+
+def test_truncated_passes_explain_a_too_small_image_too(tiny_cnn):
+    from helpers import TruncatedForward, extract_features, top_filters
+
+    with pytest.raises(ValueError, match=r"1x1 px is too small for layer 'features.5'.* at least 2x2"):
+        top_filters(tiny_cnn, torch.zeros(1, 3, 1, 1), "features.5", 2)
+    with pytest.raises(ValueError, match="at least 2x2"):
+        extract_features(tiny_cnn, torch.zeros(2, 3, 1, 1), "features.6")
+    with torch.no_grad(), TruncatedForward(tiny_cnn, "features.5") as forward:
+        assert forward(torch.zeros(1, 3, 2, 2))["features.5"].shape == (1, 16, 1, 1)  # 2 px is enough
