@@ -221,3 +221,15 @@ def test_truncated_passes_explain_a_too_small_image_too(tiny_cnn):
         extract_features(tiny_cnn, torch.zeros(2, 3, 1, 1), "features.6")
     with torch.no_grad(), TruncatedForward(tiny_cnn, "features.5") as forward:
         assert forward(torch.zeros(1, 3, 2, 2))["features.5"].shape == (1, 16, 1, 1)  # 2 px is enough
+
+
+def test_deep_dream_tv_weight_is_a_deprecated_alias_of_tv_step(tiny_cnn):
+    from helpers import deep_dream
+
+    x = photo(1, 12)
+    opts = dict(steps=3, octaves=1, jitter=0)
+    with pytest.warns(DeprecationWarning, match=r"deep_dream\(tv_step=...\)"):
+        old = deep_dream(tiny_cnn, x, "features.3", tv_weight=0.5, **opts)
+    new = deep_dream(tiny_cnn, x, "features.3", tv_step=0.5, **opts)
+    assert torch.equal(old.image, new.image)
+    assert not torch.equal(new.image, deep_dream(tiny_cnn, x, "features.3", **opts).image)
