@@ -21,13 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ._checks import get_layer
-
-
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+from ._checks import get_layer, positive_int
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -50,11 +44,11 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dil
     Raises:
         ValueError: a non-positive size, a negative padding, or a (dilated) kernel wider than the padded input.
     """
-    _positive_int(n, "n")
-    _positive_int(kernel, "kernel")
-    _positive_int(stride, "stride")
-    _positive_int(padding, "padding", minimum=0)
-    _positive_int(dilation, "dilation")
+    positive_int(n, "n")
+    positive_int(kernel, "kernel")
+    positive_int(stride, "stride")
+    positive_int(padding, "padding", minimum=0)
+    positive_int(dilation, "dilation")
     span = dilation * (kernel - 1) + 1
     if span > n + 2 * padding:
         raise ValueError(
@@ -66,9 +60,9 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dil
 def _layer(spec: Sequence[int]) -> tuple[int, int, int]:
     if not isinstance(spec, Sequence) or len(spec) not in (2, 3):
         raise ValueError(f"a layer is a (kernel, stride) or (kernel, stride, dilation) tuple, got {spec!r}")
-    kernel = _positive_int(spec[0], "kernel")
-    stride = _positive_int(spec[1], "stride")
-    dilation = _positive_int(spec[2], "dilation") if len(spec) == 3 else 1
+    kernel = positive_int(spec[0], "kernel")
+    stride = positive_int(spec[1], "stride")
+    dilation = positive_int(spec[2], "dilation") if len(spec) == 3 else 1
     return kernel, stride, dilation
 
 
