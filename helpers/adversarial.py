@@ -17,7 +17,7 @@ from torch import nn
 
 from ._checks import GIVEN_NOT, Target, as_batch, check_logits, positive_int, renamed, target_indices
 from .config import progress
-from .hooks import frozen_eval
+from .hooks import explain_small_image, frozen_eval
 from .images import denormalize, normalize
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
@@ -56,7 +56,12 @@ def _pixels(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
 
 
 def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
-    return check_logits(model(normalize(u)), u.shape[0])
+    try:
+        out = model(normalize(u))
+    except RuntimeError as error:
+        explain_small_image(model, None, u, error)  # an image too small: the smallest size that works
+        raise
+    return check_logits(out, u.shape[0])
 
 
 def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: float = 0.01,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, check_logits, target_indices, target_objective, target_scores
+from ._checks import Target, as_batch, check_logits, rgb_fix, target_indices, target_objective, target_scores
 from .hooks import capture, frozen_eval
 from .images import denormalize
 from .objectives import LOGITS
@@ -126,9 +126,10 @@ def local_contrast(image: torch.Tensor, window: int = 9) -> torch.Tensor:
     Returns:
         ``(N, H, W)`` non-negative, on the image's device.
     """
-    x = image.unsqueeze(0) if image.dim() == 3 else image
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got shape {tuple(image.shape)}")
+    x = as_batch(image)
+    if x.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got shape {tuple(image.shape)}; "
+                         + rgb_fix(x.shape[1]))
     if window < 1 or window % 2 == 0 or window > min(x.shape[2:]):
         raise ValueError(f"window must be an odd size between 1 and the image side, got {window}")
     gray = denormalize(x.detach().float()).mean(1, keepdim=True)

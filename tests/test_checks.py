@@ -233,3 +233,12 @@ def test_deep_dream_tv_weight_is_a_deprecated_alias_of_tv_step(tiny_cnn):
     new = deep_dream(tiny_cnn, x, "features.3", tv_step=0.5, **opts)
     assert torch.equal(old.image, new.image)
     assert not torch.equal(new.image, deep_dream(tiny_cnn, x, "features.3", **opts).image)
+
+
+def test_fooling_explains_a_too_small_image_and_local_contrast_a_grey_one(tiny_cnn):
+    from helpers import local_contrast
+
+    with pytest.raises(ValueError, match="at least 2x2"):
+        fgsm(tiny_cnn, normalize(torch.rand(1, 3, 1, 1)), 0)
+    with pytest.raises(ValueError, match=r"x.expand\(-1, 3, -1, -1\)"):
+        local_contrast(torch.zeros(1, 1, 8, 8), 3)
