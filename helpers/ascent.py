@@ -117,8 +117,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
                  n=len(channels), steps=steps, lr=lr, optimizer=optimizer, transforms=jittered(jitter), clamp=clamp,
                  seed=seed, amp=amp, channels_last=channels_last, show_progress=show_progress,
                  track=None if objective is score else {"score": score}, desc=f"{layer} x{len(channels)}")
-    image = res.image.to(start.device) if isinstance(start, torch.Tensor) else res.image
-    return AscentResult(image=image, history=res.tracked.get("score", res.history),
+    return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
                         objective=res.tracked_score.get("score", res.score), layer=layer, channels=channels)
 
 

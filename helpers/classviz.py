@@ -110,8 +110,7 @@ def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int]
                  transforms=jittered(jitter), after=[] if ops == PLAIN else [l2pp_after], clamp=clamp, seed=seed,
                  amp=amp, channels_last=channels_last, track=None if objective is score else {"score": score},
                  show_progress=show_progress, desc=desc)
-    image = res.image.to(start.device) if isinstance(start, torch.Tensor) else res.image
-    return AscentResult(image=image, history=res.tracked.get("score", res.history),
+    return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
                         objective=res.tracked_score.get("score", res.score), layer=layer, channels=targets)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .ascent import with_priors
-from .hooks import TruncatedForward, frozen_eval
+from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import channel_mean, diversity, gram_similarity
 from .render import OptimizerSpec, Start, jittered, render
 
@@ -102,9 +102,8 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
                  track={"score": score, "similar": similar}, show_progress=show_progress,
                  desc=f"diverse {layer}:{channel} x{n}")
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, style) as forward:
-        final_sim = gram_similarity(forward(res.image)[style])
+        final_sim = gram_similarity(forward(res.image.to(model_device(model)))[style])
     mean_similarity = -res.tracked["similar"].sum(dim=1) / (n - 1)  # mean_pairwise of each step's matrix
-    image = res.image.to(start.device) if isinstance(start, torch.Tensor) else res.image
-    return DiversityResult(image=image, history=res.tracked["score"], similarity=mean_similarity,
+    return DiversityResult(image=res.image, history=res.tracked["score"], similarity=mean_similarity,
                            objective=res.tracked_score["score"], final_similarity=final_sim.cpu(), layer=layer,
                            channel=channel)

@@ -185,7 +185,8 @@ def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor)
 class RenderResult:
     """What :func:`render` returns (tensors detached)."""
 
-    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the model's device
+    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the start
+    #                      tensor's device (the model's for a start made from a size)
     history: torch.Tensor  # (steps, N) objective of the transformed image before each update, CPU
     score: torch.Tensor  # (N,) objective of the returned images (no transforms), CPU
     tracked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (steps, N) history of each `track`
@@ -235,7 +236,8 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         desc: label of the progress bar (default: the objective's repr).
 
     Returns:
-        :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the model's device; ``history``
+        :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the start tensor's device (the model's
+        for a size); ``history``
         ``(steps, N)`` and ``score`` ``(N,)`` on the CPU. After Ctrl-C (KeyboardInterrupt) during step ``k``
         the result holds the image after ``k`` steps and ``k`` history rows, with a warning; an interrupt
         before the first step has finished is raised as usual.
@@ -320,6 +322,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             acts = forward(img, img)
             final = objective(acts).float()
             final_tracked = {name: o(acts).float().cpu() for name, o in track.items()}
-    return RenderResult(image=img.detach(), history=history[:done].cpu(), score=final.cpu(),
+    image = img.detach().to(start.device) if isinstance(start, torch.Tensor) else img.detach()
+    return RenderResult(image=image, history=history[:done].cpu(), score=final.cpu(),
                         tracked={name: h[:done].cpu() for name, h in tracked.items()},
                         tracked_score=final_tracked, interrupted=done < steps)
