@@ -150,7 +150,8 @@ def case_filter(model: nn.Module, layer: str, size: int, steps: int, repeats: in
     channel = 7
 
     def ours(amp: bool) -> Callable[[], H.AscentResult]:
-        return lambda: H.visualize_filter(model, layer, channel, steps=steps, size=size, amp=amp, show_progress=False)
+        return lambda: H.visualize_filter(model, layer, channel, steps=steps, size=size, amp=amp, clamp=False,
+                                          show_progress=False)
 
     runs = {"baseline": lambda: textbook_filter_loop(model, layer, channel, size, steps), "ours": ours(False)}
     if H.fast_bf16():
@@ -234,8 +235,9 @@ def case_top10(model: nn.Module, size: int, steps: int, photos: int, k: int) -> 
 
     def ours() -> None:
         for img in images:
-            channels, _ = H.top_filters(model, img, layer, k)
-            H.visualize_filter(model, layer, channels[0].tolist(), steps=steps, size=size, show_progress=False)
+            _, channels = H.top_filters(model, img, layer, k)
+            H.visualize_filter(model, layer, channels[0].tolist(), steps=steps, size=size, clamp=False,
+                               show_progress=False)
 
     b, o = timed(baseline), timed(ours)
     return {"baseline_s": b, "ours_s": o, "speedup": b / o, "unit": "s total",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._checks import as_batch
 from .hooks import TruncatedForward, frozen_eval, model_device
 
 
@@ -116,8 +117,8 @@ def activation_grid(model: torch.nn.Module, image: torch.Tensor, layer: str) -> 
     Raises:
         ValueError: unknown layer (with close names), wrong image shape, or a layer without a map.
     """
-    x = image.unsqueeze(0) if image.dim() == 3 else image
-    if x.dim() != 4 or x.shape[1] != 3:
+    x = as_batch(image, model)  # a grey or RGBA tensor: ValueError with the conversion
+    if x.shape[1] != 3:
         raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got {tuple(image.shape)}")
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
         act = forward(x.to(model_device(model)))[layer]

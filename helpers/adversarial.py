@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import GIVEN_NOT, Target, as_batch, check_logits, positive_int, renamed, target_indices
 from .config import progress
-from .guided import Target, _as_batch
-from .hooks import frozen_eval
+from .hooks import explain_small_image, frozen_eval
 from .images import denormalize, normalize
-from .saliency import check_logits, target_indices
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
@@ -44,9 +43,9 @@ class FoolingResult:
         return denormalize(self.image) - denormalize(self.original)
 
 
-def _pixels(image: torch.Tensor) -> torch.Tensor:
+def _pixels(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """Normalized image -> pixels in [0, 1]; a ValueError when the image is not a valid picture."""
-    u = denormalize(_as_batch(image).detach())
+    u = denormalize(as_batch(image, model).detach())
     if u.shape[1] != 3:
         raise ValueError(f"expected RGB images (N, 3, H, W), got shape {tuple(u.shape)}")
     low, high = float(u.min()), float(u.max())
@@ -57,7 +56,12 @@ def _pixels(image: torch.Tensor) -> torch.Tensor:
 
 
 def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
-    return check_logits(model(normalize(u)), u.shape[0])
+    try:
+        out = model(normalize(u))
+    except RuntimeError as error:
+        explain_small_image(model, None, u, error)  # an image too small: the smallest size that works
+        raise
+    return check_logits(out, u.shape[0])
 
 
 def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: float = 0.01,
@@ -74,7 +78,7 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
         model: classifier mapping normalized ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized, pixels in [0, 1] after denormalizing (e.g. from
             :func:`helpers.load_image`), ideally correctly classified; left unchanged.
-        target: the class to reach, one for all images or one per image.
+        target: the class to reach, one for all images or one per image (an int or ``objectives.class_logit(c)``).
         lr: L2 length of one step in pixel units (for the whole image).
         max_steps: give up after this many steps (``fooled`` then says which images made it).
         show_progress: progress bar over the steps; None follows ``helpers.progress_enabled()``.
@@ -87,10 +91,9 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
     """
     if not lr > 0:
         raise ValueError(f"lr must be positive (a step length in pixel units), got {lr!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
-        raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
-    original = _as_batch(image).detach().clone()
-    u = _pixels(original)
+    positive_int(max_steps, "max_steps", minimum=0)
+    original = as_batch(image, model).detach().clone()
+    u = _pixels(original, model)
     start = u.clone()
     steps = torch.zeros(u.shape[0], dtype=torch.long, device=u.device)
     confidence = []
@@ -122,35 +125,40 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
                          confidence=torch.stack(confidence))
 
 
-def fgsm(model: nn.Module, image: torch.Tensor, label: Target, *, epsilon: float = 2 / 255,
-         targeted: bool = False) -> torch.Tensor:
+def fgsm(model: nn.Module, image: torch.Tensor, target: Target | None = None, *, epsilon: float = 2 / 255,
+         targeted: bool = False, label: Target = GIVEN_NOT) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015, https://arxiv.org/abs/1412.6572).
 
     One step of size ``epsilon`` per pixel along the sign of the cross-entropy's gradient: up the loss of the
-    true ``label`` (untargeted), or down the loss of ``label`` as the class to reach (``targeted=True``);
+    true class ``target`` (untargeted), or down the loss of ``target`` as the class to reach (``targeted=True``);
     then clipped to [0, 1]. Computed in eval mode with frozen weights; the model is left as found.
 
     Args:
         model: classifier mapping normalized ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized, pixels in [0, 1] after denormalizing.
-        label: the true class (untargeted) or the class to reach (targeted); one or one per image.
+        target: the true class (untargeted) or the class to reach (targeted); one or one per image, an int or
+            ``objectives.class_logit(c)``.
         epsilon: the per-pixel change in pixel units (``2/255`` = two grey levels); the L-inf norm of the
             perturbation is at most ``epsilon``.
-        targeted: move towards ``label`` instead of away from it.
+        targeted: move towards ``target`` instead of away from it.
+        label: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
         The adversarial image, normalized, of the image's shape, on its device.
 
     Raises:
-        ValueError: bad image shape or range, label out of range, negative ``epsilon``.
+        ValueError: bad image shape or range, target out of range, negative ``epsilon``.
     """
+    target = renamed(target, label, "target", "label", "fgsm")
+    if target is None:
+        raise TypeError("fgsm() needs target=, the true class (or the class to reach with targeted=True)")
     if not epsilon >= 0:
         raise ValueError(f"epsilon must be >= 0 (pixel units, e.g. 2/255), got {epsilon!r}")
-    u = _pixels(image)
+    u = _pixels(image, model)
     with frozen_eval(model), torch.enable_grad():
         u.requires_grad_(True)
         scores = _logits(model, u)
-        t = target_indices(label, u.shape[0], scores.shape[1], scores.device)
+        t = target_indices(target, u.shape[0], scores.shape[1], scores.device)
         # sum, not mean: each image's step must not depend on the batch size (only the sign is used anyway)
         (g,) = torch.autograd.grad(F.cross_entropy(scores, t, reduction="sum"), u)
     direction = -g.sign() if targeted else g.sign()

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import GIVEN_NOT, as_batch, renamed
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
 from .render import NOISE, OptimizerSpec, jittered, render
 
-InitSpec = float | tuple[float, float] | torch.Tensor
+StartSpec = float | tuple[float, float] | torch.Tensor
+InitSpec = StartSpec  # its old name
+COURSE_NOISE = (150 / 255, 180 / 255)  # the course code's start: uniform noise in [150, 180] grey levels
 
 
 def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 0.0,
@@ -39,7 +42,8 @@ def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 
 class AscentResult:
     """What :func:`visualize_filter` returns (all tensors detached)."""
 
-    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized like load_image; one per channel
+    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized like load_image; one per channel;
+    #                      on the start image's device (the model's for a start made from a size)
     history: torch.Tensor  # (steps, N) objective (mean activation) of the jittered input before each update, CPU
     objective: torch.Tensor  # (N,) objective of the returned images (no jitter), CPU
     layer: str  # dotted layer name
@@ -47,10 +51,11 @@ class AscentResult:
 
 
 def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int], *, steps: int = 100,
-                     lr: float = 0.1, optimizer: OptimizerSpec = "adam", init: InitSpec = (150 / 255, 180 / 255),
+                     lr: float = 0.1, optimizer: OptimizerSpec = "adam", start: StartSpec = COURSE_NOISE,
                      size: int | tuple[int, int] = 128, tv_weight: float = 0.0, l2_weight: float = 0.0,
-                     jitter: int = 0, clamp: bool = False, seed: int = 0, amp: bool = False,
-                     channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
+                     jitter: int = 0, clamp: bool = True, seed: int = 0, amp: bool = False,
+                     channels_last: bool | None = None, show_progress: bool | None = None,
+                     init: StartSpec = GIVEN_NOT) -> AscentResult:
     """Find input images that maximize the mean activation of one or several channels of a layer.
 
     Gradient ascent on the pixels (activation maximization): :func:`helpers.render` of the objective
@@ -62,7 +67,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
 
     with ``A`` the output of ``layer`` and ``TV`` Eq. (1) of sheet 5 (:func:`helpers.total_variation`); both
     priors are per pixel, so their weights do not depend on ``size``. Several channels are optimized as one
-    batch, one image per channel; all images start from the same init image and share the jitter, so a
+    batch, one image per channel; all images start from the same start image and share the jitter, so a
     channel's result does not depend on which channels share its batch. Only the layers up to ``layer`` run
     and no weight gradients are built; when ``layer`` is a convolution, only its requested channels are
     computed. The model's flags, weights and ``.grad`` are left as found.
@@ -74,7 +79,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
         steps: number of optimizer steps.
         lr: learning rate of a named optimizer, in normalized units (1 pixel step of 1.0 is about 4.4 units).
         optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> torch.optim.Optimizer``.
-        init: the start image in pixel units before normalization: a float ``v`` fills it with ``v``
+        start: the start image in pixel units before normalization: a float ``v`` fills it with ``v``
             (``128 / 255`` for the sheet's "image filled with 128"), a pair ``(low, high)`` draws uniform
             noise in ``[low, high]`` (default ``(150/255, 180/255)``, as in the course code), a tensor
             ``(1 or N, 3, H, W)`` in normalized space starts from that image (``size`` is then ignored).
@@ -82,24 +87,28 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
         tv_weight: weight of the total-variation prior (0 = off).
         l2_weight: weight of the squared-L2 prior (0 = off).
         jitter: roll the image by a random shift in ``[-jitter, jitter]`` px before each forward pass.
-        clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
-        seed: seeds the init noise and the jitter (a local generator; the global RNG is untouched).
+        clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step (the
+            default, as everywhere in the package; False lets an SGD step at a huge learning rate leave the range).
+        seed: seeds the start noise and the jitter (a local generator; the global RNG is untouched).
         amp: run the network in bfloat16 autocast (faster on CPUs with bf16 support; the image stays float32).
         channels_last: run the convolutions in channels-last memory format (:mod:`helpers.speed`); None: on
             the CPU yes, on a GPU no. The same arithmetic in another order: results agree to float rounding.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+        init: deprecated name of ``start`` (a DeprecationWarning).
 
     Returns:
-        :class:`AscentResult` with ``image`` ``(N, 3, H, W)`` on the model's device, ``history``
+        :class:`AscentResult` with ``image`` ``(N, 3, H, W)`` (on the start tensor's device, else the model's),
+        ``history``
         ``(steps, N)`` and ``objective`` ``(N,)``.
 
     Raises:
-        ValueError: unknown layer (with close names), channel out of range (with the valid range), bad init.
+        ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf (learning rate too high).
     """
     channels = [channel] if isinstance(channel, int) else list(channel)
     if not channels:
         raise ValueError("give at least one channel")
+    init = renamed(start, init, "start", "init", "visualize_filter", default=COURSE_NOISE)
     score = channel_mean(layer, channels)
     start = init if isinstance(init, torch.Tensor) else size
     h, w = init.shape[-2:] if isinstance(init, torch.Tensor) else (size, size) if isinstance(size, int) else size
@@ -113,8 +122,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
 
 
 def top_filters(model: nn.Module, image: torch.Tensor, layer: str, k: int = 10, *,
-                reduce: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` channels of ``layer`` that ``image`` activates most.
+                reduce: str = "mean") -> torch.return_types.topk:
+    """The ``k`` channels of ``layer`` that ``image`` activates most, as ``(values, indices)`` like ``torch.topk``.
 
     Each channel is scored by its mean activation over all spatial positions (``reduce="max"``: its largest
     activation), computed from the whole activation tensor of one truncated forward pass, without
@@ -122,22 +131,23 @@ def top_filters(model: nn.Module, image: torch.Tensor, layer: str, k: int = 10, 
 
     Args:
         model: a CNN taking ImageNet-normalized images.
-        image: ``(N, 3, H, W)`` normalized images (e.g. from :func:`helpers.load_image`); not modified.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)`` normalized images (e.g. from :func:`helpers.load_image`); not
+            modified.
         layer: dotted module name.
         k: how many channels.
         reduce: ``"mean"`` or ``"max"`` over space.
 
     Returns:
-        ``(channels, scores)``, both ``(N, k)``: long indices and float scores, on the image's device.
+        ``(values, indices)`` (``torch.topk``'s order and names), both ``(N, k)`` (``(1, k)`` for one
+        ``(3, H, W)`` image): float scores and long channel indices, on the image's device.
     """
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
+    x = as_batch(image, model)
     if reduce not in ("mean", "max"):
         raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
-        acts = forward(image.to(model_device(model)))[layer].float()
+        acts = forward(x.to(model_device(model)))[layer].float()
     if not 1 <= k <= acts.shape[1]:
         raise ValueError(f"k must be between 1 and {acts.shape[1]} (the channels of {layer!r}), got {k}")
     scores = acts.mean(dim=(-2, -1)) if reduce == "mean" else acts.amax(dim=(-2, -1))
     top = scores.topk(k, dim=1)
-    return top.indices.to(image.device), top.values.to(image.device)
+    return torch.return_types.topk((top.values.to(image.device), top.indices.to(image.device)))

@@ -93,7 +93,8 @@ def l2pp_step(img: torch.Tensor, grad: torch.Tensor | None, step: int, ops: L2Pl
 
 def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int], *, steps: int, lr: float,
             l2_weight: float, l2pp: L2PlusPlus | None, jitter: int, clamp: bool, optimizer: OptimizerSpec,
-            seed: int, show_progress: bool | None, desc: str, layer: str) -> AscentResult:
+            seed: int, amp: bool, channels_last: bool | None, show_progress: bool | None, desc: str,
+            layer: str) -> AscentResult:
     """:func:`helpers.render` of ``score - l2_weight * ||I||^2`` with the L2++ operations after each step."""
     if l2_weight < 0:
         raise ValueError(f"l2_weight is the lambda of the L2 prior, >= 0 (0 = off), got {l2_weight}")
@@ -107,7 +108,8 @@ def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int]
 
     res = render(model, objective, start=start, n=len(targets), steps=steps, lr=lr, optimizer=optimizer,
                  transforms=jittered(jitter), after=[] if ops == PLAIN else [l2pp_after], clamp=clamp, seed=seed,
-                 track=None if objective is score else {"score": score}, show_progress=show_progress, desc=desc)
+                 amp=amp, channels_last=channels_last, track=None if objective is score else {"score": score},
+                 show_progress=show_progress, desc=desc)
     return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
                         objective=res.tracked_score.get("score", res.score), layer=layer, channels=targets)
 
@@ -124,8 +126,8 @@ def _as_list(index: int | Sequence[int], what: str) -> list[int]:
 
 def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int], *, steps: int = 200,
                     lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None, jitter: int = 0,
-                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
-                    show_progress: bool | None = None) -> AscentResult:
+                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
+                    channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
     """Class-score visualization: ``argmax_I S_c(I) - lambda * ||I||^2`` on the logit ``S_c``, optionally with L2++.
 
     The loss minimized is exactly ``-S_c(I) + l2_weight * ||I||^2``, the squared norm summed over all pixels
@@ -150,10 +152,13 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         clamp: clamp pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
         seed: seeds the start noise and the jitter (a local generator; the global RNG is untouched).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`helpers.AscentResult`: ``image`` ``(N, 3, H, W)`` on the model's device, ``history``
+        :class:`helpers.AscentResult`: ``image`` ``(N, 3, H, W)`` on the start image's device (the model's
+        for a size), ``history``
         ``(steps, N)`` logits before each update, ``objective`` ``(N,)`` final logits, ``layer=""`` (the
         model's output), ``channels`` the classes.
 
@@ -163,13 +168,14 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
     """
     targets = _as_list(target, "class")
     return _ascent(model, start, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp,
-                   jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, show_progress=show_progress,
-                   desc=f"class {targets}", layer="")
+                   jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp, channels_last=channels_last,
+                   show_progress=show_progress, desc=f"class {targets}", layer="")
 
 
 def visualize_activation(model: nn.Module, start: Start, layer: str, channel: int | Sequence[int], *,
                          steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None,
                          jitter: int = 0, clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
+                         amp: bool = False, channels_last: bool | None = None,
                          show_progress: bool | None = None) -> AscentResult:
     """"Maximize activations with L2++": like :func:`visualize_class` for the mean activation of a channel.
 
@@ -183,7 +189,8 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
         start: normalized start photo ``(1, 3, H, W)``, or a size ``S`` / ``(H, W)`` for noise.
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
         channel: a channel index or several (one image each).
-        steps, lr, l2_weight, l2pp, jitter, clamp, optimizer, seed, show_progress: as in :func:`visualize_class`.
+        steps, lr, l2_weight, l2pp, jitter, clamp, optimizer, seed, amp, channels_last, show_progress: as in
+            :func:`visualize_class`.
 
     Returns:
         :class:`helpers.AscentResult` with ``image`` ``(N, 3, H, W)``, ``history`` ``(steps, N)`` and
@@ -195,5 +202,6 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
     """
     channels = _as_list(channel, "channel")
     return _ascent(model, start, channel_mean(layer, channels), channels, steps=steps, lr=lr, l2_weight=l2_weight,
-                   l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed,
-                   show_progress=show_progress, desc=f"{layer} x{len(channels)}", layer=layer)
+                   l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
+                   channels_last=channels_last, show_progress=show_progress, desc=f"{layer} x{len(channels)}",
+                   layer=layer)

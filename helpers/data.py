@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
-from .config import DATA_DIR, offline_opt_in
+from .config import DATA_DIR, default_device, offline_opt_in
 from .models import OfflineStandInWarning
 
 SYNTHETIC_FOLDER = "cifar10-synthetic"
@@ -357,8 +357,6 @@ class TensorLoader:
 
     def __init__(self, dataset: CIFAR10, batch_size: int, *, shuffle: bool, augment: bool = False,
                  normalize: bool = False, seed: int = 0, device: torch.device | str | None = None) -> None:
-        from .config import default_device
-
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.augment, self.normalize = augment, normalize
         self.device = torch.device(default_device() if device is None else device)

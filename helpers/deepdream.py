@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import GIVEN_NOT, as_batch, renamed
 from .hooks import model_device
 from .images import valid_range
 from .objectives import layer_rms
@@ -50,16 +51,19 @@ def _normalized(g: torch.Tensor) -> torch.Tensor:
     return g / g.abs().mean(dim=tuple(range(1, g.dim())), keepdim=True).add_(1e-12)
 
 
+NO_TV = 0.0  # deep_dream's default tv_step: no smoothing step
+
+
 class DreamStep(torch.optim.Optimizer):
-    """DeepDream's update as an optimizer: ``p += lr * (g / mean|g| - tv_weight * g_TV / mean|g_TV|)``.
+    """DeepDream's update as an optimizer: ``p += lr * (g / mean|g| - tv_step * g_TV / mean|g_TV|)``.
 
     ``g`` is the gradient of the score (minus the gradient stored in ``p.grad``, which is that of the loss),
     normalized per image, so ``lr`` is the mean change per pixel; ``g_TV`` is the gradient of
     :func:`helpers.total_variation` at ``p``, the smoothing step relative to the ascent step.
     """
 
-    def __init__(self, params, lr: float, tv_weight: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "tv_weight": tv_weight})
+    def __init__(self, params, lr: float, tv_step: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "tv_step": tv_step})
 
     def step(self, closure=None) -> None:
         for group in self.param_groups:
@@ -67,11 +71,11 @@ class DreamStep(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 ascent = _normalized(-p.grad)
-                if group["tv_weight"]:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
+                if group["tv_step"]:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
                     with torch.enable_grad():
                         smooth = p.detach().requires_grad_(True)
                         (tv_grad,) = torch.autograd.grad(total_variation(smooth), smooth)
-                    ascent = ascent - group["tv_weight"] * _normalized(tv_grad)
+                    ascent = ascent - group["tv_step"] * _normalized(tv_grad)
                 with torch.no_grad():
                     p.copy_(p + group["lr"] * ascent)
 
@@ -83,9 +87,9 @@ def jittered_first_unrolled(pixels: int) -> list[Transform]:
 
 def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str] | None = None, *,
                steps: int = 10, lr: float = 0.02, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16,
-               tv_weight: float = 0.0, layer_weights: Sequence[float] | None = None, clamp: bool = True,
+               tv_step: float = NO_TV, layer_weights: Sequence[float] | None = None, clamp: bool = True,
                seed: int = 0, amp: bool = False, channels_last: bool | None = None,
-               show_progress: bool | None = None) -> DreamResult:
+               show_progress: bool | None = None, tv_weight: float = GIVEN_NOT) -> DreamResult:
     """DeepDream: gradient ascent on a photo to raise the L2 norm of the activations of ``layers``.
 
     The objective of an image is ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))`` (each layer's L2 norm divided by
@@ -96,7 +100,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     negative responses further down.
     The total-variation prior, Eq. (1) of sheet 5, enters as a second normalized gradient, taken on the
     unrolled image (so the jitter's wrap-around seam is not smoothed): each step is
-    ``lr * (g / mean|g| - tv_weight * g_TV / mean|g_TV|)``, so ``tv_weight`` is the size of the smoothing step
+    ``lr * (g / mean|g| - tv_step * g_TV / mean|g_TV|)``, so ``tv_step`` is the size of the smoothing step
     relative to the ascent step and means the same for every network, layer and octave.
     The classic tricks of the original code: the image is processed at ``octaves`` scales, smallest first, and
     the detail added at one scale is carried (upsampled) to the next; before each step the image is rolled by a
@@ -108,7 +112,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     Args:
         model: a CNN taking ImageNet-normalized images.
-        image: ``(N, 3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`); not modified.
+        image: ``(N, 3, H, W)`` or ``(3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`); not
+            modified.
         layers: one dotted layer name or several (their objectives are added); None: :data:`DREAM_LAYERS`,
             the ReLU outputs of VGG16's conv3_1, conv4_2 and conv5_2.
         steps: ascent steps per octave.
@@ -116,23 +121,26 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
         octaves: number of scales; octave ``k`` (from the top) has the size ``(H, W) / octave_scale**k``.
         octave_scale: size ratio between neighbouring octaves.
         jitter: largest random roll in pixels (0 = off).
-        tv_weight: size of the total-variation smoothing step relative to the ascent step (0 = off; 0.3-1 is
-            a visible effect).
+        tv_step: size of the total-variation smoothing step relative to the ascent step (0 = off; 0.3-1 is
+            a visible effect). Not a loss weight (``tv_weight`` of :func:`helpers.visualize_filter`), hence the name.
         layer_weights: one weight per layer (default all 1).
         clamp: clamp the pixels to :func:`helpers.valid_range` after each step.
         seed: seeds the jitter (a local generator; the global RNG is untouched).
         amp: run the network in bfloat16 autocast (the image stays float32).
         channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+        tv_weight: deprecated name of ``tv_step`` (a DeprecationWarning).
 
     Returns:
-        :class:`DreamResult`: the image ``(N, 3, H, W)`` and per-octave objectives.
+        :class:`DreamResult`: the image ``(N, 3, H, W)`` (``(1, 3, H, W)`` for one ``(3, H, W)`` photo) on the
+        photo's device, and per-octave objectives.
 
     Raises:
         ValueError: unknown layer name (with close names), default layers that are not ReLUs of ``model``,
             bad sizes.
         FloatingPointError: the image became NaN/inf.
     """
+    tv_step = renamed(tv_step, tv_weight, "tv_step", "tv_weight", "deep_dream", default=NO_TV)
     if layers is None:
         modules = dict(model.named_modules())
         if not all(isinstance(modules.get(name), nn.ReLU) for name in DREAM_LAYERS):
@@ -144,8 +152,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
     if len(weights) != len(names):
         raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
+    image = as_batch(image, model)
     if octaves < 1 or octave_scale <= 1.0 or steps < 1:
         raise ValueError(f"need octaves >= 1, octave_scale > 1, steps >= 1; got {octaves}, {octave_scale}, {steps}")
     device = model_device(model)
@@ -163,7 +170,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
             octave_base = _resize(base, size)
             start = octave_base + _resize(detail, size)  # the detail added so far, carried to this scale
             res = render(model, objective, start=start.clamp(low, high) if clamp else start, steps=steps, lr=lr,
-                         optimizer=lambda params, lr: DreamStep(params, lr, tv_weight),
+                         optimizer=lambda params, lr: DreamStep(params, lr, tv_step),
                          transforms=jittered_first_unrolled(jitter), clamp=clamp, seed=generator, amp=amp,
                          channels_last=channels_last, show_progress=show_progress,
                          desc=f"deep dream {'+'.join(names)} octave {k + 1}/{octaves}")

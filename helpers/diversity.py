@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .ascent import with_priors
-from .hooks import TruncatedForward, frozen_eval
+from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import channel_mean, diversity, gram_similarity
 from .render import OptimizerSpec, Start, jittered, render
 
@@ -44,8 +44,8 @@ class DiversityResult:
 def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, *, n: int = 4,
                       diversity_weight: float = 1.0, diversity_layer: str | None = None, steps: int = 200,
                       lr: float = 0.05, tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0,
-                      clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
-                      show_progress: bool | None = None) -> DiversityResult:
+                      clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
+                      channels_last: bool | None = None, show_progress: bool | None = None) -> DiversityResult:
     """Optimize a batch of ``n`` images for one channel, with a Gram-matrix diversity penalty.
 
     The loss minimized is
@@ -75,6 +75,8 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         clamp: clamp pixels to the displayable range after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
         seed: seeds the start noise and the jitter (a local generator).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
@@ -96,10 +98,11 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
     objective = with_priors(score + diversity_weight * similar, tv_weight=tv_weight, l2_weight=l2_weight,
                             pixels=h * w)
     res = render(model, objective, start=start, n=n, shared_noise=False, steps=steps, lr=lr, optimizer=optimizer,
-                 transforms=jittered(jitter), clamp=clamp, seed=seed, track={"score": score, "similar": similar},
-                 show_progress=show_progress, desc=f"diverse {layer}:{channel} x{n}")
+                 transforms=jittered(jitter), clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
+                 track={"score": score, "similar": similar}, show_progress=show_progress,
+                 desc=f"diverse {layer}:{channel} x{n}")
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, style) as forward:
-        final_sim = gram_similarity(forward(res.image)[style])
+        final_sim = gram_similarity(forward(res.image.to(model_device(model)))[style])
     mean_similarity = -res.tracked["similar"].sum(dim=1) / (n - 1)  # mean_pairwise of each step's matrix
     return DiversityResult(image=res.image, history=res.tracked["score"], similarity=mean_similarity,
                            objective=res.tracked_score["score"], final_similarity=final_sim.cpu(), layer=layer,

@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import progress
 from .hooks import TruncatedForward, frozen_eval, model_device
-from .patches import ImageCollection, _Images
+from .images import ImageCollection, LazyImages
 
 
 def extract_features(model: nn.Module, images: ImageCollection, layer: str, *, size: int | None = 224,
@@ -37,7 +37,7 @@ def extract_features(model: nn.Module, images: ImageCollection, layer: str, *, s
     Returns:
         Tensor ``(N, D)`` float32 on the model's device, in the order of the images.
     """
-    source = _Images(images, size)
+    source = LazyImages(images, size)
     device = model_device(model)
     feats = []
     n_batches = -(-len(source) // batch_size) if isinstance(batch_size, int) and batch_size > 0 else None

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from ._checks import check_logits, target_indices
 from .gradcam import grad_cam, guided_grad_cam
 from .guided import deconvnet, guided_backprop
 from .hooks import frozen_eval
 from .occlusion import occlusion_map
-from .saliency import check_logits, saliency_map, target_indices
+from .saliency import saliency_map
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 

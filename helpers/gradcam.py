@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .guided import Target, _as_batch, guided_backprop
-from .hooks import frozen_eval, get_layer
-from .saliency import check_logits, target_indices
+from ._checks import Target, as_batch, target_objective, target_scores
+from .guided import guided_backprop
+from .hooks import capture, frozen_eval, get_layer
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -48,7 +48,8 @@ def _differentiable_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Record the module's output ``A`` so that ``autograd.grad(score, A)`` works.
 
     The hook hands a copy of ``A`` to the rest of the network, so an in-place ReLU after the layer
-    overwrites the copy, not ``A``. A module called several times per pass keeps its last output.
+    overwrites the copy, not ``A``. A module called several times per pass stands for its first call (the
+    package's policy, :mod:`helpers.hooks`).
     """
     store: list[torch.Tensor] = []
 
@@ -57,7 +58,9 @@ def _differentiable_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise ValueError(f"Grad-CAM needs a layer with a (N, C, h, w) output, this one gives {shape}; "
                              "pick a convolutional layer or block")
-        store[:] = [output]
+        if store:  # a later call in the same pass: the first call's output stands
+            return None
+        store.append(output)
         return output.clone()
 
     handle = module.register_forward_hook(hook)
@@ -76,7 +79,7 @@ def _upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Ten
 
 def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: str | None = None,
              upsample: str = "bilinear", normalize: bool = True) -> torch.Tensor:
-    """Grad-CAM map of class ``target``, upsampled to the image size.
+    """Grad-CAM map of class ``target`` (or of any objective), upsampled to the image size.
 
     The weighted sum over channels starts from zeros (not ones), so a channel with zero weight adds nothing;
     after the ReLU the map is upsampled and, with ``normalize``, divided by its maximum per image. A map
@@ -87,7 +90,8 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized; left unchanged.
-        target: class index, one for all images or one per image.
+        target: class index, one for all images or one per image, or an objective (:mod:`helpers.objectives`)
+            of the logits or of layers after ``layer``.
         layer: dotted layer name whose output ``(N, C, h, w)`` is used; None means
             :func:`default_cam_layer` (``"layer4"`` for ResNet-18, ``"features.29"`` for VGG16).
         upsample: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
@@ -101,17 +105,18 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
     """
     if upsample not in ("bilinear", "bicubic", "nearest"):
         raise ValueError(f"upsample must be 'bilinear', 'bicubic' or 'nearest', got {upsample!r}")
-    x = _as_batch(image).detach()
+    x = as_batch(image, model).detach()
+    objective = target_objective(target, x.shape[0])
     name = default_cam_layer(model) if layer is None else layer
     module = get_layer(model, name)  # ValueError listing close names
-    with frozen_eval(model), _differentiable_output(module) as store, torch.enable_grad():
+    with (frozen_eval(model), _differentiable_output(module) as store, capture(model, objective) as forward,
+          torch.enable_grad()):
         x = x.clone().requires_grad_(True)  # so that the layer's output is part of a graph
-        scores = check_logits(model(x), x.shape[0])
+        score = target_scores(objective, forward(x), x.shape[0])
         if not store:
             raise ValueError(f"layer {name!r} did not run in the forward pass; pick another layer")
-        t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
         act = store[0]
-        (grad,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), act)
+        (grad,) = torch.autograd.grad(score.sum(), act)
     weights = grad.mean(dim=(2, 3))  # (N, C): global-average-pooled gradients
     cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, act.detach()))  # a sum: starts from zeros
     cam = _upsample(cam, tuple(x.shape[2:]), upsample)
@@ -134,4 +139,4 @@ def guided_grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, la
     """
     cam = grad_cam(model, image, target, layer=layer, upsample=upsample, normalize=normalize)
     guided = guided_backprop(model, image, target)
-    return (_as_batch(guided) * cam[:, None]).reshape(guided.shape)
+    return (as_batch(guided) * cam[:, None]).reshape(guided.shape)

@@ -16,35 +16,25 @@ and removes them on exit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .hooks import TruncatedForward, check_channels, frozen_eval
-from .saliency import check_logits, target_indices
+from ._checks import Target, as_batch, target_objective, target_scores
+from .hooks import capture, frozen_eval
+from .objectives import Objective, channel_max
 
 Rule = Literal["backprop", "deconvnet", "guided"]
 RULES: tuple[str, ...] = ("backprop", "deconvnet", "guided")
-Target = int | Sequence[int] | torch.Tensor
 
 
 def _check_rule(rule: str) -> None:
     if rule not in RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; use one of {', '.join(RULES)}")
-
-
-def _as_batch(image: torch.Tensor) -> torch.Tensor:
-    """``(3, H, W)`` -> ``(1, 3, H, W)``; ``(N, C, H, W)`` unchanged; anything else is a ValueError."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a tensor (N, 3, H, W), e.g. from load_image, not {type(image).__name__}")
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4:
-        raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
-    return image
 
 
 class _ReLUWithRule(torch.autograd.Function):
@@ -135,7 +125,7 @@ def relu_rule(model: nn.Module, rule: Rule = "guided") -> Iterator[nn.Module]:
 
 def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, rule: Rule = "guided",
                       layer: str | None = None) -> torch.Tensor:
-    """Gradient of a class score (or of a channel's strongest neuron) w.r.t. the image, ReLUs under ``rule``.
+    """Gradient of a class score (or of any objective) w.r.t. the image, ReLUs under ``rule``.
 
     Computed in eval mode with frozen weights on a copy of the input (``torch.autograd.grad``), so no
     parameter's ``.grad`` is touched; the model's flags are restored afterwards, also on errors. With
@@ -144,11 +134,11 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized; left unchanged.
-        target: class index (one for all images or one per image). With ``layer``: a channel index of that
-            layer, and the objective is the channel's largest activation in each image (the notes' "pick a
-            channel, pick a very high activation").
+        target: class index (one for all images or one per image), or an objective (:mod:`helpers.objectives`),
+            e.g. ``channel_max("features.29", 5)``: a channel's strongest neuron in each image (the notes' "pick
+            a channel, pick a very high activation").
         rule: ``"backprop"``, ``"deconvnet"`` or ``"guided"`` (see :func:`relu_rule`).
-        layer: dotted layer name (e.g. ``"features.29"``, ``"layer3.1"``) or None for the class score.
+        layer: deprecated: ``target=c, layer=L`` is ``target=channel_max(L, c)``.
 
     Returns:
         Tensor of the image's shape, on the image's device.
@@ -157,22 +147,19 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
         ValueError: unknown rule, bad image shape, target/channel out of range, unknown layer name.
     """
     _check_rule(rule)
-    x = _as_batch(image).detach().clone().requires_grad_(True)
+    x = as_batch(image, model).detach().clone().requires_grad_(True)
     if layer is not None:
+        if isinstance(target, Objective):
+            raise ValueError("give the layer inside the objective (target=channel_max(layer, c)), not as layer=")
+        warnings.warn(f"target=c with layer={layer!r} is deprecated: pass target=helpers.objectives.channel_max("
+                      f"{layer!r}, c)", DeprecationWarning, stacklevel=3)
         channels = torch.as_tensor(target).flatten().tolist()
-        check_channels(model, layer, channels)  # ValueError naming the valid range (or close layer names)
-    with frozen_eval(model), relu_rule(model, rule), torch.enable_grad():
-        if layer is None:
-            scores = check_logits(model(x), x.shape[0])
-            t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
-            objective = scores.gather(1, t[:, None]).sum()
-        else:
-            with TruncatedForward(model, layer) as forward:
-                act = forward(x)[layer]
-            t = target_indices(target, x.shape[0], act.shape[1], act.device)
-            objective = act[torch.arange(x.shape[0], device=act.device), t].flatten(1).amax(1).sum()
+        target = channel_max(layer, channels[0] if len(channels) == 1 else channels)
+    objective = target_objective(target, x.shape[0])
+    with frozen_eval(model), relu_rule(model, rule), capture(model, objective) as forward, torch.enable_grad():
+        score = target_scores(objective, forward(x), x.shape[0]).sum()
         # in eval mode each image's objective depends on that image alone: one pass gives every image its own
-        (grad,) = torch.autograd.grad(objective, x)
+        (grad,) = torch.autograd.grad(score, x)
     return grad.reshape(image.shape)
 
 
@@ -182,7 +169,8 @@ def guided_backprop(model: nn.Module, image: torch.Tensor, target: Target, *,
 
     At every ``nn.ReLU`` module only gradient where the forward input was positive AND the incoming gradient
     is positive passes. Works with in-place ReLUs and reused ReLU modules; functional ``F.relu`` calls inside
-    a model's ``forward`` keep their true gradient. See :func:`modified_backprop` for the arguments.
+    a model's ``forward`` keep their true gradient. See :func:`modified_backprop` for the arguments (``target``
+    a class or an objective such as ``channel_max("features.29", 5)``).
 
     Returns:
         Tensor of the image's shape ``(N, 3, H, W)`` (or ``(3, H, W)``), on the image's device.

@@ -6,6 +6,7 @@ ImageNet's mean and standard deviation live here and nowhere else.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
-from .config import default_device
+from .config import DATA_DIR, default_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -201,8 +202,6 @@ def course_photo(filename: str, fallback: str = "chelsea", size: int | None = 22
         ``(image (1, 3, S, S), source)`` where ``source`` says which file was used and, for the fallback,
         that it is a stand-in (print it under the figure).
     """
-    from .config import DATA_DIR
-
     path = Path(DATA_DIR if folder is None else folder) / filename
     if path.exists():
         return load_image(path, size, fit=fit, device=device), str(path.name)
@@ -214,8 +213,6 @@ def photo_set(k: int = 5, folder: str | os.PathLike | None = None, size: int | N
               device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """``k`` photographs: the image files in ``folder`` (default ``data/photos/``, sorted by name) when it
     has at least ``k``, else the ``skimage.data`` photos ``SAMPLE_PHOTOS``. Keys are file or photo names."""
-    from .config import DATA_DIR
-
     folder = Path(DATA_DIR / "photos" if folder is None else folder)
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
     if len(files) >= k:
@@ -223,3 +220,89 @@ def photo_set(k: int = 5, folder: str | os.PathLike | None = None, size: int | N
     if k > len(SAMPLE_PHOTOS):
         raise ValueError(f"only {len(SAMPLE_PHOTOS)} sample photos ship offline; put {k} photos into {folder}")
     return {name: load_image(sample_photo(name), size, device=device) for name in SAMPLE_PHOTOS[:k]}
+
+
+# --- a set of images: a folder, a batch tensor, a list of tensors, or a dataset ------------------------------
+
+ImageCollection = str | os.PathLike | torch.Tensor | Sequence[torch.Tensor] | torch.utils.data.Dataset
+
+
+# --- a set of images: a folder, a batch tensor, a list of tensors, or a dataset ------------------------------
+
+
+class LazyImages:
+    """Random access to normalized images ``(3, H, W)`` from any :data:`ImageCollection`, loaded lazily."""
+
+    def __init__(self, images: ImageCollection, size: int | None) -> None:
+        self.size = size
+        self.files: list[Path] | None = None
+        if isinstance(images, str | os.PathLike):
+            folder = Path(images).expanduser()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"image folder {folder} does not exist (or is not a folder); "
+                                        "pass an existing folder of images, or a list of image tensors")
+            self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+            if not self.files:
+                raise ValueError(f"image folder {folder} holds no images (looked for {', '.join(PHOTO_SUFFIXES)})")
+            self.items = None
+        elif isinstance(images, torch.Tensor):
+            if images.dim() != 4 or images.shape[1] != 3:
+                raise ValueError(f"an image batch must be (N, 3, H, W), got {tuple(images.shape)}")
+            self.items = images
+        else:
+            self.items = images
+        if len(self) == 0:
+            raise ValueError("the image collection is empty; give at least one image")
+
+    def __len__(self) -> int:
+        return len(self.files) if self.files is not None else len(self.items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.files is not None:
+            return load_image(self.files[i], self.size, device="cpu")[0]
+        item = self.items[i]
+        if isinstance(item, tuple | list):  # a dataset's (image, label)
+            item = item[0]
+        if not isinstance(item, torch.Tensor):
+            raise TypeError(f"image {i} is a {type(item).__name__}, not a tensor; load it with helpers.load_image")
+        item = item[0] if item.dim() == 4 and item.shape[0] == 1 else item
+        if item.dim() != 3 or item.shape[0] != 3:
+            raise ValueError(f"image {i} must be a normalized (3, H, W) tensor, got shape {tuple(item.shape)}")
+        return item.detach()
+
+    def name(self, i: int) -> str:
+        return self.files[i].name if self.files is not None else f"#{i}"
+
+    def batches(self, batch_size: int):
+        """Yield ``(first_index, (B, 3, H, W))``; a batch ends early where the image size changes."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        start, current = 0, []
+        for i in range(len(self)):
+            img = self[i]
+            if current and (len(current) == batch_size or img.shape != current[0].shape):
+                yield start, torch.stack(current)
+                start, current = i, []
+            current.append(img)
+        yield start, torch.stack(current)
+
+
+def load_images(images: ImageCollection, size: int | None = 224, *,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """All images of a collection as one normalized batch (for thumbnails and for cropping).
+
+    Args:
+        images: a folder (image files sorted by name, loaded with :func:`helpers.load_image` at ``size``),
+            a tensor ``(N, 3, H, W)``, a list of ``(3, H, W)``/``(1, 3, H, W)`` tensors, or a dataset whose
+            items are such tensors or ``(tensor, label)`` pairs (all the same size).
+        size: side of the square images loaded from a folder (ignored for tensors).
+        device: where the batch goes (default CPU).
+
+    Returns:
+        Tensor ``(N, 3, H, W)``.
+    """
+    source = LazyImages(images, size)
+    items = [source[i] for i in range(len(source))]
+    if len({tuple(t.shape) for t in items}) > 1:
+        raise ValueError("the images differ in size; load them with one `size` (helpers.load_image(path, size))")
+    return torch.stack(items).to("cpu" if device is None else device)

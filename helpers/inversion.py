@@ -31,8 +31,8 @@ class InversionResult:
 
 def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps: int = 200, lr: float = 0.05,
                     tv_weight: float = 0.05, beta: float = 2.0, alpha_weight: float = 0.0, alpha: float = 6.0,
-                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
-                    show_progress: bool | None = None) -> InversionResult:
+                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
+                    channels_last: bool | None = None, show_progress: bool | None = None) -> InversionResult:
     """Reconstruct images from the features of ``layer`` (Mahendran & Vedaldi 2015).
 
     Each reconstruction ``I`` starts from mid-gray noise and minimizes
@@ -58,10 +58,13 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
         clamp: clamp pixels to the displayable range after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
         seed: seeds the start noise (a local generator; one noise image shared by the batch).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`InversionResult` with ``image`` ``(N, 3, H, W)``, ``history`` ``(steps, N)``, ``loss`` ``(N,)``.
+        :class:`InversionResult` with ``image`` ``(N, 3, H, W)`` on the photos' device, ``history``
+        ``(steps, N)``, ``loss`` ``(N,)``.
 
     Raises:
         ValueError: unknown layer (with close names), bad shape, features all zero for a photo.
@@ -85,5 +88,7 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
     if alpha_weight:
         objective = objective - (alpha_weight / (h * w)) * alpha_norm(alpha=alpha)
     res = render(model, objective, start=(h, w), n=n, steps=steps, lr=lr, optimizer=optimizer, clamp=clamp,
-                 seed=seed, track={"fit": fit}, show_progress=show_progress, desc=f"invert {layer}")
-    return InversionResult(image=res.image, history=-res.tracked["fit"], loss=-res.tracked_score["fit"], layer=layer)
+                 seed=seed, amp=amp, channels_last=channels_last, track={"fit": fit}, show_progress=show_progress,
+                 desc=f"invert {layer}")
+    return InversionResult(image=res.image.to(image.device), history=-res.tracked["fit"],
+                           loss=-res.tracked_score["fit"], layer=layer)

@@ -66,12 +66,14 @@ class Objective:
     Build them with the functions of this module and combine with ``+``, ``-``, unary ``-`` and ``*`` by a
     number. ``layers`` is the tuple of keys read (dotted layer names, :data:`LOGITS`, :data:`IMAGE`);
     ``batch`` the number of images a per-image channel/class list fixes (None when any batch works);
-    ``channels`` the channel indices named per layer.
+    ``channels`` the channel indices named per layer; ``classes`` the class index (or one per image) of a
+    :func:`class_logit`, None for every other objective (a sum or multiple of one included).
     """
 
     def __init__(self, fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor], reads: Reads, name: str, *,
                  batch: int | None = None, compound: bool = False,
-                 channels: Mapping[str, frozenset[int]] | None = None) -> None:
+                 channels: Mapping[str, frozenset[int]] | None = None,
+                 classes: tuple[int, ...] | None = None) -> None:
         self.fn = fn
         self.reads = dict(reads)
         # every channel index named by a term, per layer (checked against the model even when a term reads all)
@@ -79,6 +81,7 @@ class Objective:
         self.name = name
         self.batch = batch
         self.compound = compound  # a sum: parenthesized inside a product or after a minus
+        self.classes = classes
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -184,7 +187,7 @@ def class_logit(target: Channels) -> Objective:
         return logits[rows, columns].float()
 
     return Objective(score, {LOGITS: None}, f"class_logit({_label(items)})",
-                     batch=len(items) if len(items) > 1 else None)
+                     batch=len(items) if len(items) > 1 else None, classes=items)
 
 
 def channel_mean(layer: str, channel: Channels) -> Objective:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import (
+    Target,
+    as_batch,
+    check_logits,
+    int_pair,
+    positive_int,
+    target_indices,
+    target_objective,
+    target_scores,
+)
 from .config import progress
-from .guided import Target, _as_batch
-from .hooks import frozen_eval
-from .saliency import check_logits, target_indices
-
-
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+from .hooks import capture, frozen_eval
+from .objectives import LOGITS
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -31,7 +33,7 @@ def _positions(size: int, patch: int, stride: int) -> list[int]:
 def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patch: int | tuple[int, int] = 16,
               stride: int | tuple[int, int] = 8, fill: float | torch.Tensor = 0.0, batch_size: int = 64,
               show_progress: bool | None = None) -> torch.Tensor:
-    """Occlusion map: how much the target class probability drops when a patch covers each pixel.
+    """Occlusion map: how much the target class probability (or objective) drops when a patch covers each pixel.
 
     Every patch position gives one occluded copy of the image (the patch set to ``fill`` in all channels);
     the copies run through the model in batches of ``batch_size`` without gradients. The drop
@@ -43,7 +45,8 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` or ``(3, H, W)``, normalized; left unchanged.
-        target: class index, one for all images or one per image.
+        target: class index, one for all images or one per image; or an objective (:mod:`helpers.objectives`)
+            for all images, whose value (not a probability) then drops.
         patch: patch side in pixels, or ``(height, width)``.
         stride: step between patch positions in pixels, or ``(dy, dx)``; the last patch of each row and
             column is placed flush with the border, so every pixel is covered.
@@ -58,14 +61,17 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
     Raises:
         ValueError: bad image shape, target out of range, patch larger than the image, bad stride/batch size.
     """
-    x = _as_batch(image).detach()
+    x = as_batch(image, model).detach()
     n, _, height, width = x.shape
-    ph, pw = _pair(patch, "patch")
-    sy, sx = _pair(stride, "stride")
+    objective = target_objective(target, n)
+    if objective.classes is None and objective.batch is not None:
+        raise ValueError(f"{objective!r} scores each image differently; occlusion runs the copies of one image at a "
+                         "time: give an objective for all images, or call occlusion_map per image")
+    ph, pw = int_pair(patch, "patch")
+    sy, sx = int_pair(stride, "stride")
     if ph > height or pw > width:
         raise ValueError(f"patch {ph}x{pw} is larger than the image {height}x{width}; choose a smaller patch")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
     if fill.dim() == 1 and fill.numel() == x.shape[1]:
         fill = fill.view(-1, 1, 1)  # one value per channel
@@ -80,10 +86,19 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
         counts[top:top + ph, left:left + pw] += 1
 
     drops = torch.zeros(n, height, width, dtype=x.dtype, device=x.device)
-    with frozen_eval(model), torch.no_grad():
-        scores = check_logits(model(x), n)
-        t = target_indices(target, n, scores.shape[1], scores.device)
-        base = scores.softmax(1).gather(1, t[:, None])[:, 0]
+    with frozen_eval(model), torch.no_grad(), capture(model, objective) as forward:
+        if objective.classes is not None:  # a class: its probability
+            scores = check_logits(forward(x)[LOGITS], n)
+            t = target_indices(objective, n, scores.shape[1], scores.device)
+
+            def score(batch: torch.Tensor, i: int) -> torch.Tensor:
+                return forward(batch)[LOGITS].softmax(1)[:, t[i]]
+            base = scores.softmax(1).gather(1, t[:, None])[:, 0]
+        else:  # any other objective: its value
+
+            def score(batch: torch.Tensor, i: int) -> torch.Tensor:
+                return objective(forward(batch))
+            base = target_scores(objective, forward(x), n)
         bar = progress(total=n * len(chunks), desc="occlusion", leave=False, enabled=show_progress)
         try:
             for i in range(n):
@@ -91,7 +106,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
                     batch = x[i].expand(len(chunk), -1, -1, -1).clone()
                     for k, (top, left) in enumerate(chunk):
                         batch[k, :, top:top + ph, left:left + pw] = fill
-                    prob = model(batch).softmax(1)[:, t[i]]
+                    prob = score(batch, i)
                     for k, (top, left) in enumerate(chunk):
                         drops[i, top:top + ph, left:left + pw] += base[i] - prob[k]
                     bar.update(1)

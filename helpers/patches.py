@@ -1,14 +1,8 @@
 """Maximally activating patches: the top-k responses of a channel over many images, and the exact input
 window (receptive field) each one sees.
 
-The window of a position is computed from the layer geometry, never guessed: the model is traced with
-``torch.fx`` and every node up to the layer is folded into ``(size, jump, start)`` per axis. A convolution or
-pooling with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` maps ``(r, j, a)`` to
-``(r + d (k - 1) j, j s, a - p j)``; ReLU, BatchNorm (eval) and Dropout keep it; where paths meet (ResNet's
-``identity + residual``) the union box of the inputs is taken. For torchvision's ResNets the shortcut's window
-lies inside the main path's, so the union is the main path's box; both are exact bounding boxes for a dense
-network (checked against input gradients in ``tests/test_patches.py``). Position ``(y, x)`` sees input rows
-``a_h + y j_h`` to ``a_h + y j_h + r_h`` (exclusive); ``a`` is negative where the window hangs into the padding.
+The window of each patch is computed from the layer geometry (:func:`helpers.receptive.layer_geometry`), never
+guessed.
 
 Course notes 1.7; Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks",
 https://arxiv.org/abs/1311.2901.
@@ -16,260 +10,16 @@ https://arxiv.org/abs/1311.2901.
 
 from __future__ import annotations
 
-import operator
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from .config import progress
-from .hooks import TruncatedForward, check_channels, frozen_eval, get_layer, model_device
-from .images import PHOTO_SUFFIXES, load_image
-from .receptive import Box
-
-ImageCollection = str | os.PathLike | torch.Tensor | Sequence[torch.Tensor] | torch.utils.data.Dataset
-
-
-# --- a set of images: a folder, a batch tensor, a list of tensors, or a dataset ------------------------------
-
-
-class _Images:
-    """Random access to normalized images ``(3, H, W)`` from any :data:`ImageCollection`, loaded lazily."""
-
-    def __init__(self, images: ImageCollection, size: int | None) -> None:
-        self.size = size
-        self.files: list[Path] | None = None
-        if isinstance(images, str | os.PathLike):
-            folder = Path(images).expanduser()
-            if not folder.is_dir():
-                raise FileNotFoundError(f"image folder {folder} does not exist (or is not a folder); "
-                                        "pass an existing folder of images, or a list of image tensors")
-            self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-            if not self.files:
-                raise ValueError(f"image folder {folder} holds no images (looked for {', '.join(PHOTO_SUFFIXES)})")
-            self.items = None
-        elif isinstance(images, torch.Tensor):
-            if images.dim() != 4 or images.shape[1] != 3:
-                raise ValueError(f"an image batch must be (N, 3, H, W), got {tuple(images.shape)}")
-            self.items = images
-        else:
-            self.items = images
-        if len(self) == 0:
-            raise ValueError("the image collection is empty; give at least one image")
-
-    def __len__(self) -> int:
-        return len(self.files) if self.files is not None else len(self.items)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self.files is not None:
-            return load_image(self.files[i], self.size, device="cpu")[0]
-        item = self.items[i]
-        if isinstance(item, tuple | list):  # a dataset's (image, label)
-            item = item[0]
-        if not isinstance(item, torch.Tensor):
-            raise TypeError(f"image {i} is a {type(item).__name__}, not a tensor; load it with helpers.load_image")
-        item = item[0] if item.dim() == 4 and item.shape[0] == 1 else item
-        if item.dim() != 3 or item.shape[0] != 3:
-            raise ValueError(f"image {i} must be a normalized (3, H, W) tensor, got shape {tuple(item.shape)}")
-        return item.detach()
-
-    def name(self, i: int) -> str:
-        return self.files[i].name if self.files is not None else f"#{i}"
-
-    def batches(self, batch_size: int):
-        """Yield ``(first_index, (B, 3, H, W))``; a batch ends early where the image size changes."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        start, current = 0, []
-        for i in range(len(self)):
-            img = self[i]
-            if current and (len(current) == batch_size or img.shape != current[0].shape):
-                yield start, torch.stack(current)
-                start, current = i, []
-            current.append(img)
-        yield start, torch.stack(current)
-
-
-def load_images(images: ImageCollection, size: int | None = 224, *,
-                device: torch.device | str | None = None) -> torch.Tensor:
-    """All images of a collection as one normalized batch (for thumbnails and for cropping).
-
-    Args:
-        images: a folder (image files sorted by name, loaded with :func:`helpers.load_image` at ``size``),
-            a tensor ``(N, 3, H, W)``, a list of ``(3, H, W)``/``(1, 3, H, W)`` tensors, or a dataset whose
-            items are such tensors or ``(tensor, label)`` pairs (all the same size).
-        size: side of the square images loaded from a folder (ignored for tensors).
-        device: where the batch goes (default CPU).
-
-    Returns:
-        Tensor ``(N, 3, H, W)``.
-    """
-    source = _Images(images, size)
-    items = [source[i] for i in range(len(source))]
-    if len({tuple(t.shape) for t in items}) > 1:
-        raise ValueError("the images differ in size; load them with one `size` (helpers.load_image(path, size))")
-    return torch.stack(items).to("cpu" if device is None else device)
-
-
-# --- receptive-field geometry from the modules -------------------------------------------------------------
-
-
-class Geometry(NamedTuple):
-    """Where the positions of a layer's map look in the input, per axis ``(rows, cols)``.
-
-    Position ``(y, x)`` sees the input box rows ``start[0] + y * jump[0]`` ... ``+ size[0]`` (exclusive), and
-    likewise for columns; ``start`` is negative where the window of position 0 reaches into the padding.
-    """
-
-    size: tuple[int, int]  # receptive field in input pixels
-    jump: tuple[int, int]  # input pixels between neighbouring positions (product of strides)
-    start: tuple[int, int]  # input coordinate of the first pixel of the window of position (0, 0)
-
-    def box(self, row: int, col: int, image_size: tuple[int, int] | None = None) -> Box:
-        """The window of position ``(row, col)``; clipped to ``image_size = (H, W)`` when given."""
-        top, left = self.start[0] + row * self.jump[0], self.start[1] + col * self.jump[1]
-        box = Box(top, left, top + self.size[0], left + self.size[1])
-        if image_size is None:
-            return box
-        h, w = image_size
-        return Box(max(box.top, 0), max(box.left, 0), min(box.bottom, h), min(box.right, w))
-
-
-_IDENTITY = Geometry((1, 1), (1, 1), (0, 0))
-_POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                      nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
-                      nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
-_POINTWISE_FUNCTIONS = {operator.add, operator.mul, operator.sub, operator.iadd, operator.imul, torch.add,
-                        torch.mul, torch.sub, torch.relu, torch.sigmoid, torch.tanh, F.relu, F.relu6, F.gelu,
-                        F.silu, F.leaky_relu, F.dropout, torch.cat}
-_POINTWISE_METHODS = {"add", "add_", "mul", "mul_", "relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"}
-_EMPIRICAL_HINT = "measure the window empirically with helpers.input_gradient_support instead"
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _window_module(geo: Geometry, module: nn.Module, name: str) -> Geometry:
-    """Fold one convolution or pooling layer into the geometry of its input."""
-    k = _pair(module.kernel_size)
-    s = _pair(module.stride if module.stride is not None else module.kernel_size)
-    d = _pair(getattr(module, "dilation", 1))
-    if isinstance(module, nn.Conv2d) and module.padding_mode == "circular":
-        raise ValueError(f"layer {name!r} pads circularly, so its window wraps around the image; {_EMPIRICAL_HINT}")
-    p = module.padding
-    if isinstance(p, str):  # Conv2d(padding="same"/"valid"); PyTorch puts the odd pixel of "same" at the end
-        p = (0, 0) if p == "valid" else tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
-    p = _pair(p)
-    return Geometry(size=tuple(geo.size[i] + d[i] * (k[i] - 1) * geo.jump[i] for i in range(2)),
-                    jump=tuple(geo.jump[i] * s[i] for i in range(2)),
-                    start=tuple(geo.start[i] - p[i] * geo.jump[i] for i in range(2)))
-
-
-def _union(geos: list[Geometry], what: str) -> Geometry:
-    if len({g.jump for g in geos}) > 1:
-        raise ValueError(f"{what} joins maps of different strides {[g.jump for g in geos]}; {_EMPIRICAL_HINT}")
-    start = tuple(min(g.start[i] for g in geos) for i in range(2))
-    end = tuple(max(g.start[i] + g.size[i] for g in geos) for i in range(2))
-    return Geometry(size=(end[0] - start[0], end[1] - start[1]), jump=geos[0].jump, start=start)
-
-
-class _Tracer(fx.Tracer):
-    """fx tracer that keeps the target layer as one node (so a block like ``layer3`` gets its own output)."""
-
-    def __init__(self, target: str | None) -> None:
-        super().__init__()
-        self.target = target
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname == self.target or super().is_leaf_module(m, qualname)
-
-
-def _module_geometry(module: nn.Module, geo: Geometry, name: str) -> Geometry:
-    """Geometry at the output of ``module`` given the geometry of its (single) input."""
-    if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-        return _window_module(geo, module, name)
-    if isinstance(module, _POINTWISE_MODULES):
-        return geo
-    if isinstance(module, nn.Sequential):
-        for i, child in enumerate(module):
-            geo = _module_geometry(child, geo, f"{name}.{i}")
-        return geo
-    if type(module).__module__.startswith("torch.nn"):
-        raise ValueError(f"layer {name!r} ({type(module).__name__}) has no fixed window per position (it is not "
-                         "a conv, pooling or pointwise layer); pick a convolutional layer or "
-                         + _EMPIRICAL_HINT)
-    return _graph_geometry(module, geo, None, name)
-
-
-def _graph_geometry(root: nn.Module, geo: Geometry, target: str | None, root_name: str) -> Geometry:
-    """Trace ``root`` with fx and propagate the geometry from its input to ``target`` (or to its output)."""
-    try:
-        graph = _Tracer(target).trace(root)
-    except Exception as e:  # fx cannot trace data-dependent control flow
-        raise ValueError(f"cannot trace {type(root).__name__} with torch.fx ({e}); {_EMPIRICAL_HINT}") from e
-    nodes = list(graph.nodes)
-    if target is None:
-        end = next(n for n in nodes if n.op == "output").args[0]
-    else:  # a module called twice (ResNet's shared ReLU): its first call, like TruncatedForward
-        end = next(n for n in nodes if n.op == "call_module" and n.target == target)
-    needed, stack = set(), [end]  # only the ancestors of the end node matter
-    while stack:
-        node = stack.pop()
-        if node not in needed:
-            needed.add(node)
-            stack.extend(node.all_input_nodes)
-    geos: dict[fx.Node, Geometry] = {}
-    for node in nodes:
-        if node not in needed:
-            continue
-        inputs = [geos[n] for n in node.all_input_nodes if n in geos]
-        where = f"{root_name + '.' if root_name else ''}{node.target}" if node.op == "call_module" else str(node)
-        if node.op == "placeholder":
-            geos[node] = geo
-        elif node.op == "get_attr":
-            continue  # a constant: no spatial dependence
-        elif not inputs:
-            raise ValueError(f"cannot follow the map through {where!r}; {_EMPIRICAL_HINT}")
-        elif node.op == "call_module":
-            if len(inputs) != 1:
-                raise ValueError(f"module {where!r} takes several maps; {_EMPIRICAL_HINT}")
-            geos[node] = _module_geometry(root.get_submodule(node.target), inputs[0], where)
-        elif ((node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
-              or (node.op == "call_method" and node.target in _POINTWISE_METHODS)):
-            geos[node] = _union(inputs, where)
-        else:
-            raise ValueError(f"cannot compute the window through {where!r} ({node.op} {node.target}); "
-                             + _EMPIRICAL_HINT)
-        if node is end:
-            return geos[node]
-    return geos[end]
-
-
-def layer_geometry(model: nn.Module, layer: str) -> Geometry:
-    """Receptive-field geometry of the map of ``layer``: window size, stride and offset in input pixels.
-
-    Computed from the modules (kernel, stride, padding, dilation of ``Conv2d``/``MaxPool2d``/``AvgPool2d``;
-    pointwise layers keep it; residual sums take the union box); see the module docstring.
-
-    Args:
-        model: a CNN that ``torch.fx`` can trace (torchvision's VGG and ResNet can).
-        layer: dotted module name, e.g. ``"features.28"`` or ``"layer3.1.conv2"``.
-
-    Returns:
-        :class:`Geometry`; ``geometry.box(row, col, image_size)`` is the window of one position.
-
-    Raises:
-        ValueError: unknown layer (with close names), or a layer/op without a fixed window (with a hint).
-    """
-    get_layer(model, layer)  # ValueError with close names
-    return _graph_geometry(model, _IDENTITY, layer, "")
-
+from .hooks import TruncatedForward, check_channels, frozen_eval, model_device
+from .images import ImageCollection, LazyImages
+from .receptive import Box, Geometry, layer_geometry
 
 # --- top-k search and crops --------------------------------------------------------------------------------
 
@@ -319,7 +69,7 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
     check_channels(model, layer, channel_list)  # ValueError naming close layers or the valid channel range
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    source = _Images(images, size)
+    source = LazyImages(images, size)
     device = model_device(model)
     index = torch.tensor(channel_list, device=device)
     nc = len(channel_list)
@@ -406,7 +156,7 @@ def max_activating_patches(model: nn.Module, images: ImageCollection, layer: str
     values, image_index, position = top_activations(model, images, layer, channels, k, size=size,
                                                     batch_size=batch_size, one_per_image=one_per_image,
                                                     show_progress=show_progress)
-    source = _Images(images, size)
+    source = LazyImages(images, size)
     device = values.device
     cache: dict[int, torch.Tensor] = {}
     crops, boxes, clipped, names = [], [], [], []

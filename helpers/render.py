@@ -19,16 +19,16 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ._checks import rgb_fix
 from .config import progress
-from .hooks import TruncatedForward, capture_activations, check_channels, frozen_eval, get_layer, model_device
+from .hooks import capture, frozen_eval, model_device
 from .images import normalize, valid_range
-from .objectives import IMAGE, LOGITS, Activations, Objective
+from .objectives import Objective
 from .speed import lean_loop
 
 OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
@@ -103,7 +103,10 @@ def start_images(start: Start, n: int, generator: torch.Generator, device: torch
     """
     if isinstance(start, torch.Tensor):
         x = start.unsqueeze(0) if start.dim() == 3 else start
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] not in (1, n):
+        if x.dim() == 4 and x.shape[1] != 3:
+            raise ValueError(f"a start image must be RGB, got {x.shape[1]} channels ({tuple(start.shape)}); "
+                             + rgb_fix(x.shape[1]))
+        if x.dim() != 4 or x.shape[0] not in (1, n):
             raise ValueError(f"a start image must be (1, 3, H, W) or ({n}, 3, H, W) in normalized space "
                              f"(e.g. helpers.load_image), got {tuple(start.shape)}")
         return x.detach().to(device=device, dtype=torch.float32).expand(n, -1, -1, -1).clone()
@@ -168,65 +171,6 @@ class Step:
     grad: torch.Tensor
 
 
-# ---------------------------------------------------------------- capture
-
-@contextmanager
-def capture(model: nn.Module, objective: Objective, *,
-            check: bool = True) -> Iterator[Callable[..., Activations]]:
-    """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
-
-    Only the layers up to the deepest one read run (:class:`helpers.hooks.TruncatedForward`; a module called
-    twice keeps its first output); the model runs to its output only when the objective reads
-    :data:`helpers.objectives.LOGITS` (the layers then come from :func:`helpers.capture_activations`, which
-    keeps a twice-called module's last output). When the objective reads a few channels (at most half) of one
-    convolution only, the pass stops at that convolution's input and computes just those channels.
-    ``image`` is what :data:`helpers.objectives.IMAGE` holds (the untransformed image). The hooks are removed
-    on exit. Call inside :func:`helpers.hooks.frozen_eval` (and the lean loop, whose weights it slices).
-
-    Raises:
-        ValueError: a layer that is not in the model (with close names), a channel out of range.
-    """
-    reads = objective.reads
-    layers = [k for k in reads if k not in (LOGITS, IMAGE)]
-    for name in layers:
-        get_layer(model, name)  # ValueError with the close valid names
-        if check and name in objective.channels:
-            check_channels(model, name, sorted(objective.channels[name]))
-    logits = LOGITS in reads
-    module = get_layer(model, layers[0]) if len(layers) == 1 else None
-    channels = reads[layers[0]] if len(layers) == 1 else None
-    cut = (not logits and channels is not None and isinstance(module, nn.Conv2d) and module.groups == 1
-           and len(channels) <= module.out_channels // 2)
-
-    def finish(acts: Activations, x: torch.Tensor, image: torch.Tensor | None) -> Activations:
-        if IMAGE in reads:
-            acts[IMAGE] = x if image is None else image
-        return acts
-
-    if not layers:
-        yield lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image)
-    elif logits:  # the whole pass: the layers' outputs and the logits
-        with capture_activations(model, layers) as store:
-            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
-                out = model(x)
-                return finish(Activations(store, **{LOGITS: out}), x, image)
-            yield forward
-    elif cut:  # stop at the convolution's input; compute only the channels read
-        computed = tuple(sorted(channels))
-        index = torch.tensor(computed, device=module.weight.device)
-        weight = module.weight[index]
-        bias = None if module.bias is None else module.bias[index]
-        name = layers[0]
-        with TruncatedForward(model, name, inputs=True) as truncated:
-            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
-                out = module._conv_forward(truncated(x)[name], weight, bias)
-                return finish(Activations({name: out}, computed={name: computed}), x, image)
-            yield forward
-    else:
-        with TruncatedForward(model, layers) as truncated:
-            yield lambda x, image=None: finish(Activations(truncated(x)), x, image)
-
-
 def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:
     """``objective`` of normalized images ``(N, 3, H, W)`` (or ``(3, H, W)``), without gradients, in eval mode;
     the model is left as found. Returns ``(N,)`` float32 on the model's device."""
@@ -241,7 +185,8 @@ def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor)
 class RenderResult:
     """What :func:`render` returns (tensors detached)."""
 
-    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the model's device
+    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the start
+    #                      tensor's device (the model's for a start made from a size)
     history: torch.Tensor  # (steps, N) objective of the transformed image before each update, CPU
     score: torch.Tensor  # (N,) objective of the returned images (no transforms), CPU
     tracked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (steps, N) history of each `track`
@@ -291,7 +236,8 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         desc: label of the progress bar (default: the objective's repr).
 
     Returns:
-        :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the model's device; ``history``
+        :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the start tensor's device (the model's
+        for a size); ``history``
         ``(steps, N)`` and ``score`` ``(N,)`` on the CPU. After Ctrl-C (KeyboardInterrupt) during step ``k``
         the result holds the image after ``k`` steps and ``k`` history rows, with a warning; an interrupt
         before the first step has finished is raised as usual.
@@ -376,6 +322,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             acts = forward(img, img)
             final = objective(acts).float()
             final_tracked = {name: o(acts).float().cpu() for name, o in track.items()}
-    return RenderResult(image=img.detach(), history=history[:done].cpu(), score=final.cpu(),
+    image = img.detach().to(start.device) if isinstance(start, torch.Tensor) else img.detach()
+    return RenderResult(image=image, history=history[:done].cpu(), score=final.cpu(),
                         tracked={name: h[:done].cpu() for name, h in tracked.items()},
                         tracked_score=final_tracked, interrupted=done < steps)

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-
-def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """``scores`` when it is a logits tensor ``(n, classes)``, else ``ValueError`` naming its shape."""
-    if scores.dim() != 2 or scores.shape[0] != n:
-        raise ValueError(f"the model must return logits (N, classes), got shape {tuple(scores.shape)}")
-    return scores
+from ._checks import Target, as_batch, check_logits, rgb_fix, target_indices, target_objective, target_scores
+from .hooks import capture, frozen_eval
+from .images import denormalize
+from .objectives import LOGITS
 
 
-def target_indices(target: int | Sequence[int] | torch.Tensor, n: int, classes: int,
-                   device: torch.device) -> torch.Tensor:
-    """``target`` (one class index for all ``n`` images, or one per image) as a long tensor ``(n,)`` on ``device``;
-    ``ValueError`` for a float/bool target, a wrong count, or an index outside ``0 .. classes - 1``."""
-    t = torch.as_tensor(target, device=device)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
-    t = t.long().flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"got {t.numel()} targets for a batch of {n} images; pass one int or one per image")
-    if (t < 0).any() or (t >= classes).any():
-        raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
-    return t
-
-
-def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[int] | torch.Tensor, *,
-                 loss: bool = False) -> torch.Tensor:
+def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss: bool = False) -> torch.Tensor:
     """Saliency map: max over colour channels of ``|d S_target / d image|``, ``S`` the unnormalized class score.
 
     The gradient of the logit (not the softmax probability, which also depends on every other class)
@@ -44,10 +22,11 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` (or ``(3, H, W)``), e.g. from :func:`helpers.load_image`; left unchanged.
-        target: one class index for all images, or one per image (list or tensor of length ``N``).
-        loss: differentiate the cross-entropy loss of the target, ``-log softmax(S)_target``, instead of the
-            score; its gradient is ``-(1 - p_t) grad S_t + sum_{c != t} p_c grad S_c``, so it depends on
-            every class's score (and is nearly zero when the model is sure of the target).
+        target: one class index for all images, or one per image (list or tensor of length ``N``), or any
+            objective (:mod:`helpers.objectives`, e.g. ``channel_mean("layer3", 7)``): its gradient is mapped.
+        loss: differentiate the cross-entropy loss of the target class, ``-log softmax(S)_target``, instead of
+            the score (needs a class target); its gradient is ``-(1 - p_t) grad S_t + sum_{c != t} p_c grad S_c``,
+            so it depends on every class's score (and is nearly zero when the model is sure of the target).
 
     Returns:
         Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image), non-negative, on the image's device.
@@ -55,26 +34,22 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int | Sequence[i
     Raises:
         ValueError: wrong image shape, a target out of range, or a target count that is not 1 or ``N``.
     """
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4:
-        raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
-    x = image.detach().clone().requires_grad_(True)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.enable_grad():
-            scores = check_logits(model(x), x.shape[0])
-            t = target_indices(target, x.shape[0], scores.shape[1], scores.device)
-            # In eval mode every image's score depends on that image alone, so one backward pass of the sum
-            # gives each image its own gradient.
-            if loss:
-                scores = -scores.log_softmax(1)  # per-image cross-entropy of every class as the target
-            selected = scores.gather(1, t[:, None]).sum()
-            (grad,) = torch.autograd.grad(selected, x)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    x = as_batch(image, model).detach().clone().requires_grad_(True)
+    n = x.shape[0]
+    objective = target_objective(target, n)
+    if loss and objective.classes is None:
+        raise ValueError(f"loss=True is the cross-entropy of a class: give a class index, not {objective!r}")
+    with frozen_eval(model), capture(model, objective) as forward, torch.enable_grad():
+        acts = forward(x)
+        # In eval mode every image's score depends on that image alone, so one backward pass of the sum
+        # gives each image its own gradient.
+        if loss:  # per-image cross-entropy of the target class
+            scores = check_logits(acts[LOGITS], n)
+            t = target_indices(objective, n, scores.shape[1], scores.device)
+            selected = (-scores.log_softmax(1)).gather(1, t[:, None]).sum()
+        else:
+            selected = target_scores(objective, acts, n).sum()
+        (grad,) = torch.autograd.grad(selected, x)
     return grad.abs().amax(dim=1)
 
 
@@ -151,11 +126,10 @@ def local_contrast(image: torch.Tensor, window: int = 9) -> torch.Tensor:
     Returns:
         ``(N, H, W)`` non-negative, on the image's device.
     """
-    from .images import denormalize
-
-    x = image.unsqueeze(0) if image.dim() == 3 else image
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got shape {tuple(image.shape)}")
+    x = as_batch(image)
+    if x.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W) or (3, H, W), got shape {tuple(image.shape)}; "
+                         + rgb_fix(x.shape[1]))
     if window < 1 or window % 2 == 0 or window > min(x.shape[2:]):
         raise ValueError(f"window must be an odd size between 1 and the image side, got {window}")
     gray = denormalize(x.detach().float()).mean(1, keepdim=True)

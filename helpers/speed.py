@@ -26,6 +26,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .config import default_device
+
 # glibc's mallopt parameters and their documented defaults (mallopt(3))
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
@@ -37,8 +39,6 @@ _ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THR
 def fast_bf16(device: torch.device | str | None = None) -> bool:
     """True when bfloat16 autocast (``amp=True``) is natively fast on ``device`` (default: the default device):
     a CUDA GPU with bf16 support, or a CPU with the AVX512-BF16 or AMX-BF16 instructions (Linux)."""
-    from .config import default_device
-
     device = torch.device(default_device() if device is None else device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -38,8 +38,8 @@ class TextureResult:
 def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Sequence[str], *,
                        size: int | tuple[int, int] | None = None, n: int = 1, steps: int = 200, lr: float = 0.05,
                        layer_weights: Sequence[float] | None = None, clamp: bool = True,
-                       optimizer: OptimizerSpec = "adam", seed: int = 0,
-                       show_progress: bool | None = None) -> TextureResult:
+                       optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
+                       channels_last: bool | None = None, show_progress: bool | None = None) -> TextureResult:
     """Synthesize a texture from noise by matching the Gram matrices of ``layers`` of a texture image.
 
     The loss minimized is :func:`gram_loss`, ``sum_l w_l * ||G_l(I) - G_l(T)||^2 / ||G_l(T)||^2`` with
@@ -60,10 +60,13 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         clamp: clamp pixels to the displayable range after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
         seed: seeds the start noise (a local generator).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`TextureResult` with ``image`` ``(n, 3, H, W)``, ``history`` ``(steps, n)``, ``loss`` ``(n,)``.
+        :class:`TextureResult` with ``image`` ``(n, 3, H, W)`` on the texture's device, ``history``
+        ``(steps, n)``, ``loss`` ``(n,)``.
 
     Raises:
         ValueError: unknown layer (with close names), bad shapes, a layer whose texture activations are all zero.
@@ -85,6 +88,6 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
     if dead:
         raise ValueError(f"the texture's activations are all zero at {dead}; choose other layers")
     res = render(model, gram_match(names, targets, weights), start=hw, n=n, shared_noise=False, steps=steps, lr=lr,
-                 optimizer=optimizer, clamp=clamp, seed=seed, show_progress=show_progress,
-                 desc=f"texture {'+'.join(names)}")
-    return TextureResult(image=res.image, history=-res.history, loss=-res.score, layers=names)
+                 optimizer=optimizer, clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
+                 show_progress=show_progress, desc=f"texture {'+'.join(names)}")
+    return TextureResult(image=res.image.to(texture.device), history=-res.history, loss=-res.score, layers=names)

@@ -55,7 +55,7 @@ def test_objective_rises(tiny_cnn):
 
 def test_edge_detector_visualization_shows_its_orientation():
     model = edge_model()
-    res = visualize_filter(model, "1", [0, 1], steps=60, size=32, lr=0.05, init=(0.45, 0.55), clamp=True)
+    res = visualize_filter(model, "1", [0, 1], steps=60, size=32, lr=0.05, start=(0.45, 0.55), clamp=True)
     g = gray(res.image)
     d_along_x = (g[:, :, 1:] - g[:, :, :-1]).abs().mean(dim=(1, 2))
     d_along_y = (g[:, 1:, :] - g[:, :-1, :]).abs().mean(dim=(1, 2))
@@ -100,20 +100,20 @@ def test_global_rng_untouched(tiny_cnn):
 
 
 def test_init_options(tiny_cnn):
-    const = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=1, lr=0.0, size=8, init=128 / 255)
+    const = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=1, lr=0.0, size=8, start=128 / 255)
     assert torch.allclose(const.image, normalize(torch.full((2, 3, 8, 8), 128 / 255)))
-    low = visualize_filter(tiny_cnn, "features.0", 0, steps=1, lr=0.0, size=8, init=(0.0, 0.1))
+    low = visualize_filter(tiny_cnn, "features.0", 0, steps=1, lr=0.0, size=8, start=(0.0, 0.1))
     pix = denormalize(low.image)
     assert pix.min() >= -1e-6 and pix.max() <= 0.1 + 1e-6 and pix.std() > 0.01
     start = torch.randn(1, 3, 12, 12)
     copy = start.clone()
-    res = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=3, init=start)
+    res = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=3, start=start)
     assert res.image.shape == (2, 3, 12, 12)
     assert torch.equal(start, copy)  # the caller's tensor is not modified
     with pytest.raises(ValueError, match="128/255"):
-        visualize_filter(tiny_cnn, "features.0", 0, steps=1, init=128)
+        visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=128)
     with pytest.raises(ValueError, match="low <= high"):
-        visualize_filter(tiny_cnn, "features.0", 0, steps=1, init=(0.6, 0.4))
+        visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=(0.6, 0.4))
 
 
 def test_clamp_keeps_pixels_displayable(tiny_cnn):
@@ -149,7 +149,8 @@ def test_bad_layer_and_channel(tiny_cnn):
 def test_diverging_learning_rate_is_an_error(tiny_cnn, steps):
     before = model_state(tiny_cnn)
     with pytest.raises(FloatingPointError, match="lr=1e"):
-        visualize_filter(tiny_cnn, "features.5", 0, steps=steps, size=16, optimizer="sgd", lr=1e30, l2_weight=1.0)
+        visualize_filter(tiny_cnn, "features.5", 0, steps=steps, size=16, optimizer="sgd", lr=1e30, l2_weight=1.0,
+                         clamp=False)
     assert_same_state(before, model_state(tiny_cnn))
 
 
@@ -188,7 +189,7 @@ def test_forward_stops_at_the_target(tiny_cnn):
     tiny_cnn.features[6] = Boom()
     tiny_cnn.classifier = Boom()
     visualize_filter(tiny_cnn, "features.5", [0, 1], **FAST)
-    channels, scores = top_filters(tiny_cnn, torch.randn(1, 3, 16, 16), "features.5", 3)
+    scores, channels = top_filters(tiny_cnn, torch.randn(1, 3, 16, 16), "features.5", 3)
     assert channels.shape == scores.shape == (1, 3)
     with pytest.raises(AssertionError, match="this layer ran"):  # the guard itself works
         visualize_filter(tiny_cnn, "features.6", 0, **FAST)
@@ -218,14 +219,14 @@ def test_frozen_eval_restores_mixed_flags(tiny_cnn):
 def test_top_filters_ranks_mean_activation(tiny_cnn):
     torch.manual_seed(1)
     image = torch.randn(2, 3, 16, 16)
-    channels, scores = top_filters(tiny_cnn, image, "features.6", 5)
+    scores, channels = top_filters(tiny_cnn, image, "features.6", 5)
     with torch.no_grad(), capture_activations(tiny_cnn, "features.6") as acts:
         tiny_cnn(image)
     ref = acts["features.6"].mean(dim=(2, 3)).topk(5, dim=1)
     assert torch.equal(channels, ref.indices)
     assert torch.allclose(scores, ref.values)
     assert (scores[:, :-1] >= scores[:, 1:]).all()
-    ch_max, _ = top_filters(tiny_cnn, image, "features.6", 5, reduce="max")
+    _, ch_max = top_filters(tiny_cnn, image, "features.6", 5, reduce="max")
     assert torch.equal(ch_max, acts["features.6"].amax(dim=(2, 3)).topk(5, dim=1).indices)
 
 
@@ -277,7 +278,7 @@ def test_lean_loop_computes_the_textbook_result(tiny_cnn, layer, channels, chann
     torch.manual_seed(3)
     init = normalize(torch.rand(1, 3, 16, 16))
     ref = textbook_sgd(tiny_cnn, layer, channels, init, steps=5, lr=0.5)
-    res = visualize_filter(tiny_cnn, layer, channels, steps=5, lr=0.5, optimizer="sgd", init=init,
-                           channels_last=channels_last)
+    res = visualize_filter(tiny_cnn, layer, channels, steps=5, lr=0.5, optimizer="sgd", start=init,
+                           channels_last=channels_last, clamp=False)
     assert not torch.equal(ref, init.expand_as(ref))
     assert torch.allclose(res.image, ref, atol=1e-5)

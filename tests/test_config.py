@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from helpers import default_device, offline_opt_in, pick, progress, quick_mode
+from helpers import default_device, pick, quick_mode
+from helpers.config import offline_opt_in, progress
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1", True), ("yes", True), ("0", False), ("", False)])

@@ -67,10 +67,10 @@ def test_pixels_stay_in_the_valid_range(tiny_cnn):
     assert (res.image >= low - 1e-6).all() and (res.image <= high + 1e-6).all()
 
 
-def test_tv_weight_smooths(tiny_cnn):
+def test_tv_step_smooths(tiny_cnn):
     image = photo(5)
     rough = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0)
-    smooth = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0, tv_weight=0.5)
+    smooth = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=1, jitter=0, tv_step=0.5)
     assert total_variation(smooth.image) < total_variation(rough.image)
 
 
@@ -88,7 +88,7 @@ def test_caller_state_and_input_unchanged(tiny_cnn):
     image = photo(7)
     copy = image.clone()
     before = model_state(tiny_cnn)
-    deep_dream(tiny_cnn, image, ["features.1", "features.3"], steps=3, octaves=2, tv_weight=0.1)
+    deep_dream(tiny_cnn, image, ["features.1", "features.3"], steps=3, octaves=2, tv_step=0.1)
     assert_same_state(before, model_state(tiny_cnn))
     assert torch.equal(image, copy)
 
@@ -116,16 +116,16 @@ def test_tv_gradient_is_taken_on_the_unrolled_image():
     # a network whose objective has zero gradient: every step is the pure TV step, which we can compute
     flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
     nn.init.zeros_(flat[0].weight)
-    image, lr, tv_weight, jitter, seed = photo(8, size=12), 0.05, 0.7, 5, 3
+    image, lr, tv_step, jitter, seed = photo(8, size=12), 0.05, 0.7, 5, 3
     shifts = jitter_shifts(3, jitter, torch.Generator().manual_seed(seed))
     assert all(shift != (0, 0) for shift in shifts[1:])  # steps 2 and 3 are rolled
-    res = deep_dream(flat, image, "1", steps=3, octaves=1, jitter=jitter, lr=lr, tv_weight=tv_weight,
+    res = deep_dream(flat, image, "1", steps=3, octaves=1, jitter=jitter, lr=lr, tv_step=tv_step,
                      clamp=False, seed=seed)
     expected = image.clone()
     for _ in range(3):
         x = expected.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(total_variation(x), x)
-        expected = expected - lr * tv_weight * g / g.abs().mean()
+        expected = expected - lr * tv_step * g / g.abs().mean()
     # on the rolled image the seam (last row/column next to the first) would count as an edge and be smoothed
     assert torch.allclose(res.image, expected, atol=1e-6)
 

@@ -46,7 +46,7 @@ def test_detach(tiny_cnn):
 def test_hooks_removed_after_normal_exit_and_repeated_use(tiny_cnn):
     for _ in range(3):
         with capture_activations(tiny_cnn, ["features.0", "classifier.2"]):
-            assert n_hooks(tiny_cnn) == 2
+            assert n_hooks(tiny_cnn) == 2 + 1  # one per layer, and the model's end-of-pass hook (first-call policy)
             tiny_cnn(torch.randn(1, 3, 8, 8))
         assert n_hooks(tiny_cnn) == 0
 
@@ -78,18 +78,47 @@ def test_layer_names_are_dotted_paths(tiny_cnn):
     assert get_layer(tiny_cnn, "classifier.2") is tiny_cnn.classifier[2]
 
 
-def test_module_called_twice_keeps_last_call():
-    relu = torch.nn.ReLU()
+class CalledTwice(torch.nn.Module):
+    """One ReLU module run twice per pass, like ResNet's BasicBlock: first on conv(x), then on that minus 0.5."""
 
-    class Twice(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.relu = relu
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.relu = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(2, 3)
 
-        def forward(self, x):
-            return self.relu(self.relu(x) - 1)
+    def forward(self, x):
+        return self.fc(self.relu(self.relu(self.conv(x)) - 0.5).mean((2, 3)))
 
-    model = Twice()
-    with capture_activations(model, "relu") as acts:
-        out = model(torch.tensor([3.0, 0.5]))
-    assert torch.equal(acts["relu"], out)
+
+def test_a_module_called_twice_stands_for_its_first_call_everywhere():
+    """The policy of helpers.hooks: capture_activations, TruncatedForward, capture and Grad-CAM all use the
+    output of the first call; a new pass of the model starts over; a submodule called directly is its own pass."""
+    from helpers import TruncatedForward, grad_cam, objectives
+    from helpers.hooks import capture
+
+    model = CalledTwice().eval()
+    x, x2 = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    first = torch.relu(model.conv(x)).detach()
+    assert not torch.equal(first, torch.relu(first - 0.5))  # the two calls differ
+    with torch.no_grad(), capture_activations(model, "relu") as acts:
+        model(x)
+        assert torch.equal(acts["relu"], first)
+        model(x2)  # a new pass: its own first call
+        assert torch.equal(acts["relu"], torch.relu(model.conv(x2)))
+        model.relu(-x)  # the submodule alone, twice: each call is a pass of its own
+        model.relu(x)
+        assert torch.equal(acts["relu"], torch.relu(x))
+    with torch.no_grad(), TruncatedForward(model, "relu") as forward:
+        assert torch.equal(forward(x)["relu"], first)
+    with torch.no_grad(), capture(model, objectives.channel_mean("relu", 1) + objectives.class_logit(0)) as fwd:
+        assert torch.equal(fwd(x)["relu"], first)
+    # Grad-CAM on the first call, computed by hand: S_c = fc(relu(A - 0.5).mean)[c] with A the first output
+    for c in range(3):
+        a = first.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model.fc(torch.relu(a - 0.5).mean((2, 3)))[:, c].sum(), a)
+        expected = torch.relu(torch.einsum("nc,nchw->nhw", g.mean((2, 3)), first))
+        cam = grad_cam(model, x, c, layer="relu", normalize=False)
+        assert torch.allclose(cam, expected, atol=1e-6)
+    assert n_hooks(model) == 0

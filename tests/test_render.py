@@ -36,7 +36,7 @@ def test_visualize_class_is_render(tiny_cnn):
 
 def test_deep_dream_octave_is_render(tiny_cnn):
     photo = normalize(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
-    dream = deep_dream(tiny_cnn, photo, ["features.3", "features.6"], steps=6, octaves=1, jitter=2, tv_weight=0.5,
+    dream = deep_dream(tiny_cnn, photo, ["features.3", "features.6"], steps=6, octaves=1, jitter=2, tv_step=0.5,
                        seed=4)
     direct = render(tiny_cnn, O.layer_rms(["features.3", "features.6"]), start=photo, steps=6, lr=0.02,
                     optimizer=lambda params, lr: DreamStep(params, lr, 0.5),

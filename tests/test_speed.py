@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import assert_same_state, model_state
 
-from helpers import channels_last_weights, deep_dream, lean_loop, roomy_malloc, visualize_filter
+from helpers import deep_dream, visualize_filter
+from helpers.speed import channels_last_weights, lean_loop, roomy_malloc
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 

@@ -1,0 +1,208 @@
+"""Input checks at the boundary, written once: every public function of the package validates its inputs here.
+
+Each check raises ``ValueError`` (``TypeError`` for a value of the wrong kind) with the fix in a one-line
+message, before any hook is registered or any state is touched. Names here are public inside the package (this
+module is private): ``from ._checks import as_batch``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .objectives import LOGITS, Objective, class_logit
+
+Target = int | Sequence[int] | torch.Tensor | Objective
+"""What an attribution explains: a class index (one for all images, or one per image) or an objective."""
+
+
+# ---------------------------------------------------------------- layers
+
+def layer_names(model: nn.Module) -> list[str]:
+    """All dotted ``named_modules()`` names of ``model`` except the root (e.g. ``"features.28"``)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """Return the submodule called ``name`` (a dotted ``named_modules()`` path).
+
+    Raises:
+        ValueError: unknown name; the message lists the closest valid names.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a layer is named by a non-empty dotted string like 'features.28', got {name!r}")
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = layer_names(model)
+        close = difflib.get_close_matches(name, names, n=6, cutoff=0.5) or names[:6]
+        raise ValueError(
+            f"layer {name!r} is not in {type(model).__name__}; close valid names: {', '.join(close)}"
+            " (all names: helpers.layer_names(model))"
+        ) from None
+
+
+def last_conv(model: nn.Module) -> str | None:
+    """The dotted name of the model's last ``nn.Conv2d`` (None without one)."""
+    return next((name for name, m in reversed(list(model.named_modules())) if isinstance(m, nn.Conv2d)), None)
+
+
+def not_a_channel_layer(model: nn.Module, layer: str, shape: tuple[int, ...]) -> ValueError:
+    """The error for a channel of a layer without channel maps (e.g. VGG's ``classifier.0``, a Linear layer)."""
+    conv = last_conv(model)
+    hint = f"e.g. the last one, {conv!r}" if conv else "see helpers.layer_names(model)"
+    dims = ", ".join(["N", *map(str, shape[1:])])
+    return ValueError(f"layer {layer!r} ({type(get_layer(model, layer)).__name__}) gives ({dims}), not channel maps "
+                      f"(N, C, h, w), so it has no channels to pick: name a convolutional layer, {hint}")
+
+
+def image_too_small(layer: str, shape: tuple[int, ...], smallest: int, *, logits: bool = False) -> ValueError:
+    """The error for an image too small for the layers a forward pass needs, with the smallest size that works."""
+    where = f"the model's last convolution/pooling layer {layer!r}" if logits else f"layer {layer!r}"
+    return ValueError(f"an image of {shape[-2]}x{shape[-1]} px is too small for {where}: its receptive-field "
+                      f"geometry needs at least {smallest}x{smallest} px; pass a larger image (start={smallest} or "
+                      f"size={smallest})")
+
+
+# ---------------------------------------------------------------- numbers
+
+def positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` when it is an integer (not a bool) ``>= minimum``, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def int_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """A positive int ``v`` as ``(v, v)``, or a pair ``(height, width)`` of positive ints, else ``ValueError``."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- images
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The model's first ``nn.Conv2d`` in ``named_modules()`` order (None for a model without one)."""
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def as_batch(image: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """``(C, H, W)`` -> ``(1, C, H, W)``; ``(N, C, H, W)`` unchanged; anything else is a ValueError.
+
+    With ``model``, the channel count must be what the model's first convolution takes: a grey ``(N, 1, H, W)``
+    or an RGBA ``(N, 4, H, W)`` image given to an RGB model is refused with the conversion in the message.
+    """
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a tensor (N, 3, H, W), e.g. from load_image, not {type(image).__name__}")
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4:
+        raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
+    if model is not None:
+        check_image_channels(model, image)
+    return image
+
+
+def check_image_channels(model: nn.Module, image: torch.Tensor) -> None:
+    """``ValueError`` with the conversion when an RGB model (first convolution takes 3 channels) gets an image
+    ``(N, C, H, W)`` with ``C != 3`` (a model taking other channels is not second-guessed)."""
+    conv = first_conv(model)
+    c = image.shape[1]
+    if conv is None or conv.in_channels != 3 or c == 3:
+        return
+    raise ValueError(f"the model takes RGB images (N, 3, H, W), got {c} channels (shape {tuple(image.shape)}); "
+                     + rgb_fix(c))
+
+
+def rgb_fix(channels: int) -> str:
+    """How to turn an image with ``channels`` channels into the RGB one the models take."""
+    return {1: "a grey image: repeat it as RGB with x.expand(-1, 3, -1, -1)",
+            4: "an RGBA image: drop the alpha channel with x[:, :3] (helpers.load_image composites it on white)",
+            }.get(channels, "load it with helpers.load_image, which always gives 3 channels")
+
+
+# ---------------------------------------------------------------- logits and targets
+
+def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """``scores`` when it is a logits tensor ``(n, classes)``, else ``ValueError`` naming its shape."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[0] != n:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"the model must return logits (N, classes), got shape {shape}")
+    return scores
+
+
+def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: int, classes: int,
+                   device: torch.device) -> torch.Tensor:
+    """``target`` (one class index for all ``n`` images, one per image, or a :func:`class_logit` objective) as a
+    long tensor ``(n,)`` on ``device``; ``ValueError`` for a float/bool target, a wrong count, an index outside
+    ``0 .. classes - 1``, or an objective that is not one class score."""
+    if isinstance(target, Objective):
+        if getattr(target, "classes", None) is None:
+            raise ValueError(f"this needs a class to score, an int or objectives.class_logit(c), not {target!r}")
+        target = list(target.classes)
+    t = torch.as_tensor(target, device=device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
+    t = t.long().flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"got {t.numel()} targets for a batch of {n} images; pass one int or one per image")
+    if (t < 0).any() or (t >= classes).any():
+        raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
+    return t
+
+
+def target_objective(target: Target, n: int) -> Objective:
+    """The one resolver of attribution targets: an :class:`~helpers.objectives.Objective` is used as it is, a class
+    index (one for all ``n`` images, or one per image; int, sequence or integer tensor) becomes
+    :func:`~helpers.objectives.class_logit`. ``ValueError`` for a float/bool target or a wrong count."""
+    if isinstance(target, Objective):
+        if target.batch is not None and target.batch != n:
+            raise ValueError(f"{target!r} scores {target.batch} images but the batch has {n}; give one target "
+                             "for all images or one per image")
+        return target
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"target must be a class index, one index per image or an objective (helpers.objectives),"
+                         f" got {target!r}") from None
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.numel() == 0:
+        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
+    items = [int(c) for c in t.flatten().tolist()]
+    if len(items) not in (1, n):
+        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
+    return class_logit(items[0] if len(items) == 1 else items)
+
+
+def target_scores(objective: Objective, acts: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
+    """``objective(acts)``, the ``(n,)`` scores to explain, after checking that the model gave logits
+    ``(n, classes)`` when the objective reads them."""
+    if LOGITS in objective.reads:
+        check_logits(acts[LOGITS], n)
+    return objective(acts)
+
+
+# ---------------------------------------------------------------- renamed arguments
+
+GIVEN_NOT = object()
+"""Default of a renamed argument's old keyword: tells "not given" apart from every real value (None included)."""
+
+
+def renamed(value: object, old_value: object, name: str, old_name: str, where: str, default: object = None) -> object:
+    """The value of argument ``name`` of ``where()``, also accepted under its deprecated keyword ``old_name``
+    (``old_value``, :data:`GIVEN_NOT` when absent) with a ``DeprecationWarning`` naming the new word.
+    ``default`` is the new argument's default object (compared by identity: "not given")."""
+    if old_value is GIVEN_NOT:
+        return value
+    if value is not default:
+        raise TypeError(f"{where}() got both {name}= and its old name {old_name}=; pass {name}= only")
+    warnings.warn(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", DeprecationWarning,
+                  stacklevel=3)
+    return old_value
