@@ -21,6 +21,7 @@ class History:
     train_loss: list[float] = field(default_factory=list)  # mean cross-entropy over each epoch
     test_acc: list[float] = field(default_factory=list)    # accuracy on the test loader after each epoch, eval mode
     seconds: list[float] = field(default_factory=list)     # wall time of each epoch (training + evaluation)
+    threads: list[int] = field(default_factory=list)       # CPU threads used for most of each epoch's steps
 
     @property
     def epochs(self) -> list[int]:
@@ -47,7 +48,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str |
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None, epochs: int, *,
         lr: float = 1e-3, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        device: torch.device | str | None = None, threads: int | None = None,
+        device: torch.device | str | None = None, threads: int | str | None = None,
         show_progress: bool | None = None) -> History:
     """Train with cross-entropy and Adam (sheet 4: lr 1e-3), evaluating on the test set after every epoch.
 
@@ -63,8 +64,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         optimizer: factory ``params -> Optimizer`` replacing Adam (e.g. ``lambda p: torch.optim.SGD(p, 0.01)``).
         device: where to train; default the model's device.
         threads: CPU threads for the run (``torch.set_num_threads``, restored afterwards); None keeps
-            torch's setting. A LeNet step on 16 images is too small to split: 1 avoids threads waiting for
-            each other, which costs many times the step itself when other processes share the cores.
+            torch's setting. ``"auto"``: at the start of every epoch, time a few steps on one thread and on
+            torch's setting and train the rest of the epoch with the faster (a small step splits well over
+            idle cores but is many times slower when other processes share them and threads wait for each
+            other); ``History.threads`` records the choice.
         show_progress: one progress bar per epoch; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
@@ -75,9 +78,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     loss_fn = nn.CrossEntropyLoss()
     history = History()
     was_training, threads_before = model.training, torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be a positive number of CPU threads or None, got {threads}")
+    auto = threads == "auto"
+    if threads is not None and not auto:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive number of CPU threads, 'auto' or None, got {threads!r}")
         torch.set_num_threads(threads)
     try:
         for epoch in range(1, epochs + 1):
@@ -87,7 +91,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
             correct = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
             bar = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
-            for x, y in bar:
+            chooser = _ThreadChooser((1, threads_before)) if auto and device.type == "cpu" else None
+            for step, (x, y) in enumerate(bar):
+                if chooser is not None:
+                    chooser.before(step)
                 x, y = x.to(device), y.to(device)
                 logits = model(x)
                 loss = loss_fn(logits, y)
@@ -97,6 +104,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
                 loss_sum += loss.detach() * y.numel()  # stays on the device: no host sync per step
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += y.numel()
+            history.threads.append(chooser.chosen if chooser is not None else torch.get_num_threads())
             history.train_loss.append(loss_sum.item() / max(seen, 1))
             history.train_acc.append(correct.item() / max(seen, 1))
             if test_loader is not None:
@@ -106,3 +114,32 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         model.train(was_training)
         torch.set_num_threads(threads_before)
     return history
+
+
+class _ThreadChooser:
+    """Times ``PROBE`` steps on each candidate thread count (after ``WARMUP`` steps) at the start of an epoch and
+    sets the faster one for the rest of it (:func:`fit` with ``threads="auto"``)."""
+
+    WARMUP, PROBE = 5, 20
+
+    def __init__(self, candidates: tuple[int, ...]) -> None:
+        self.candidates = tuple(dict.fromkeys(candidates))  # (1, n) without a repeat when n == 1
+        self.times: list[float] = []
+        self.chosen = self.candidates[0]
+        self._start = 0.0
+        torch.set_num_threads(self.chosen)
+
+    def before(self, step: int) -> None:
+        """Call before training step ``step`` (0-based) of the epoch."""
+        k, offset = divmod(step - self.WARMUP, self.PROBE)
+        if step < self.WARMUP or offset or k > len(self.candidates):
+            return
+        now = time.perf_counter()
+        if k > 0:  # the probe of candidate k - 1 ends here
+            self.times.append(now - self._start)
+        if k < len(self.candidates):
+            torch.set_num_threads(self.candidates[k])
+            self._start = now
+        else:
+            self.chosen = self.candidates[min(range(len(self.times)), key=self.times.__getitem__)]
+            torch.set_num_threads(self.chosen)

@@ -76,3 +76,44 @@ def test_fit_runs_with_the_requested_threads_and_restores_the_setting():
     with pytest.raises(ValueError, match="threads"):
         fit(Spy(3, 2), data, None, epochs=1, threads=0)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("one_thread_ticks", "faster"), [(3.0, 2), (0.5, 1)])
+def test_fit_auto_threads_probes_one_and_torchs_setting_then_keeps_the_faster(monkeypatch, one_thread_ticks, faster):
+    import helpers.training as training
+
+    seen = []
+
+    class Spy(nn.Linear):
+        def forward(self, x):
+            if self.training:
+                seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    data = DataLoader(TensorDataset(torch.randn(200, 3), torch.randint(0, 2, (200,))), batch_size=2)  # 100 steps
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ticks = {"t": 0.0}
+
+        def perf_counter():
+            return ticks["t"]
+
+        class Timed(Spy):  # a step on two threads "takes" 1 tick, on one thread `one_thread_ticks`
+            def forward(self, x):
+                if self.training:
+                    ticks["t"] += one_thread_ticks if torch.get_num_threads() == 1 else 1.0
+                return super().forward(x)
+
+        monkeypatch.setattr(training.time, "perf_counter", perf_counter)
+        history = fit(Timed(3, 2), data, None, epochs=2, threads="auto")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    w, p = training._ThreadChooser.WARMUP, training._ThreadChooser.PROBE
+    epoch = seen[:100]
+    assert epoch[:w + p] == [1] * (w + p) and epoch[w + p:w + 2 * p] == [2] * p  # probes: one thread, then two
+    assert set(epoch[w + 2 * p:]) == {faster} and history.threads == [faster, faster]  # the faster is kept
+    assert seen[100:100 + w + p] == [1] * (w + p)  # every epoch probes anew
+    with pytest.raises(ValueError, match="threads"):
+        fit(Spy(3, 2), data, None, epochs=1, threads="fast")
