@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import as_batch
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
 from .objectives import feature_loss as feature_loss  # its home was this module
@@ -47,7 +48,7 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
 
     Args:
         model: a CNN taking ImageNet-normalized images.
-        image: ``(N, 3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`).
+        image: ``(N, 3, H, W)`` or ``(3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`).
         layer: dotted module name, e.g. ``"features.3"`` (early) or ``"features.29"`` (late).
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
@@ -70,8 +71,7 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
         ValueError: unknown layer (with close names), bad shape, features all zero for a photo.
         FloatingPointError: the image became NaN/inf.
     """
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W) normalized photos, got {tuple(image.shape)}")
+    image = as_batch(image, model)  # (3, H, W) -> (1, 3, H, W); a grey/RGBA tensor is refused with the conversion
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     n, _, h, w = image.shape

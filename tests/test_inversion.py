@@ -63,8 +63,10 @@ def test_tv_prior_smooths_the_reconstruction(tiny_cnn):
 def test_errors(tiny_cnn):
     with pytest.raises(ValueError, match="features"):
         invert_features(tiny_cnn, photo(), "features.50", steps=1)
-    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        invert_features(tiny_cnn, torch.zeros(3, 8, 8), "features.5", steps=1)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        invert_features(tiny_cnn, torch.zeros(8, 8), "features.5", steps=1)
+    with pytest.raises(ValueError, match=r"expand\(-1, 3, -1, -1\)"):
+        invert_features(tiny_cnn, photo()[:, :1], "features.5", steps=1)
     with torch.no_grad():
         tiny_cnn.features[0].bias.fill_(-100.0)
     with pytest.raises(ValueError, match="all zero"):
@@ -88,3 +90,11 @@ def test_deterministic_and_state_unchanged(tiny_cnn):
     with pytest.raises(KeyboardInterrupt):
         invert_features(tiny_cnn, x, "features.5", steps=2)
     assert_same_state(before, model_state(tiny_cnn))
+
+
+def test_a_single_image_without_batch_dimension_is_one_image(tiny_cnn):
+    x = photo()[:1]
+    one = invert_features(tiny_cnn, x[0], "features.5", steps=2, seed=0)
+    batched = invert_features(tiny_cnn, x, "features.5", steps=2, seed=0)
+    assert one.image.shape == batched.image.shape == x.shape
+    assert torch.equal(one.image, batched.image)
