@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._checks import rgb_fix
+from ._checks import as_batch, rgb_fix
 from .config import progress
 from .hooks import capture, frozen_eval, model_device
 from .images import normalize, valid_range
@@ -174,7 +174,7 @@ class Step:
 def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:
     """``objective`` of normalized images ``(N, 3, H, W)`` (or ``(3, H, W)``), without gradients, in eval mode;
     the model is left as found. Returns ``(N,)`` float32 on the model's device."""
-    x = image.unsqueeze(0) if image.dim() == 3 else image
+    x = as_batch(image, model)
     with torch.no_grad(), frozen_eval(model), capture(model, objective) as forward:
         return objective(forward(x.to(model_device(model), torch.float32))).float()
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import as_batch
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import gram_loss as gram_loss  # its home was this module
 from .objectives import gram_match, gram_matrix
@@ -76,7 +77,7 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
     weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
     if len(weights) != len(names):
         raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
-    tex = texture.unsqueeze(0) if texture.dim() == 3 else texture
+    tex = as_batch(texture, model)  # (3, h, w) -> (1, 3, h, w); a grey/RGBA tensor says how to convert it
     if tex.dim() != 4 or tex.shape[:2] != (1, 3):
         raise ValueError(f"texture must be one normalized image (1, 3, h, w), got {tuple(texture.shape)}")
     if n < 1 or steps < 1:
