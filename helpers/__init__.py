@@ -44,23 +44,7 @@ from .data import (
 from .deepdream import DREAM_LAYERS, DreamResult, deep_dream
 from .diversity import DiversityResult, gram_similarity, visualize_diverse
 from .embedding import extract_features, nearest_neighbors, tsne_embedding
-from .evaluate import (
-    Curve,
-    Randomization,
-    angle_difference,
-    as_map,
-    attribution_methods,
-    axis_energy_ratio,
-    cascading_randomization,
-    class_sensitivity,
-    deletion_curve,
-    dominant_orientation,
-    insertion_curve,
-    localization_scores,
-    mask_energy,
-    orientation,
-    pointing_game,
-)
+from .engine import RenderResult, jitter, objective_score, render
 from .figures import print_stand_in_note, save_figure
 from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
 from .gradcam import default_cam_layer, grad_cam, guided_grad_cam
@@ -129,12 +113,28 @@ from .receptive import (
     receptive_field,
 )
 from .regularizers import l2, total_variation, tv_per_pixel
-from .render import RenderResult, jitter, objective_score, render
 from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import fast_bf16
 from .texture import TextureResult, gram_matrix, synthesize_texture
 from .training import History, evaluate, fit
+from .trust import (
+    Curve,
+    Randomization,
+    angle_difference,
+    as_map,
+    attribution_methods,
+    axis_energy_ratio,
+    cascading_randomization,
+    class_sensitivity,
+    deletion_curve,
+    dominant_orientation,
+    insertion_curve,
+    localization_scores,
+    mask_energy,
+    orientation,
+    pointing_game,
+)
 
 __all__ = [
     # techniques: attribution (which pixels explain a target: a class or an objective)

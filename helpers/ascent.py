@@ -1,7 +1,7 @@
 """Gradient ascent on the input: filter visualization and the filters a photo excites most.
 
 :func:`visualize_filter` is :func:`helpers.render` with the objective ``channel_mean(layer, c)`` minus the
-sheet's priors; the engine (truncated forward pass, frozen weights, lean loop) lives in :mod:`helpers.render`
+sheet's priors; the engine (truncated forward pass, frozen weights, lean loop) lives in :mod:`helpers.engine`
 and :mod:`helpers.hooks`.
 
 References: Erhan et al. 2009 (activation maximization); Olah et al. 2017, "Feature Visualization",
@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ._checks import GIVEN_NOT, as_batch, renamed
+from .engine import NOISE, OptimizerSpec, jittered, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
-from .render import NOISE, OptimizerSpec, jittered, render
 
 StartSpec = float | tuple[float, float] | torch.Tensor
 InitSpec = StartSpec  # its old name

@@ -23,8 +23,8 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from .ascent import AscentResult, with_priors
+from .engine import OptimizerSpec, Start, Step, jittered, render
 from .objectives import Objective, channel_mean, class_logit
-from .render import OptimizerSpec, Start, Step, jittered, render
 
 
 @dataclass

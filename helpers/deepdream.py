@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import GIVEN_NOT, as_batch, renamed
+from .engine import Transform, jitter, render
 from .hooks import model_device
 from .images import valid_range
 from .objectives import layer_rms
 from .regularizers import total_variation
-from .render import Transform, jitter, render
 from .speed import lean_loop
 
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from .ascent import with_priors
+from .engine import OptimizerSpec, Start, jittered, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import channel_mean, diversity, gram_similarity
-from .render import OptimizerSpec, Start, jittered, render
 
 
 def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:

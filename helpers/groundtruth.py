@@ -25,10 +25,10 @@ from .classviz import visualize_class
 from .config import DATA_DIR
 from .data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
 from .deepdream import deep_dream
-from .evaluate import angle_difference, axis_energy_ratio, orientation
 from .hooks import frozen_eval
 from .images import normalize
 from .training import evaluate, fit
+from .trust import angle_difference, axis_energy_ratio, orientation
 
 VERSION = 1  # bump when the architecture, the data or the training loop changes: the cache is rebuilt
 

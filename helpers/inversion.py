@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from ._checks import as_batch
+from .engine import OptimizerSpec, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
 from .objectives import feature_loss as feature_loss  # its home was this module
-from .render import OptimizerSpec, render
 
 
 @dataclass

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from ._checks import as_batch
+from .engine import OptimizerSpec, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import gram_loss as gram_loss  # its home was this module
 from .objectives import gram_match, gram_matrix
-from .render import OptimizerSpec, render
 
 
 @dataclass

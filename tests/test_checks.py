@@ -1,8 +1,13 @@
 """Attribution targets as objectives, and the boundary errors of helpers/_checks.py."""
 
+import importlib
+import pkgutil
+import types
+
 import pytest
 import torch
 
+import helpers
 from helpers import (
     capture_activations,
     deconvnet,
@@ -242,3 +247,13 @@ def test_fooling_explains_a_too_small_image_and_local_contrast_a_grey_one(tiny_c
         fgsm(tiny_cnn, normalize(torch.rand(1, 3, 1, 1)), 0)
     with pytest.raises(ValueError, match=r"x.expand\(-1, 3, -1, -1\)"):
         local_contrast(torch.zeros(1, 1, 8, 8), 3)
+
+
+def test_no_function_of_the_package_hides_a_module_of_the_same_name():
+    # `import helpers.engine as E` must give the module: a function exported under a module's name would
+    # replace the attribute (as `helpers.render`, the function, once hid `helpers/render.py`)
+    names = [m.name for m in pkgutil.iter_modules(helpers.__path__)]
+    assert "engine" in names and "trust" in names
+    for name in names:
+        module = importlib.import_module(f"helpers.{name}")
+        assert isinstance(getattr(helpers, name), types.ModuleType) and getattr(helpers, name) is module, name

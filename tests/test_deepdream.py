@@ -7,7 +7,7 @@ from test_ascent import Boom, caller_state
 from torch import nn
 
 from helpers import DREAM_LAYERS, capture_activations, deep_dream, total_variation, valid_range
-from helpers.render import jitter_shifts
+from helpers.engine import jitter_shifts
 
 
 def photo(seed: int = 0, size: int = 32) -> torch.Tensor:

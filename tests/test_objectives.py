@@ -6,7 +6,7 @@ from conftest import assert_same_state, model_state
 
 from helpers import capture_activations, gram_matrix, l2, total_variation
 from helpers import objectives as O
-from helpers.render import objective_score
+from helpers.engine import objective_score
 
 
 @pytest.fixture
@@ -37,21 +37,21 @@ def test_values_equal_hand_computed(tiny_cnn, images):
         O.l2(2.0): 2.0 * images.pow(2).sum(dim=(1, 2, 3)),
     }
     for objective, expected in cases.items():
-        assert torch.allclose(objective_score(tiny_cnn, objective, images), expected, atol=1e-5), objective
+        assert torch.allclose(objective_score(tiny_cnn, images, objective), expected, atol=1e-5), objective
     # matching objectives: 0 at the target itself, minus the relative distance elsewhere
     target = a6[:1] * 1.5
     expected = -(a6 - target).pow(2).flatten(1).sum(1) / target.pow(2).sum()
-    assert torch.allclose(objective_score(tiny_cnn, O.feature_match("features.6", target), images), expected)
-    assert torch.allclose(objective_score(tiny_cnn, O.feature_match("features.6", a6), images), torch.zeros(2))
+    assert torch.allclose(objective_score(tiny_cnn, images, O.feature_match("features.6", target)), expected)
+    assert torch.allclose(objective_score(tiny_cnn, images, O.feature_match("features.6", a6)), torch.zeros(2))
     grams = {"features.1": gram_matrix(a1[:1]), "features.6": gram_matrix(a6[:1])}
     g1, g6 = gram_matrix(a1), gram_matrix(a6)
     expected = -((g1 - grams["features.1"]).pow(2).sum((1, 2)) / grams["features.1"].pow(2).sum()
                  + 2 * (g6 - grams["features.6"]).pow(2).sum((1, 2)) / grams["features.6"].pow(2).sum())
-    got = objective_score(tiny_cnn, O.gram_match(["features.1", "features.6"], grams, [1.0, 2.0]), images)
+    got = objective_score(tiny_cnn, images, O.gram_match(["features.1", "features.6"], grams, [1.0, 2.0]))
     assert torch.allclose(got, expected, atol=1e-6) and got[0].abs() < 1e-6 and got[1] < 0
     flat = g6.flatten(1)
     cos = (flat[0] @ flat[1]) / (flat[0].norm() * flat[1].norm())
-    got = objective_score(tiny_cnn, O.diversity("features.6", 3.0), images)
+    got = objective_score(tiny_cnn, images, O.diversity("features.6", 3.0))
     assert torch.allclose(got, -3.0 * cos / 2 * torch.ones(2), atol=1e-6)
 
 
@@ -86,15 +86,17 @@ def test_layers_union():
 def test_bad_names_and_indices(tiny_cnn, images):
     before = model_state(tiny_cnn)
     with pytest.raises(ValueError, match=r"'features\.55' is not in TinyCNN; close valid names: features"):
-        objective_score(tiny_cnn, O.channel_mean("features.55", 0) + O.class_logit(1), images)
+        objective_score(tiny_cnn, images, O.channel_mean("features.55", 0) + O.class_logit(1))
     with pytest.raises(ValueError, match="0 to 15"):
-        objective_score(tiny_cnn, O.channel_mean("features.5", [0, 16]), images)
+        objective_score(tiny_cnn, images, O.channel_mean("features.5", [0, 16]))
     with pytest.raises(ValueError, match="0 to 15"):  # also when another term reads the whole layer
-        objective_score(tiny_cnn, O.channel_mean("features.5", 16) + O.layer_rms("features.5"), images[:1])
+        objective_score(tiny_cnn, images[:1], O.channel_mean("features.5", 16) + O.layer_rms("features.5"))
     with pytest.raises(ValueError, match="0 to 4"):
-        objective_score(tiny_cnn, O.class_logit(5), images)
+        objective_score(tiny_cnn, images, O.class_logit(5))
     with pytest.raises(ValueError, match="3 channels given for a batch of 2"):
-        objective_score(tiny_cnn, O.channel_mean("features.6", [0, 1, 2]), images)
+        objective_score(tiny_cnn, images, O.channel_mean("features.6", [0, 1, 2]))
+    with pytest.raises(TypeError, match="the image comes before the objective"):
+        objective_score(tiny_cnn, O.class_logit(1), images)
     with pytest.raises(ValueError, match="integer"):
         O.channel_mean("features.5", [])
     with pytest.raises(ValueError, match="no target Gram"):

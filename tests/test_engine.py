@@ -6,7 +6,7 @@ from helpers import L2PlusPlus, deep_dream, normalize, visualize_class, visualiz
 from helpers import objectives as O
 from helpers.classviz import l2pp_step
 from helpers.deepdream import DreamStep
-from helpers.render import RenderResult, Step, jitter, render
+from helpers.engine import RenderResult, Step, jitter, render
 
 
 def test_visualize_filter_is_render(tiny_cnn):

@@ -171,9 +171,12 @@ class Step:
     grad: torch.Tensor
 
 
-def objective_score(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:
+def objective_score(model: nn.Module, image: torch.Tensor, objective: Objective) -> torch.Tensor:
     """``objective`` of normalized images ``(N, 3, H, W)`` (or ``(3, H, W)``), without gradients, in eval mode;
-    the model is left as found. Returns ``(N,)`` float32 on the model's device."""
+    the model is left as found. Returns ``(N,)`` float32 on the model's device. The argument order is the
+    package's ``(model, image, target)``."""
+    if isinstance(image, Objective) and isinstance(objective, torch.Tensor):
+        raise TypeError("objective_score(model, image, objective): the image comes before the objective")
     x = as_batch(image, model)
     with torch.no_grad(), frozen_eval(model), capture(model, objective) as forward:
         return objective(forward(x.to(model_device(model), torch.float32))).float()
