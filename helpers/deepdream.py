@@ -165,7 +165,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     histories, starts, ends = [], [], []
     detail = base.new_zeros(base.shape[0], 3, *sizes[0])
-    with lean_loop(model, channels_last, device):  # once for all octaves (the renders' own blocks then do nothing)
+    # once for all octaves (the renders' own blocks then do nothing)
+    with lean_loop(model, channels_last, device, objective.layers):
         for k, size in enumerate(sizes):
             octave_base = _resize(base, size)
             start = octave_base + _resize(detail, size)  # the detail added so far, carried to this scale

@@ -288,7 +288,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             x.copy_(y)
         return apply
 
-    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device),
+    with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device, everything.layers),
           capture(model, everything, check=False) as forward):
         bar = progress(range(steps), desc=desc or repr(objective)[:60], enabled=show_progress)
         try:

@@ -20,7 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -56,8 +56,29 @@ def channels_last_default(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
 
 
+def modules_up_to(model: nn.Module, layers: Iterable[str]) -> list[nn.Module]:
+    """The modules of ``model`` registered up to the last of ``layers`` in ``named_modules()`` order, with all
+    of that layer's submodules: the ones a pass truncated after ``layers`` runs when modules are registered in
+    the order they are called (VGG, ResNet and the torchvision classifiers are). The whole model when
+    ``layers`` holds ``""`` (the model itself, i.e. its logits). Names that are not modules are ignored."""
+    named = list(model.named_modules())
+    wanted = set(layers)
+    if "" in wanted:
+        return [module for _, module in named]
+    positions = [i for i, (name, _) in enumerate(named) if name in wanted]
+    if not positions:
+        return []
+    last = positions[-1]
+    deepest = named[last][0] + "."
+    end = last + 1
+    while end < len(named) and named[end][0].startswith(deepest):
+        end += 1
+    return [module for _, module in named[:end]]
+
+
 @contextmanager
-def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+def channels_last_weights(model: nn.Module, enabled: bool = True,
+                          layers: Iterable[str] | None = None) -> Iterator[nn.Module]:
     """Inside the block every 4-D parameter of ``model`` holds a channels-last copy of its values.
 
     The parameter objects stay the same (optimizers and hooks keep working); only ``.data`` is swapped, and on
@@ -65,11 +86,16 @@ def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn
     model's values, strides and storage are exactly as found. Changes made to the weights inside the block
     are not carried back: use it around loops that do not train the weights. Values are identical; only the
     order in which a convolution adds up its terms can change, at the level of float rounding.
+    With ``layers`` (the layers a truncated pass reads), only the parameters of :func:`modules_up_to` them are
+    copied: VGG16 up to ``features.17`` copies 2.3 of its 14.7 million conv weights. A module called after
+    them but registered before would run on its NCHW weight: slower, the same values.
     """
     swapped: list[tuple[nn.Parameter, torch.Tensor]] = []
     try:
         if enabled:
-            for p in model.parameters():
+            modules = [model] if layers is None else modules_up_to(model, layers)
+            params = [p for m in modules for p in m.parameters(recurse=layers is None)]
+            for p in params:
                 if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
                     original = p.data
                     p.data = original.contiguous(memory_format=torch.channels_last)
@@ -126,11 +152,12 @@ def roomy_malloc(enabled: bool = True) -> Iterator[bool]:
 
 
 @contextmanager
-def lean_loop(model: nn.Module, channels_last: bool | None = None,
-              device: torch.device | str = "cpu") -> Iterator[nn.Module]:
-    """:func:`channels_last_weights` (``None``: :func:`channels_last_default` for ``device``) and
-    :func:`roomy_malloc` together: what every gradient-ascent loop of the package runs inside."""
+def lean_loop(model: nn.Module, channels_last: bool | None = None, device: torch.device | str = "cpu",
+              layers: Iterable[str] | None = None) -> Iterator[nn.Module]:
+    """:func:`channels_last_weights` (``None``: :func:`channels_last_default` for ``device``; ``layers``: only
+    the modules up to them) and :func:`roomy_malloc` together: what every gradient-ascent loop of the package
+    runs inside."""
     if channels_last is None:
         channels_last = channels_last_default(device)
-    with channels_last_weights(model, channels_last), roomy_malloc():
+    with channels_last_weights(model, channels_last, layers), roomy_malloc():
         yield model

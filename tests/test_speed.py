@@ -4,6 +4,7 @@ import platform
 import pytest
 import torch
 from conftest import assert_same_state, model_state
+from torchvision.models import resnet18
 
 from helpers import deep_dream, visualize_filter
 from helpers.speed import channels_last_weights, lean_loop, roomy_malloc
@@ -31,6 +32,35 @@ def test_channels_last_weights_disabled_touches_nothing(tiny_cnn):
     with channels_last_weights(tiny_cnn, enabled=False):
         assert tiny_cnn.features[0].weight.is_contiguous()
     assert_same_state(before, model_state(tiny_cnn))
+
+
+def _channels_last(model):
+    return {name for name, p in model.named_parameters()
+            if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)}
+
+
+def test_channels_last_weights_up_to_the_layers_read_only(tiny_cnn):
+    before = model_state(tiny_cnn)
+    with channels_last_weights(tiny_cnn, layers=["features.1", "<image>"]):  # the ReLU after the first conv
+        assert _channels_last(tiny_cnn) == {"features.0.weight"}
+    with channels_last_weights(tiny_cnn, layers=["features.3", "features.0"]):  # the deeper one counts
+        assert _channels_last(tiny_cnn) == {"features.0.weight", "features.2.weight"}
+    with channels_last_weights(tiny_cnn, layers=[""]):  # the logits: the whole model
+        assert _channels_last(tiny_cnn) == {"features.0.weight", "features.2.weight", "features.5.weight"}
+    with channels_last_weights(tiny_cnn, layers=["<image>"]):  # no layer runs
+        assert _channels_last(tiny_cnn) == set()
+    assert_same_state(before, model_state(tiny_cnn))
+
+
+def test_channels_last_weights_up_to_a_block_takes_all_of_its_submodules():
+    torch.manual_seed(0)
+    resnet = resnet18(weights=None).eval()
+    before = model_state(resnet)
+    with channels_last_weights(resnet, layers=["layer2"]):
+        names = _channels_last(resnet)
+    assert {"conv1.weight", "layer1.0.conv1.weight", "layer2.0.conv1.weight", "layer2.1.conv2.weight"} <= names
+    assert not any(n.startswith(("layer3", "layer4")) for n in names)
+    assert_same_state(before, model_state(resnet))
 
 
 def test_lean_loop_uses_channels_last_on_the_cpu_only_by_default(tiny_cnn):
