@@ -107,3 +107,27 @@ def test_bad_names_and_indices(tiny_cnn, images):
 def test_priors_reuse_the_regularizers(images):
     assert torch.allclose(total_variation(images, per_image=True).sum(), total_variation(images))
     assert torch.allclose(l2(images, per_image=True).sum(), l2(images))
+
+
+def test_class_probability_and_log_probability_are_the_softmax_of_the_logits(tiny_cnn, images):
+    _, logits = hand_acts(tiny_cnn, images)
+    by_hand = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+    cases = {
+        O.class_probability(3): torch.softmax(logits, 1)[:, 3],
+        O.class_probability([1, 4]): torch.stack([by_hand[0, 1], by_hand[1, 4]]),
+        O.class_log_probability(3): torch.log_softmax(logits, 1)[:, 3],
+        O.class_log_probability([1, 4]): torch.stack([by_hand[0, 1].log(), by_hand[1, 4].log()]),
+    }
+    for objective, expected in cases.items():
+        assert torch.allclose(objective_score(tiny_cnn, images, objective), expected, atol=1e-6), objective
+    assert repr(O.class_probability([1, 4])) == "class_probability([1, 4])"
+    assert repr(-O.class_log_probability(2)) == "-class_log_probability(2)"
+    assert O.class_probability([1, 4]).batch == 2 and O.class_probability(1).batch is None
+    # minus the log-probability is the cross-entropy loss, and its gradient is the loss's
+    x = images.clone().requires_grad_(True)
+    (mine,) = torch.autograd.grad(-O.class_log_probability([1, 4])({O.LOGITS: tiny_cnn(x)}).sum(), x)
+    (loss,) = torch.autograd.grad(torch.nn.functional.cross_entropy(tiny_cnn(x), torch.tensor([1, 4]),
+                                                                    reduction="sum"), x)
+    assert torch.allclose(mine, loss, atol=1e-7)
+    with pytest.raises(ValueError, match="out of range"):
+        objective_score(tiny_cnn, images, O.class_probability(10))
