@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import assert_same_state, model_state
 
-from helpers import capture_activations, gram_matrix, l2, total_variation
+from helpers import capture_activations, gram_matrix, l2, occlusion_map, saliency_map, total_variation
 from helpers import objectives as O
 from helpers.engine import objective_score
 
@@ -131,3 +131,12 @@ def test_class_probability_and_log_probability_are_the_softmax_of_the_logits(tin
     assert torch.allclose(mine, loss, atol=1e-7)
     with pytest.raises(ValueError, match="out of range"):
         objective_score(tiny_cnn, images, O.class_probability(10))
+
+
+def test_probability_objectives_as_attribution_targets_give_the_class_and_loss_maps(tiny_cnn, images):
+    by_class = occlusion_map(tiny_cnn, images, [1, 3], patch=4, stride=4)  # a class: its probability drops
+    for i, c in enumerate((1, 3)):
+        by_objective = occlusion_map(tiny_cnn, images[i], O.class_probability(c), patch=4, stride=4)
+        assert torch.equal(by_objective[0], by_class[i])
+    assert torch.equal(saliency_map(tiny_cnn, images, O.class_log_probability([1, 3])),
+                       saliency_map(tiny_cnn, images, [1, 3], loss=True))
