@@ -19,6 +19,7 @@ from ._checks import GIVEN_NOT, Target, as_batch, check_logits, positive_int, re
 from .config import progress
 from .hooks import explain_small_image, frozen_eval
 from .images import denormalize, normalize
+from .objectives import LOGITS, class_logit, class_probability
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
@@ -106,11 +107,12 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
                 scores = _logits(model, u)
                 if t is None:
                     t = target_indices(target, u.shape[0], scores.shape[1], scores.device)
+                    logit, probability = class_logit(t.tolist()), class_probability(t.tolist())
                 fooled = scores.argmax(1) == t
-                confidence.append(scores.detach().softmax(1).gather(1, t[:, None])[:, 0])
+                confidence.append(probability({LOGITS: scores.detach()}))
                 if bool(fooled.all()) or step == max_steps:
                     break
-                (g,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), u)
+                (g,) = torch.autograd.grad(logit({LOGITS: scores}).sum(), u)
                 norm = g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
                 active = (~fooled).to(u.dtype).view(-1, 1, 1, 1)
                 u = (u.detach() + active * lr * g / norm).clamp(0.0, 1.0)

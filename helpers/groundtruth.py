@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._checks import GIVEN_NOT, as_batch, renamed
 from .ascent import visualize_filter
 from .classviz import visualize_class
 from .config import DATA_DIR
@@ -181,10 +182,10 @@ class SynthesisChecks:
 VERTICAL, HORIZONTAL = SYNTHETIC_CLASSES.index("vertical stripes"), SYNTHETIC_CLASSES.index("horizontal stripes")
 
 
-def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, class_steps: int = 200,
+def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tensor = None, *, class_steps: int = 200,
                      filter_steps: int = 100, dream_steps: int = 10, size: int = 32, seed: int = 0,
                      first_conv: str = "features.0", first_relu: str = "features.1",
-                     dream_layer: str = "features.9") -> SynthesisChecks:
+                     dream_layer: str = "features.9", labels: torch.Tensor = GIVEN_NOT) -> SynthesisChecks:
     """The synthesis techniques checked against what the trained stand-in is known to encode.
 
     1. Class visualization (plain L2, :func:`helpers.visualize_class`) of the vertical- and the horizontal-stripes
@@ -194,7 +195,7 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
        the weights and of the visualization.
     3. DeepDream (:func:`helpers.deep_dream` on ``dream_layer``) on ``images``: the mean change of the centred
        logits (each logit minus the mean of the image's logits) of the classes present in each image
-       (``labels``) and of the others. Centred, not raw: amplifying the activations shifts every logit by a
+       (``target``) and of the others. Centred, not raw: amplifying the activations shifts every logit by a
        shared amount (all of them may drop), which no softmax sees; only the change relative to the other
        classes says which class gained.
 
@@ -202,15 +203,20 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
     Args:
         model: the trained :class:`GapCNN` (or any model with the same class order and layer names).
-        images: ``(N, 3, H, W)`` normalized images for DeepDream, e.g. two-object images.
-        labels: ``(N,)`` or ``(N, K)`` the classes present in each image.
+        images: ``(N, 3, H, W)`` normalized images for DeepDream, e.g. two-object images (or one ``(3, H, W)``).
+        target: ``(N,)`` or ``(N, K)`` the classes present in each image.
         class_steps, filter_steps, dream_steps: optimizer steps of the three techniques.
         size: side of the class and filter visualizations.
         seed: seeds the start noise and the jitter.
+        labels: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
         :class:`SynthesisChecks`.
     """
+    target = renamed(target, labels, "target", "labels", "synthesis_checks")
+    if target is None:
+        raise TypeError("synthesis_checks() needs target=, the (N,) or (N, K) classes present in each image")
+    images = as_batch(images, model)
     viz = visualize_class(model, size, [VERTICAL, HORIZONTAL], steps=class_steps, lr=0.05, l2_weight=1e-2, seed=seed)
     ratio = axis_energy_ratio(viz.image)
     conv = model.get_submodule(first_conv)
@@ -226,7 +232,7 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         after = model(dream.image)
         gain = after - after.mean(1, keepdim=True) - before
     present = torch.zeros_like(gain, dtype=torch.bool)
-    present.scatter_(1, labels.view(len(images), -1).to(gain.device), True)
+    present.scatter_(1, torch.as_tensor(target).view(len(images), -1).to(gain.device), True)
     return SynthesisChecks(
         class_ratio={SYNTHETIC_CLASSES[VERTICAL]: ratio[0].item(), SYNTHETIC_CLASSES[HORIZONTAL]: ratio[1].item()},
         class_images=viz.image.cpu(), filter_channel=channel, weight_angle=angles[channel].item(),

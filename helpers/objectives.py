@@ -330,6 +330,34 @@ def diversity(layer: str, weight: float = 1.0) -> Objective:
     return Objective(score, {layer: None}, name)
 
 
+
+def _of_softmax(target: Channels, name: str, transform: Callable[[torch.Tensor], torch.Tensor]) -> Objective:
+    """:func:`class_logit`'s selection (and checks) applied to ``transform(logits)`` computed in float32."""
+    items = _per_image(target, "a class")
+    logit = class_logit(items[0] if len(items) == 1 else list(items))
+
+    def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = acts[LOGITS]
+        if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+            logits = transform(logits.float())
+        return logit({LOGITS: logits})
+
+    return Objective(score, {LOGITS: None}, f"{name}({_label(items)})", batch=logit.batch)
+
+
+def class_probability(target: Channels) -> Objective:
+    """The softmax probability ``p_c = exp(S_c) / sum_k exp(S_k)`` of class ``c`` over the logits: one class for
+    every image, or one per image (like :func:`class_logit`). What occlusion and the deletion curves watch drop;
+    unlike the logit it also rises when the other classes' scores fall."""
+    return _of_softmax(target, "class_probability", lambda logits: logits.softmax(1))
+
+
+def class_log_probability(target: Channels) -> Objective:
+    """``log p_c = S_c - log sum_k exp(S_k)`` (``log_softmax`` of the logits): one class for every image, or one
+    per image. Minus the cross-entropy loss of class ``c``, so its gradient is minus the loss gradient."""
+    return _of_softmax(target, "class_log_probability", lambda logits: logits.log_softmax(1))
+
+
 # ---------------------------------------------------------------- priors: objectives of the image itself
 
 def _prior(fn: Callable[[torch.Tensor], torch.Tensor], label: str, weight: float) -> Objective:

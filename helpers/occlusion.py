@@ -6,19 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import (
-    Target,
-    as_batch,
-    check_logits,
-    int_pair,
-    positive_int,
-    target_indices,
-    target_objective,
-    target_scores,
-)
+from ._checks import Target, as_batch, int_pair, positive_int, target_objective, target_scores
 from .config import progress
 from .hooks import capture, frozen_eval
-from .objectives import LOGITS
+from .objectives import class_probability
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -86,19 +77,14 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
         counts[top:top + ph, left:left + pw] += 1
 
     drops = torch.zeros(n, height, width, dtype=x.dtype, device=x.device)
+    if objective.classes is not None:  # a class: its probability (image i's copies all score its class)
+        classes = objective.classes
+        objective = class_probability(classes)
+        per_image = [class_probability(c) for c in (classes * n if len(classes) == 1 else classes)]
+    else:  # any other objective: its value
+        per_image = [objective] * n
     with frozen_eval(model), torch.no_grad(), capture(model, objective) as forward:
-        if objective.classes is not None:  # a class: its probability
-            scores = check_logits(forward(x)[LOGITS], n)
-            t = target_indices(objective, n, scores.shape[1], scores.device)
-
-            def score(batch: torch.Tensor, i: int) -> torch.Tensor:
-                return forward(batch)[LOGITS].softmax(1)[:, t[i]]
-            base = scores.softmax(1).gather(1, t[:, None])[:, 0]
-        else:  # any other objective: its value
-
-            def score(batch: torch.Tensor, i: int) -> torch.Tensor:
-                return objective(forward(batch))
-            base = target_scores(objective, forward(x), n)
+        base = target_scores(objective, forward(x), n)
         bar = progress(total=n * len(chunks), desc="occlusion", leave=False, enabled=show_progress)
         try:
             for i in range(n):
@@ -106,7 +92,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
                     batch = x[i].expand(len(chunk), -1, -1, -1).clone()
                     for k, (top, left) in enumerate(chunk):
                         batch[k, :, top:top + ph, left:left + pw] = fill
-                    prob = score(batch, i)
+                    prob = per_image[i](forward(batch))
                     for k, (top, left) in enumerate(chunk):
                         drops[i, top:top + ph, left:left + pw] += base[i] - prob[k]
                     bar.update(1)

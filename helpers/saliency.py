@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, check_logits, rgb_fix, target_indices, target_objective, target_scores
+from ._checks import Target, as_batch, rgb_fix, target_objective, target_scores
 from .hooks import capture, frozen_eval
 from .images import denormalize
-from .objectives import LOGITS
+from .objectives import class_log_probability
 
 
 def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss: bool = False) -> torch.Tensor:
@@ -43,10 +43,8 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss:
         acts = forward(x)
         # In eval mode every image's score depends on that image alone, so one backward pass of the sum
         # gives each image its own gradient.
-        if loss:  # per-image cross-entropy of the target class
-            scores = check_logits(acts[LOGITS], n)
-            t = target_indices(objective, n, scores.shape[1], scores.device)
-            selected = (-scores.log_softmax(1)).gather(1, t[:, None]).sum()
+        if loss:  # per-image cross-entropy of the target class: minus its log-probability
+            selected = -target_scores(class_log_probability(objective.classes), acts, n).sum()
         else:
             selected = target_scores(objective, acts, n).sum()
         (grad,) = torch.autograd.grad(selected, x)

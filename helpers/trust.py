@@ -11,6 +11,7 @@ returns one value per image; the model runs on many perturbed copies at once.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -20,14 +21,44 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ._checks import check_logits, target_indices
+from ._checks import GIVEN_NOT, Target, as_batch, renamed, target_objective, target_scores
 from .gradcam import grad_cam, guided_grad_cam
 from .guided import deconvnet, guided_backprop
-from .hooks import frozen_eval
+from .hooks import capture, frozen_eval
+from .objectives import class_probability
 from .occlusion import occlusion_map
 from .saliency import saliency_map
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""An attribution method ``(model, images, target) -> maps``, e.g. :func:`helpers.saliency_map`."""
+
+
+def _needed(value: object, name: str, where: str, what: str) -> None:
+    if value is None:
+        raise TypeError(f"{where}() needs {name}=, {what}")
+
+
+def _classes(target: Target, n: int) -> list[int]:
+    """One class index per image; ``ValueError`` for a float target, a wrong count or a non-class objective."""
+    objective = target_objective(target, n)
+    if objective.classes is None:
+        raise ValueError("deletion and insertion curves follow a class probability: give a class index (one, or "
+                         f"one per image) or objectives.class_logit(c), not {objective!r}")
+    return list(objective.classes) * n if len(objective.classes) == 1 else list(objective.classes)
+
+
+def _new_order(target: object, masks: object, target_dims: int, where: str) -> tuple[object, object]:
+    """``(target, masks)`` of a call in the order ``(model, images, target, masks)``; a call in the old order
+    ``(model, images, masks, target)`` (masks have more dimensions than any target) is swapped back with a
+    DeprecationWarning naming the new order."""
+    def is_masks(value: object) -> bool:
+        return isinstance(value, torch.Tensor | np.ndarray) and value.ndim > target_dims
+
+    if is_masks(target) and not is_masks(masks):
+        warnings.warn(f"{where}(model, images, masks, target, ...) is the old argument order: call "
+                      f"{where}(model, images, target, masks, ...)", DeprecationWarning, stacklevel=3)
+        return masks, target
+    return target, masks
 
 
 def as_map(attribution: torch.Tensor) -> torch.Tensor:
@@ -106,13 +137,15 @@ def _ranks(maps: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _curve(model: nn.Module, start: torch.Tensor, end: torch.Tensor, targets, maps: torch.Tensor, steps: int,
-           batch_size: int) -> Curve:
-    """Move pixels from ``start`` to ``end`` images in the order of ``maps``; the target probability per step."""
-    if start.dim() != 4:
-        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(start.shape)}")
+def _curve(model: nn.Module, start: torch.Tensor, end: torch.Tensor, target: Target, maps: torch.Tensor,
+           steps: int, batch_size: int) -> Curve:
+    """Move pixels from ``start`` to ``end`` images ``(N, C, H, W)`` in the order of ``maps``; the target
+    probability per step (:func:`helpers.objectives.class_probability`, through the package's capture, which
+    explains an image too small for the model)."""
     n, _, h, w = start.shape
-    maps = as_map(maps)
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a tensor (N, H, W), e.g. from helpers.saliency_map, not {type(maps).__name__}")
+    maps = as_map(maps[None] if maps.dim() == 2 and n == 1 else maps)  # one (H, W) map for one image
     if maps.shape != (n, h, w):
         raise ValueError(f"maps must be ({n}, {h}, {w}) like the images, got {tuple(maps.shape)}")
     if steps < 1 or batch_size < 1:
@@ -120,14 +153,15 @@ def _curve(model: nn.Module, start: torch.Tensor, end: torch.Tensor, targets, ma
     ranks = _ranks(maps.to(start.device))
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=start.device)).long()
     scores = torch.empty(n * (steps + 1), device=start.device)
-    with frozen_eval(model), torch.no_grad():
-        t = target_indices(targets, n, check_logits(model(start[:1]), 1).shape[1], start.device)
+    classes = _classes(target, n)
+    with frozen_eval(model), torch.no_grad(), capture(model, class_probability(classes)) as forward:
         for first in range(0, n * (steps + 1), batch_size):
             j = torch.arange(first, min(first + batch_size, n * (steps + 1)), device=start.device)
             i, k = j // (steps + 1), j % (steps + 1)
             moved = (ranks[i] < counts[k, None]).view(-1, 1, h, w)  # the first counts[k] pixels of the order
             x = torch.where(moved, end[i], start[i])
-            scores[j] = check_logits(model(x), len(j)).softmax(1).gather(1, t[i, None])[:, 0]
+            probability = class_probability([classes[m] for m in i.tolist()])  # each copy: its image's class
+            scores[j] = target_scores(probability, forward(x), len(j))
     scores = scores.view(n, steps + 1)
     fractions = counts.float() / (h * w)
     return Curve(fractions.cpu(), scores.cpu(), torch.trapezoid(scores, fractions).cpu())
@@ -142,8 +176,9 @@ def _fill_like(images: torch.Tensor, fill: float | torch.Tensor | str, sigma: fl
     return torch.as_tensor(fill, dtype=images.dtype, device=images.device).expand_as(images)
 
 
-def deletion_curve(model: nn.Module, images: torch.Tensor, targets, maps: torch.Tensor, *, steps: int = 16,
-                   fill: float | torch.Tensor | str = 0.0, sigma: float = 4.0, batch_size: int = 256) -> Curve:
+def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None, maps: torch.Tensor = None, *,
+                   steps: int = 16, fill: float | torch.Tensor | str = 0.0, sigma: float = 4.0, batch_size: int = 256,
+                   targets: Target = GIVEN_NOT) -> Curve:
     """Deletion curve (Petsiuk et al. 2018): delete pixels, most important first, and watch the class go.
 
     At step ``k`` the ``k/steps`` share of the pixels with the largest map values is replaced by ``fill`` (0 is
@@ -154,22 +189,34 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, targets, maps: torch.
 
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
-        images: ``(N, 3, H, W)`` normalized images; left unchanged.
-        targets: one class for all images or one per image.
-        maps: ``(N, H, W)`` (or ``(N, C, H, W)``, see :func:`as_map`); ties are deleted in raster order.
+        images: ``(N, 3, H, W)`` (or one ``(3, H, W)``, a batch of one) normalized images; left unchanged.
+        target: one class for all images or one per image (an int, a sequence, an integer tensor or
+            ``objectives.class_logit(c)``).
+        maps: ``(N, H, W)`` (or ``(N, C, H, W)``, see :func:`as_map`; one ``(H, W)`` map for one image); ties are
+            deleted in raster order.
         steps: points of the curve after the start.
         fill: a value, a tensor like ``images``, or ``"blur"`` (a Gaussian blur with std ``sigma`` px).
         sigma: blur std for ``fill="blur"``.
         batch_size: perturbed copies per forward pass.
+        targets: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
-        :class:`Curve` (on the CPU).
+        :class:`Curve` (on the CPU), ``N`` rows (1 for a single image).
+
+    Raises:
+        ValueError: a grey/RGBA image (with the conversion), an image too small for the model (with the smallest
+            size), a target out of range, maps of another shape.
     """
-    return _curve(model, images, _fill_like(images, fill, sigma), targets, maps, steps, batch_size)
+    target = renamed(target, targets, "target", "targets", "deletion_curve")
+    _needed(target, "target", "deletion_curve", "the class whose probability the curve follows")
+    _needed(maps, "maps", "deletion_curve", "the attribution maps (N, H, W) that order the pixels")
+    x = as_batch(images, model)
+    return _curve(model, x, _fill_like(x, fill, sigma), target, maps, steps, batch_size)
 
 
-def insertion_curve(model: nn.Module, images: torch.Tensor, targets, maps: torch.Tensor, *, steps: int = 16,
-                    fill: float | torch.Tensor | str = "blur", sigma: float = 4.0, batch_size: int = 256) -> Curve:
+def insertion_curve(model: nn.Module, images: torch.Tensor, target: Target = None, maps: torch.Tensor = None, *,
+                    steps: int = 16, fill: float | torch.Tensor | str = "blur", sigma: float = 4.0,
+                    batch_size: int = 256, targets: Target = GIVEN_NOT) -> Curve:
     """Insertion curve (Petsiuk et al. 2018): start from a blurred copy and put the pixels back, most important
     first. A HIGH area under the curve is good. Arguments as in :func:`deletion_curve` (here ``fill`` is the
     start image; Petsiuk et al. blur it, so the shapes are gone but the colours stay).
@@ -177,7 +224,11 @@ def insertion_curve(model: nn.Module, images: torch.Tensor, targets, maps: torch
     Returns:
         :class:`Curve` (on the CPU).
     """
-    return _curve(model, _fill_like(images, fill, sigma), images, targets, maps, steps, batch_size)
+    target = renamed(target, targets, "target", "targets", "insertion_curve")
+    _needed(target, "target", "insertion_curve", "the class whose probability the curve follows")
+    _needed(maps, "maps", "insertion_curve", "the attribution maps (N, H, W) that order the pixels")
+    x = as_batch(images, model)
+    return _curve(model, _fill_like(x, fill, sigma), x, target, maps, steps, batch_size)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -216,8 +267,9 @@ class Randomization:
     maps: list[torch.Tensor]  # len(layers) + 1 maps (N, H, W): trained, then after each randomization
 
 
-def cascading_randomization(model: nn.Module, images: torch.Tensor, targets, method: Method, *, seed: int = 0,
-                            layers: list[str] | None = None) -> Randomization:
+def cascading_randomization(model: nn.Module, images: torch.Tensor, target: Target = None, method: Method = None, *,
+                            seed: int = 0, layers: list[str] | None = None,
+                            targets: Target = GIVEN_NOT) -> Randomization:
     """Model-parameter randomization test (Adebayo et al. 2018), cascading from the top layer down.
 
     On a deep copy of ``model`` (the caller's model is untouched), the layers with parameters are
@@ -228,29 +280,34 @@ def cascading_randomization(model: nn.Module, images: torch.Tensor, targets, met
 
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits.
-        images: ``(N, 3, H, W)`` normalized images.
-        targets: one class for all images or one per image.
-        method: ``(model, images, targets) -> maps``, e.g. :func:`helpers.saliency_map`.
+        images: ``(N, 3, H, W)`` normalized images (or one ``(3, H, W)``, a batch of one).
+        target: one class for all images or one per image.
+        method: ``(model, images, target) -> maps``, e.g. :func:`helpers.saliency_map`.
         seed: seeds the re-initialization (the global RNG is forked, so the caller's is untouched).
         layers: dotted names to randomize, top first; default every module with its own parameters and a
             ``reset_parameters``, in reverse registration order.
+        targets: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
         :class:`Randomization`.
     """
+    target = renamed(target, targets, "target", "targets", "cascading_randomization")
+    _needed(target, "target", "cascading_randomization", "the class the maps explain")
+    _needed(method, "method", "cascading_randomization", "an attribution method such as helpers.saliency_map")
+    images = as_batch(images, model)
     clone = copy.deepcopy(model)
     if layers is None:
         layers = [name for name, m in clone.named_modules()
                   if list(m.parameters(recurse=False)) and hasattr(m, "reset_parameters")][::-1]
     modules = [clone.get_submodule(name) for name in layers]  # AttributeError names the missing one
-    trained = as_map(method(clone, images, targets)).abs().detach()
+    trained = as_map(method(clone, images, target)).abs().detach()
     maps, rho, sim = [trained.cpu()], [torch.ones(len(images))], [torch.ones(len(images))]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in modules:
             with torch.no_grad():
                 module.reset_parameters()
-            current = as_map(method(clone, images, targets)).abs().detach()
+            current = as_map(method(clone, images, target)).abs().detach()
             maps.append(current.cpu())
             rho.append(spearman(trained, current))
             sim.append(ssim(trained, current))
@@ -259,7 +316,7 @@ def cascading_randomization(model: nn.Module, images: torch.Tensor, targets, met
 
 def attribution_methods(*, occlusion_patch: int = 8, occlusion_stride: int = 4,
                         layer: str | None = None) -> dict[str, Method]:
-    """The course's attribution techniques as ``(model, images, targets) -> maps`` callables, by display name:
+    """The course's attribution techniques as ``(model, images, target) -> maps`` callables, by display name:
     saliency, guided backprop, deconvnet, Grad-CAM, guided Grad-CAM (at ``layer``; None: the default layer)
     and occlusion (grey patches of ``occlusion_patch`` px every ``occlusion_stride`` px)."""
     return {
@@ -272,8 +329,9 @@ def attribution_methods(*, occlusion_patch: int = 8, occlusion_stride: int = 4,
     }
 
 
-def class_sensitivity(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
-                      methods: Mapping[str, Method] | None = None) -> dict[str, torch.Tensor]:
+def class_sensitivity(model: nn.Module, images: torch.Tensor, target: torch.Tensor = None, masks: torch.Tensor = None,
+                      methods: Mapping[str, Method] | None = None, *,
+                      targets: torch.Tensor = GIVEN_NOT) -> dict[str, torch.Tensor]:
     """Does the map for class A fall on object A and the map for class B on object B?
 
     For each image with two objects of different classes, each method's map is computed for both classes.
@@ -284,17 +342,28 @@ def class_sensitivity(model: nn.Module, images: torch.Tensor, masks: torch.Tenso
 
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits.
-        images: ``(N, 3, H, W)`` normalized images with two objects (:func:`helpers.synthetic_two_object_images`).
-        masks: bool ``(N, 2, H, W)``, each object's pixels.
-        targets: ``(N, 2)`` the two objects' classes.
-        methods: name -> ``(model, images, targets) -> maps``; default :func:`attribution_methods`.
+        images: ``(N, 3, H, W)`` normalized images with two objects (:func:`helpers.synthetic_two_object_images`),
+            or one ``(3, H, W)``.
+        target: ``(N, 2)`` the two objects' classes (``(2,)`` for one image).
+        masks: bool ``(N, 2, H, W)``, each object's pixels (``(2, H, W)`` for one image).
+        methods: name -> ``(model, images, target) -> maps``; default :func:`attribution_methods`.
+        targets: deprecated name of ``target`` (a DeprecationWarning). The old order ``(model, images, masks,
+            targets)`` still works, with a DeprecationWarning.
 
     Returns:
         name -> bool ``(N,)`` hits (CPU).
     """
-    if masks.dim() != 4 or masks.shape[1] != 2 or targets.shape != (len(images), 2):
-        raise ValueError(f"need masks (N, 2, H, W) and targets (N, 2) for N={len(images)} two-object images, "
-                         f"got {tuple(masks.shape)} and {tuple(targets.shape)}")
+    target, masks = _new_order(target, masks, 2, "class_sensitivity")
+    target = renamed(target, targets, "target", "targets", "class_sensitivity")
+    _needed(target, "target", "class_sensitivity", "the (N, 2) classes of the two objects of each image")
+    _needed(masks, "masks", "class_sensitivity", "the (N, 2, H, W) masks of the two objects of each image")
+    images = as_batch(images, model)
+    target, masks = torch.as_tensor(target), torch.as_tensor(masks)
+    if len(images) == 1 and target.dim() == 1 and masks.dim() == 3:  # one image
+        target, masks = target[None], masks[None]
+    if masks.dim() != 4 or masks.shape[1] != 2 or target.shape != (len(images), 2):
+        raise ValueError(f"need target (N, 2) and masks (N, 2, H, W) for N={len(images)} two-object images, "
+                         f"got {tuple(target.shape)} and {tuple(masks.shape)}")
     methods = attribution_methods() if methods is None else methods
     masks = masks.to(images.device).float()
     area = masks.flatten(2).sum(2).clamp(min=1)  # (N, 2)
@@ -302,36 +371,53 @@ def class_sensitivity(model: nn.Module, images: torch.Tensor, masks: torch.Tenso
     for name, method in methods.items():
         ok = torch.ones(len(images), dtype=torch.bool)
         for k in range(2):
-            m = as_map(method(model, images, targets[:, k].to(images.device))).clamp(min=0).detach()
+            m = as_map(method(model, images, target[:, k].to(images.device))).clamp(min=0).detach()
             density = (m[:, None] * masks).flatten(2).sum(2) / area  # (N, 2): on object 0, on object 1
             ok &= (density[:, k] > density[:, 1 - k]).cpu()
         hits[name] = ok
     return hits
 
 
-def localization_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets,
-                        methods: Mapping[str, Method], *, steps: int = 16, batch_size: int = 256, seed: int = 0,
-                        per_image: bool = False) -> dict[str, dict[str, float | torch.Tensor]]:
+def localization_scores(model: nn.Module, images: torch.Tensor, target: Target = None, masks: torch.Tensor = None,
+                        methods: Mapping[str, Method] = None, *, steps: int = 16, batch_size: int = 256,
+                        seed: int = 0, per_image: bool = False,
+                        targets: Target = GIVEN_NOT) -> dict[str, dict[str, float | torch.Tensor]]:
     """The table: for each method and a random-map baseline (uniform noise, seeded), the pointing game, mask
     energy, deletion AUC (lower is better) and insertion AUC (higher is better).
 
     Args:
+        model: classifier mapping ``(N, 3, H, W)`` to logits.
+        images: ``(N, 3, H, W)`` normalized images (or one ``(3, H, W)``).
+        target: one class for all images or one per image.
+        masks: bool ``(N, H, W)``, the object's pixels (``(H, W)`` for one image).
+        methods: name -> ``(model, images, target) -> maps``, e.g. :func:`attribution_methods`.
+        steps, batch_size: of the deletion and insertion curves.
+        seed: seeds the random-map baseline.
         per_image: return each metric's ``(N,)`` per-image values (CPU) instead of their mean (for paired
             comparisons with the baseline); a map without positive values has a NaN energy.
+        targets: deprecated name of ``target`` (a DeprecationWarning). The old order ``(model, images, masks,
+            targets, methods)`` still works, with a DeprecationWarning.
 
     Returns:
         name -> {"pointing", "energy", "deletion", "insertion"} -> the mean over the images (NaN energies
         skipped), or the ``(N,)`` values with ``per_image``.
     """
-    generator = torch.Generator().manual_seed(seed)
+    target, masks = _new_order(target, masks, 1, "localization_scores")
+    target = renamed(target, targets, "target", "targets", "localization_scores")
+    _needed(target, "target", "localization_scores", "the class the maps explain (one, or one per image)")
+    _needed(masks, "masks", "localization_scores", "the (N, H, W) masks of the objects")
+    _needed(methods, "methods", "localization_scores", "name -> attribution method, e.g. attribution_methods()")
+    images = as_batch(images, model)
     n, _, h, w = images.shape
-    all_maps = {name: as_map(method(model, images, targets)).detach() for name, method in methods.items()}
+    masks = masks[None] if isinstance(masks, torch.Tensor) and masks.dim() == 2 and n == 1 else masks
+    generator = torch.Generator().manual_seed(seed)
+    all_maps = {name: as_map(method(model, images, target)).detach() for name, method in methods.items()}
     all_maps["random map"] = torch.rand(n, h, w, generator=generator).to(images.device)
     table = {}
     for name, maps in all_maps.items():
         values = {"pointing": pointing_game(maps, masks).cpu(), "energy": mask_energy(maps, masks).cpu(),
-                  "deletion": deletion_curve(model, images, targets, maps, steps=steps, batch_size=batch_size).auc,
-                  "insertion": insertion_curve(model, images, targets, maps, steps=steps, batch_size=batch_size).auc}
+                  "deletion": deletion_curve(model, images, target, maps, steps=steps, batch_size=batch_size).auc,
+                  "insertion": insertion_curve(model, images, target, maps, steps=steps, batch_size=batch_size).auc}
         table[name] = values if per_image else {k: torch.nanmean(v).item() for k, v in values.items()}
     return table
 

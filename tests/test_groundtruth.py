@@ -1,3 +1,4 @@
+import pytest
 import torch
 from conftest import assert_same_state, model_state
 
@@ -54,3 +55,16 @@ def test_synthesis_checks_leave_the_model_as_found():
     assert 0 <= checks.filter_channel < 4 and 0 <= checks.angle_error <= 90
     assert checks.class_images.shape == (2, 3, 32, 32) and checks.dream_images.shape == x.shape
     assert torch.isfinite(torch.tensor([checks.dream_gain_present, checks.dream_gain_absent])).all()
+
+
+def test_synthesis_checks_take_target_one_image_and_the_old_labels_keyword_with_a_warning():
+    torch.manual_seed(0)
+    model = GapCNN(width=4).eval()
+    x, labels, _ = two_object_split(1, 0)
+    settings = {"class_steps": 2, "filter_steps": 2, "dream_steps": 1}
+    new = synthesis_checks(model, x[0], target=labels[0], **settings)  # one (3, H, W) image
+    with pytest.warns(DeprecationWarning, match=r"synthesis_checks\(target=\.\.\.\)"):
+        old = synthesis_checks(model, x, labels=labels, **settings)
+    assert new.dream_images.shape == x.shape and torch.equal(new.dream_images, old.dream_images)
+    assert new.dream_gain_present == pytest.approx(old.dream_gain_present, rel=1e-4, abs=1e-6)
+    assert new.dream_gain_absent == pytest.approx(old.dream_gain_absent, rel=1e-4, abs=1e-6)

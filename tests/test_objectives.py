@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import assert_same_state, model_state
 
-from helpers import capture_activations, gram_matrix, l2, total_variation
+from helpers import capture_activations, gram_matrix, l2, occlusion_map, saliency_map, total_variation
 from helpers import objectives as O
 from helpers.engine import objective_score
 
@@ -107,3 +107,36 @@ def test_bad_names_and_indices(tiny_cnn, images):
 def test_priors_reuse_the_regularizers(images):
     assert torch.allclose(total_variation(images, per_image=True).sum(), total_variation(images))
     assert torch.allclose(l2(images, per_image=True).sum(), l2(images))
+
+
+def test_class_probability_and_log_probability_are_the_softmax_of_the_logits(tiny_cnn, images):
+    _, logits = hand_acts(tiny_cnn, images)
+    by_hand = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+    cases = {
+        O.class_probability(3): torch.softmax(logits, 1)[:, 3],
+        O.class_probability([1, 4]): torch.stack([by_hand[0, 1], by_hand[1, 4]]),
+        O.class_log_probability(3): torch.log_softmax(logits, 1)[:, 3],
+        O.class_log_probability([1, 4]): torch.stack([by_hand[0, 1].log(), by_hand[1, 4].log()]),
+    }
+    for objective, expected in cases.items():
+        assert torch.allclose(objective_score(tiny_cnn, images, objective), expected, atol=1e-6), objective
+    assert repr(O.class_probability([1, 4])) == "class_probability([1, 4])"
+    assert repr(-O.class_log_probability(2)) == "-class_log_probability(2)"
+    assert O.class_probability([1, 4]).batch == 2 and O.class_probability(1).batch is None
+    # minus the log-probability is the cross-entropy loss, and its gradient is the loss's
+    x = images.clone().requires_grad_(True)
+    (mine,) = torch.autograd.grad(-O.class_log_probability([1, 4])({O.LOGITS: tiny_cnn(x)}).sum(), x)
+    (loss,) = torch.autograd.grad(torch.nn.functional.cross_entropy(tiny_cnn(x), torch.tensor([1, 4]),
+                                                                    reduction="sum"), x)
+    assert torch.allclose(mine, loss, atol=1e-7)
+    with pytest.raises(ValueError, match="out of range"):
+        objective_score(tiny_cnn, images, O.class_probability(10))
+
+
+def test_probability_objectives_as_attribution_targets_give_the_class_and_loss_maps(tiny_cnn, images):
+    by_class = occlusion_map(tiny_cnn, images, [1, 3], patch=4, stride=4)  # a class: its probability drops
+    for i, c in enumerate((1, 3)):
+        by_objective = occlusion_map(tiny_cnn, images[i], O.class_probability(c), patch=4, stride=4)
+        assert torch.equal(by_objective[0], by_class[i])
+    assert torch.equal(saliency_map(tiny_cnn, images, O.class_log_probability([1, 3])),
+                       saliency_map(tiny_cnn, images, [1, 3], loss=True))

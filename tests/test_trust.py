@@ -162,27 +162,27 @@ def test_class_sensitivity_credits_class_specific_maps_and_not_class_blind_ones(
     def blind(m, x, t):  # both objects, whatever the class
         return masks.any(1).float()
 
-    hits = class_sensitivity(model, images, masks, targets, {
+    hits = class_sensitivity(model, images, targets, masks, {
         "oracle": oracle, "blind": blind, "Grad-CAM": grad_cam,
         "occlusion": lambda m, x, t: occlusion_map(m, x, t, patch=4, stride=2)})
     assert hits["oracle"].tolist() == [True] * 3
     assert hits["blind"].tolist() == [False] * 3
     assert hits["Grad-CAM"].all() and hits["occlusion"].all()
     with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):
-        class_sensitivity(model, images, masks[:, 0], targets, {"oracle": oracle})
+        class_sensitivity(model, images, targets, masks[:, 0], {"oracle": oracle})
 
 
 def test_localization_scores_rank_an_oracle_above_the_random_baseline():
     images, masks, targets = two_objects(4)
     model = ChannelEvidence()
-    table = localization_scores(model, images, masks[:, 0], 0,
+    table = localization_scores(model, images, 0, masks[:, 0],
                                 {"oracle": lambda m, x, t: masks[:, 0].float() + 0.01 * torch.rand(4, 16, 24)})
     assert set(table) == {"oracle", "random map"}
     assert table["oracle"]["pointing"] == 1.0 and table["oracle"]["energy"] > 0.95
     assert table["random map"]["energy"] < 0.5
     assert table["oracle"]["deletion"] < table["random map"]["deletion"]
     assert table["oracle"]["insertion"] > table["random map"]["insertion"]
-    values = localization_scores(model, images, masks[:, 0], 0, {"oracle": lambda m, x, t: masks[:, 0].float()},
+    values = localization_scores(model, images, 0, masks[:, 0], {"oracle": lambda m, x, t: masks[:, 0].float()},
                                  per_image=True)
     assert values["oracle"]["pointing"].tolist() == [1.0] * 4 and values["random map"]["deletion"].shape == (4,)
 
@@ -219,3 +219,78 @@ def test_mask_energy_matches_quantus_relevance_mass_accuracy():
                                                           a_batch=maps, s_batch=masks, channel_first=True)
     assert pointing_game(torch.from_numpy(maps[:, 0]), torch.from_numpy(masks[:, 0]).bool()).tolist() == \
         [float(h) for h in pointing]
+
+
+def test_one_image_is_a_batch_of_one_everywhere(tiny_cnn):
+    x = torch.randn(1, 3, 16, 24, generator=torch.Generator().manual_seed(5))
+    images, masks, pair = two_objects(1)
+    maps = torch.rand(1, 16, 24, generator=torch.Generator().manual_seed(6))
+    for curve in (deletion_curve, insertion_curve):
+        batch = curve(tiny_cnn, x, 2, maps, steps=4)
+        assert torch.equal(curve(tiny_cnn, x[0], 2, maps, steps=4).scores, batch.scores)
+        assert torch.equal(curve(tiny_cnn, x[0], 2, maps[0], steps=4).scores, batch.scores)  # one (H, W) map
+    batch = cascading_randomization(tiny_cnn, x, 1, saliency_map, seed=0)
+    single = cascading_randomization(tiny_cnn, x[0], 1, saliency_map, seed=0)
+    assert single.rank_correlation.shape == (5, 1) and torch.equal(single.rank_correlation, batch.rank_correlation)
+    model, methods = ChannelEvidence(), {"Grad-CAM": grad_cam}
+    assert class_sensitivity(model, images[0], pair[0], masks[0], methods) == {"Grad-CAM": torch.tensor([True])}
+    batch = localization_scores(model, images, 0, masks[:, 0], methods, steps=4, per_image=True)
+    single = localization_scores(model, images[0], 0, masks[0, 0], methods, steps=4, per_image=True)
+    for name in batch:
+        for metric in batch[name]:
+            assert torch.equal(single[name][metric], batch[name][metric]), (name, metric)
+
+
+def test_grey_rgba_and_too_small_images_are_explained_at_the_boundary(tiny_cnn):
+    maps = torch.rand(2, 8, 8)
+    images, masks, pair = two_objects(2)
+    method = {"saliency": saliency_map}
+    for channels, fix in ((1, r"expand\(-1, 3, -1, -1\)"), (4, r"x\[:, :3\]")):
+        x = torch.rand(2, channels, 8, 8)
+        with pytest.raises(ValueError, match=fix):
+            deletion_curve(tiny_cnn, x, 1, maps)
+        with pytest.raises(ValueError, match=fix):
+            insertion_curve(tiny_cnn, x, 1, maps)
+        with pytest.raises(ValueError, match=fix):
+            cascading_randomization(tiny_cnn, x, 1, lambda m, x, t: x.abs().sum(1))
+        with pytest.raises(ValueError, match=fix):
+            class_sensitivity(tiny_cnn, torch.rand(2, channels, 16, 24), pair, masks, method)
+        with pytest.raises(ValueError, match=fix):
+            localization_scores(tiny_cnn, torch.rand(2, channels, 16, 24), 0, masks[:, 0], method)
+    tiny = torch.rand(2, 3, 1, 1)  # TinyCNN pools by 2: it needs 2x2 px
+    for curve in (deletion_curve, insertion_curve):
+        with pytest.raises(ValueError, match="too small .* at least 2x2 px"):
+            curve(tiny_cnn, tiny, 1, torch.rand(2, 1, 1), fill=0.0)
+    with pytest.raises(ValueError, match="too small .* at least 2x2 px"):
+        localization_scores(tiny_cnn, tiny, 1, torch.ones(2, 1, 1, dtype=torch.bool), {"ones": lambda m, x, t: x[:, 0]})
+    with pytest.raises(ValueError, match="class index"):
+        deletion_curve(tiny_cnn, torch.rand(2, 3, 8, 8), 0.5, maps)
+    with pytest.raises(ValueError, match="out of range"):
+        deletion_curve(tiny_cnn, torch.rand(2, 3, 8, 8), 7, maps)
+
+
+def test_target_is_the_word_and_the_old_keyword_and_order_still_work_with_a_warning():
+    images, masks, pair = two_objects(2)
+    model, methods = ChannelEvidence(), {"Grad-CAM": grad_cam}
+    maps = masks[:, 0].float()
+    new = deletion_curve(model, images, target=0, maps=maps, steps=4)
+    with pytest.warns(DeprecationWarning, match=r"deletion_curve\(target=\.\.\.\)"):
+        old = deletion_curve(model, images, targets=0, maps=maps, steps=4)
+    assert torch.equal(new.scores, old.scores)
+    with pytest.raises(TypeError, match="pass target= only"):
+        insertion_curve(model, images, 0, maps, targets=0)
+    with pytest.warns(DeprecationWarning, match=r"cascading_randomization\(target=\.\.\.\)"):
+        cascading_randomization(model, images, targets=0, method=grad_cam)
+    with pytest.raises(TypeError, match="needs target="):
+        cascading_randomization(model, images, method=grad_cam)
+    new = class_sensitivity(model, images, pair, masks, methods)
+    with pytest.warns(DeprecationWarning, match=r"call class_sensitivity\(model, images, target, masks, \.\.\.\)"):
+        assert class_sensitivity(model, images, masks, pair, methods)["Grad-CAM"].tolist() == new["Grad-CAM"].tolist()
+    with pytest.warns(DeprecationWarning):  # the old order with the old keyword: two warnings, same answer
+        old = class_sensitivity(model, images, masks, targets=pair, methods=methods)
+    assert old["Grad-CAM"].tolist() == new["Grad-CAM"].tolist() == [True, True]
+    new = localization_scores(model, images, 0, masks[:, 0], methods, steps=4)
+    with pytest.warns(DeprecationWarning, match=r"call localization_scores\(model, images, target, masks, \.\.\.\)"):
+        assert localization_scores(model, images, masks[:, 0], 0, methods, steps=4) == new
+    with pytest.warns(DeprecationWarning, match=r"localization_scores\(target=\.\.\.\)"):
+        assert localization_scores(model, images, masks=masks[:, 0], targets=0, methods=methods, steps=4) == new
