@@ -60,12 +60,17 @@ def not_a_channel_layer(model: nn.Module, layer: str, shape: tuple[int, ...]) ->
                       f"(N, C, h, w), so it has no channels to pick: name a convolutional layer, {hint}")
 
 
-def image_too_small(layer: str, shape: tuple[int, ...], smallest: int, *, logits: bool = False) -> ValueError:
-    """The error for an image too small for the layers a forward pass needs, with the smallest size that works."""
+def image_too_small(layer: str, shape: tuple[int, ...], smallest: int, *, logits: bool = False,
+                    fix: str | None = None, subject: str | None = None) -> ValueError:
+    """The error for an image too small for the layers a forward pass needs, with the smallest size that works.
+
+    ``fix`` is the remedy of the function that raised it, with ``{n}`` for that size (default: "pass an image of
+    at least n x n px"; an ascent names its own size argument); ``subject`` replaces "an image of H x W px"."""
     where = f"the model's last convolution/pooling layer {layer!r}" if logits else f"layer {layer!r}"
-    return ValueError(f"an image of {shape[-2]}x{shape[-1]} px is too small for {where}: its receptive-field "
-                      f"geometry needs at least {smallest}x{smallest} px; pass a larger image (start={smallest} or "
-                      f"size={smallest})")
+    what = subject or f"an image of {shape[-2]}x{shape[-1]} px"
+    remedy = (fix or "pass an image of at least {n}x{n} px").format(n=smallest)
+    return ValueError(f"{what} is too small for {where}: its receptive-field geometry needs at least "
+                      f"{smallest}x{smallest} px; {remedy}")
 
 
 # ---------------------------------------------------------------- numbers

@@ -116,7 +116,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
     res = render(model, objective, start=start, fill=NOISE if isinstance(init, torch.Tensor) else init,
                  n=len(channels), steps=steps, lr=lr, optimizer=optimizer, transforms=jittered(jitter), clamp=clamp,
                  seed=seed, amp=amp, channels_last=channels_last, show_progress=show_progress,
-                 track=None if objective is score else {"score": score}, desc=f"{layer} x{len(channels)}")
+                 track=None if objective is score else {"score": score}, desc=f"{layer} x{len(channels)}",
+                 too_small_fix="pass size={n} or larger")
     return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
                         objective=res.tracked_score.get("score", res.score), layer=layer, channels=channels)
 

@@ -9,6 +9,8 @@ transform, and DeepDream's normalized step as the optimizer (:class:`DreamStep`)
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import GIVEN_NOT, as_batch, renamed
+from ._checks import GIVEN_NOT, as_batch, image_too_small, positive_int, renamed
 from .engine import Transform, jitter, render
 from .hooks import model_device
 from .images import valid_range
 from .objectives import layer_rms
+from .receptive import smallest_input
 from .regularizers import total_variation
 from .speed import lean_loop
 
@@ -30,10 +33,11 @@ class DreamResult:
     """What :func:`deep_dream` returns (all tensors detached, on the CPU except ``image``)."""
 
     image: torch.Tensor  # (N, 3, H, W) dreamed images, normalized space, on the input's device
-    sizes: list[tuple[int, int]]  # (H, W) of each octave, smallest first
-    history: list[torch.Tensor]  # per octave: (steps, N) objective of the jittered image before each step
-    start: torch.Tensor  # (octaves, N) objective at the start of each octave (no jitter)
-    end: torch.Tensor  # (octaves, N) objective at the end of each octave (no jitter)
+    sizes: list[tuple[int, int]]  # (H, W) of each octave run, smallest first
+    history: list[torch.Tensor]  # per octave run: (steps, N) objective of the jittered image before each step
+    start: torch.Tensor  # (octaves run, N) objective at the start of each octave (no jitter)
+    end: torch.Tensor  # (octaves run, N) objective at the end of each octave (no jitter)
+    interrupted: bool = False  # Ctrl-C stopped the dream: the octaves so far, their detail carried to (H, W)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -133,11 +137,15 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     Returns:
         :class:`DreamResult`: the image ``(N, 3, H, W)`` (``(1, 3, H, W)`` for one ``(3, H, W)`` photo) on the
-        photo's device, and per-octave objectives.
+        photo's device, and per-octave objectives. After Ctrl-C (KeyboardInterrupt) no further octave runs: the
+        result holds the octaves so far (the interrupted one with the steps it made), their detail carried to the
+        photo's size, and ``interrupted=True``, with a warning; an interrupt before the first step of the first
+        octave has finished is raised as usual.
 
     Raises:
         ValueError: unknown layer name (with close names), default layers that are not ReLUs of ``model``,
-            bad sizes.
+            ``steps``/``octaves`` not an integer >= 1, ``octave_scale`` <= 1, a smallest octave too small for the
+            deepest layer (naming how many octaves fit and the photo size that works).
         FloatingPointError: the image became NaN/inf.
     """
     tv_step = renamed(tv_step, tv_weight, "tv_step", "tv_weight", "deep_dream", default=NO_TV)
@@ -153,31 +161,85 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
     if len(weights) != len(names):
         raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
     image = as_batch(image, model)
-    if octaves < 1 or octave_scale <= 1.0 or steps < 1:
-        raise ValueError(f"need octaves >= 1, octave_scale > 1, steps >= 1; got {octaves}, {octave_scale}, {steps}")
+    positive_int(steps, "steps")
+    positive_int(octaves, "octaves")
+    if isinstance(octave_scale, bool) or not isinstance(octave_scale, int | float) or octave_scale <= 1.0:
+        raise ValueError(f"octave_scale is the size ratio between octaves, a number > 1, got {octave_scale!r}")
     device = model_device(model)
     base = image.detach().to(device=device, dtype=torch.float32)
     h, w = base.shape[-2:]
-    sizes = [(max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k))) for k in range(octaves)][::-1]
+    sizes = octave_sizes((h, w), octaves, octave_scale)
+    fix = check_octaves(model, names, (h, w), octaves, octave_scale)
     generator = torch.Generator().manual_seed(seed)  # one generator for the jitter of all octaves
     low, high = valid_range(base)
     objective = layer_rms(names, weights)
 
     histories, starts, ends = [], [], []
     detail = base.new_zeros(base.shape[0], 3, *sizes[0])
+    interrupted = False
     # once for all octaves (the renders' own blocks then do nothing)
     with lean_loop(model, channels_last, device, objective.layers):
         for k, size in enumerate(sizes):
             octave_base = _resize(base, size)
             start = octave_base + _resize(detail, size)  # the detail added so far, carried to this scale
-            res = render(model, objective, start=start.clamp(low, high) if clamp else start, steps=steps, lr=lr,
-                         optimizer=lambda params, lr: DreamStep(params, lr, tv_step),
-                         transforms=jittered_first_unrolled(jitter), clamp=clamp, seed=generator, amp=amp,
-                         channels_last=channels_last, show_progress=show_progress,
-                         desc=f"deep dream {'+'.join(names)} octave {k + 1}/{octaves}")
+            try:
+                res = render(model, objective, start=start.clamp(low, high) if clamp else start, steps=steps,
+                             lr=lr, optimizer=lambda params, lr: DreamStep(params, lr, tv_step),
+                             transforms=jittered_first_unrolled(jitter), clamp=clamp, seed=generator, amp=amp,
+                             channels_last=channels_last, show_progress=show_progress, too_small_fix=fix,
+                             desc=f"deep dream {'+'.join(names)} octave {k + 1}/{octaves}")
+            except KeyboardInterrupt:  # Ctrl-C before the octave's first step ended: keep the octaves so far
+                if k == 0:
+                    raise
+                warnings.warn(f"interrupted (Ctrl-C) in octave {k + 1} of {octaves} before its first step ended: "
+                              f"returning the {k} octave(s) dreamed so far", stacklevel=2)
+                interrupted = True
+                break
             histories.append(res.history)
             starts.append(res.history[0])  # the first step is not rolled: the octave's start objective
             ends.append(res.score)
             detail = res.image - octave_base
-    return DreamResult(image=res.image.to(image.device), sizes=sizes, history=histories,
-                       start=torch.stack(starts), end=torch.stack(ends))
+            if res.interrupted:  # Ctrl-C during this octave (render warned): no further octave
+                interrupted = True
+                break
+    if tuple(res.image.shape[-2:]) == (h, w):
+        dreamed = res.image
+    else:  # interrupted before the last octave: the detail so far, carried to the photo's size
+        dreamed = base + _resize(detail, (h, w))
+        dreamed = dreamed.clamp(low, high) if clamp else dreamed
+    return DreamResult(image=dreamed.to(image.device), sizes=sizes[:len(histories)], history=histories,
+                       start=torch.stack(starts), end=torch.stack(ends), interrupted=interrupted)
+
+
+def octave_sizes(size: tuple[int, int], octaves: int, octave_scale: float) -> list[tuple[int, int]]:
+    """The ``(H, W)`` of each octave of an image of ``size``, smallest first: ``size / octave_scale**k``."""
+    h, w = size
+    return [(max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k))) for k in range(octaves)][::-1]
+
+
+def check_octaves(model: nn.Module, layers: Sequence[str], size: tuple[int, int], octaves: int,
+                  octave_scale: float) -> str:
+    """``ValueError`` naming the fix when the smallest octave of a photo of ``size`` is too small for the deepest of
+    ``layers`` (:func:`helpers.receptive.smallest_input`; skipped for a geometry it cannot fold). Returns the fix
+    text (with ``{n}``) for an error that only the forward pass finds."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    deepest = max(layers, key=lambda name: order.get(name, -1))
+    fix = ("use fewer octaves, a smaller octave_scale or a larger photo (the smallest octave is the photo divided "
+           f"by octave_scale**(octaves - 1) = {octave_scale:g}**{octaves - 1})")
+    try:
+        smallest = smallest_input(model, deepest)
+    except ValueError:  # unknown layer (render names the close ones) or a geometry torch.fx cannot fold
+        return fix
+    sizes = octave_sizes(size, octaves, octave_scale)
+    if min(sizes[0]) >= smallest:
+        return fix
+    fitting = sum(min(s) >= smallest for s in sizes)
+    need = math.ceil(smallest * octave_scale ** (octaves - 1))
+    if fitting == 0:
+        remedy = f"pass a photo of at least {need}x{need} px"
+    else:
+        remedy = (f"use octaves={fitting} or fewer, a smaller octave_scale, or a photo of at least {need}x{need} px "
+                  f"for octaves={octaves}")
+    raise image_too_small(deepest, sizes[0], smallest, fix=remedy,
+                          subject=f"the smallest octave, {sizes[0][0]}x{sizes[0][1]} px of the {size[0]}x{size[1]} "
+                                  f"px photo,")

@@ -38,6 +38,7 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 CHECK_EVERY = 16  # steps between finiteness checks (each one is a host sync)
 NOISE = (0.4, 0.6)  # default pixel range of the start noise: mid-gray with a little texture
+START_FIX = "pass start={n} or a start image of at least {n}x{n} px"  # render's remedy for a too-small image
 
 
 # ---------------------------------------------------------------- the pieces of one step
@@ -202,7 +203,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
            transforms: Sequence[Transform] = (), after: Sequence[Callable[[torch.Tensor, Step], torch.Tensor]] = (),
            clamp: bool = True, seed: int | torch.Generator = 0, amp: bool = False, channels_last: bool | None = None,
            track: Mapping[str, Objective] | None = None, show_progress: bool | None = None,
-           desc: str | None = None) -> RenderResult:
+           desc: str | None = None, too_small_fix: str = START_FIX) -> RenderResult:
     """Optimize the pixels of a batch of images to maximize ``objective`` (activation maximization).
 
     The loss minimized each step is ``-objective(acts).sum()`` over the batch, with ``acts`` captured from the
@@ -237,6 +238,8 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             pass (``RenderResult.tracked``), e.g. the score without its priors.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
         desc: label of the progress bar (default: the objective's repr).
+        too_small_fix: the remedy the error for an image too small for the layers names, with ``{n}`` for the
+            smallest side that works; a wrapper names its own size argument (e.g. ``"pass size={n} or larger"``).
 
     Returns:
         :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the start tensor's device (the model's
@@ -264,7 +267,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         raise ValueError(f"{objective!r} scores {objective.batch} images (one target each) but the batch has {n}")
     everything = sum(track.values(), objective)  # what the forward pass must capture
     # validate the layers (and channels) before drawing anything
-    with frozen_eval(model), capture(model, everything):
+    with frozen_eval(model), capture(model, everything, fix=too_small_fix):
         pass
     img = start_images(start, n, generator, device, fill=fill, shared=shared_noise).requires_grad_(True)
     for t in transforms:
@@ -289,7 +292,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         return apply
 
     with (torch.enable_grad(), frozen_eval(model), lean_loop(model, channels_last, device, everything.layers),
-          capture(model, everything, check=False) as forward):
+          capture(model, everything, fix=too_small_fix) as forward):
         bar = progress(range(steps), desc=desc or repr(objective)[:60], enabled=show_progress)
         try:
             for step in bar:

@@ -7,9 +7,6 @@ Grad-CAM multiplies the (upsampled) map with guided backpropagation, pixel by pi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,33 +38,6 @@ def default_cam_layer(model: nn.Module) -> str:
         return convs[-1]
     raise ValueError(f"{type(model).__name__} has no layer4, features or Conv2d; pass layer='...' "
                      "(valid names: helpers.layer_names(model))")
-
-
-@contextmanager
-def _differentiable_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Record the module's output ``A`` so that ``autograd.grad(score, A)`` works.
-
-    The hook hands a copy of ``A`` to the rest of the network, so an in-place ReLU after the layer
-    overwrites the copy, not ``A``. A module called several times per pass stands for its first call (the
-    package's policy, :mod:`helpers.hooks`).
-    """
-    store: list[torch.Tensor] = []
-
-    def hook(m: nn.Module, args, output):
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(f"Grad-CAM needs a layer with a (N, C, h, w) output, this one gives {shape}; "
-                             "pick a convolutional layer or block")
-        if store:  # a later call in the same pass: the first call's output stands
-            return None
-        store.append(output)
-        return output.clone()
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
 
 
 def _upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -108,15 +78,25 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
     x = as_batch(image, model).detach()
     objective = target_objective(target, x.shape[0])
     name = default_cam_layer(model) if layer is None else layer
-    module = get_layer(model, name)  # ValueError listing close names
-    with (frozen_eval(model), _differentiable_output(module) as store, capture(model, objective) as forward,
-          torch.enable_grad()):
+    get_layer(model, name)  # ValueError listing close names
+    # the layer's output A comes from the objective's own pass (first call stands), as the tensor the rest of
+    # the pass is computed from: dS/dA by autograd
+    with frozen_eval(model), capture(model, objective, differentiable=name) as forward, torch.enable_grad():
         x = x.clone().requires_grad_(True)  # so that the layer's output is part of a graph
-        score = target_scores(objective, forward(x), x.shape[0])
-        if not store:
-            raise ValueError(f"layer {name!r} did not run in the forward pass; pick another layer")
-        act = store[0]
-        (grad,) = torch.autograd.grad(score.sum(), act)
+        acts = forward(x)
+        if name not in acts:  # the pass stopped at the objective's layers before reaching `layer`
+            raise ValueError(f"layer {name!r} comes after the layers {objective.layers} of {objective!r}: "
+                             "Grad-CAM explains the logits or layers after `layer`; pick an earlier layer")
+        act = acts[name]
+        if not isinstance(act, torch.Tensor) or act.dim() != 4:
+            shape = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
+            raise ValueError(f"Grad-CAM needs a layer with a (N, C, h, w) output, {name!r} gives {shape}; "
+                             "pick a convolutional layer or block")
+        score = target_scores(objective, acts, x.shape[0])
+        (grad,) = torch.autograd.grad(score.sum(), act, allow_unused=True)
+    if grad is None:
+        raise ValueError(f"{objective!r} does not depend on layer {name!r}: Grad-CAM explains the logits or layers "
+                         f"after `layer`; pick a layer before {list(objective.layers)}")
     weights = grad.mean(dim=(2, 3))  # (N, C): global-average-pooled gradients
     cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, act.detach()))  # a sum: starts from zeros
     cam = _upsample(cam, tuple(x.shape[2:]), upsample)

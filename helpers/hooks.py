@@ -7,16 +7,17 @@ that turns an objective into a forward pass capturing exactly what it reads.
 
 **A module called several times in one forward pass** (ResNet's BasicBlock runs its one ``relu`` module twice:
 after ``bn1`` and after the residual sum) **stands for its first call**, everywhere in the package:
-:func:`capture_activations`, :class:`TruncatedForward` (which can stop the pass there), :func:`capture`, Grad-CAM's
-layer (:func:`helpers.grad_cam`) and the receptive field of :func:`helpers.layer_geometry`. The first call is the
-only one a truncated pass can stop at, and the one whose window the geometry describes. To read a later call,
+:func:`capture_activations`, :class:`TruncatedForward` (which can stop the pass there), :func:`capture` (also its
+``differentiable`` layer, Grad-CAM's ``A``: :func:`helpers.grad_cam`) and the receptive field of
+:func:`helpers.layer_geometry`. The first call is the only one a truncated pass can stop at, and the one whose
+window the geometry describes. To read a later call,
 name a module that runs once there (``"layer4.1"``, the whole block, instead of ``"layer4.1.relu"``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from .receptive import smallest_input, spatial_layers
 
 @contextmanager
 def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach: bool = False,
-                        clone: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+                        clone: bool = True, differentiable: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named layers during the forward passes run inside the ``with`` block.
 
     >>> with capture_activations(model, ["layer1", "layer4"]) as acts:
@@ -47,6 +48,9 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
         detach: store detached tensors (no autograd graph).
         clone: store a copy, so that a following in-place op (torchvision's ``ReLU(inplace=True)``) cannot
             overwrite the recorded value; the copy stays differentiable.
+        differentiable: store the layer's own output and hand the rest of the pass a copy instead, so that
+            ``torch.autograd.grad(score, acts[name])`` works for any score computed in the pass (Grad-CAM's
+            ``dS/dA``); an in-place op after the layer changes the copy, not the stored value.
 
     Yields:
         dict ``{name: Tensor}`` filled by each forward pass.
@@ -73,12 +77,16 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
             if passing[0] and name in seen:  # a second call in the same pass: the first call's output stands
                 return
             seen.add(name)
+            if isinstance(output, torch.Tensor) and differentiable:
+                store[name] = output
+                return output.clone()  # the rest of the pass runs on the copy, through `output`
             if isinstance(output, torch.Tensor):
                 if detach:
                     output = output.detach()
                 store[name] = output.clone() if clone else output
             else:
                 store[name] = output
+            return None
         return hook
 
     handles = []
@@ -127,9 +135,11 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
-def explain_small_image(model: nn.Module, layer: str | None, x: torch.Tensor, error: RuntimeError) -> None:
+def explain_small_image(model: nn.Module, layer: str | None, x: torch.Tensor, error: RuntimeError, *,
+                        fix: str | None = None) -> None:
     """Raise a ValueError naming the smallest size that works when ``error`` came from an image ``x`` too small
-    for ``layer`` (None: the model's last convolution/pooling layer, for a pass to the logits); else return."""
+    for ``layer`` (None: the model's last convolution/pooling layer, for a pass to the logits); else return.
+    ``fix`` is the caller's remedy with ``{n}`` for that size (default: pass an image of at least n x n px)."""
     spatial = spatial_layers(model)
     name = layer or (spatial[-1] if spatial else None)
     if name is None or not isinstance(x, torch.Tensor) or x.dim() < 2:
@@ -139,7 +149,7 @@ def explain_small_image(model: nn.Module, layer: str | None, x: torch.Tensor, er
     except ValueError:  # no geometry to explain it with: PyTorch's own message stands
         return
     if min(x.shape[-2:]) < smallest:
-        raise image_too_small(name, tuple(x.shape), smallest, logits=layer is None) from error
+        raise image_too_small(name, tuple(x.shape), smallest, logits=layer is None, fix=fix) from error
 
 
 class TruncatedForward:
@@ -149,20 +159,23 @@ class TruncatedForward:
     exception that ends the forward pass, so no layer after the deepest target runs. Outputs of targets
     that fire before the last one are cloned (a later in-place ReLU would otherwise overwrite them).
     With ``inputs=True`` the hooks are forward pre-hooks that store each target's (first) input instead, and
-    the pass ends before the last target runs (used to apply that layer to a few channels only).
+    the pass ends before the last target runs (used to apply that layer to a few channels only). ``fix`` is the
+    remedy an image too small for the layers is told (:func:`explain_small_image`).
     Use as a context manager: the hooks are removed on exit, also on an exception or KeyboardInterrupt.
 
     >>> with TruncatedForward(model, ["features.17", "features.24"]) as forward:
     ...     acts = forward(x)    # {"features.17": (N, 512, h, w), "features.24": ...}
     """
 
-    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, inputs: bool = False) -> None:
+    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, inputs: bool = False,
+                 fix: str | None = None) -> None:
         names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
         if not names:
             raise ValueError("give at least one layer name, e.g. 'features.28'")
         self.model = model
         self.modules = {name: get_layer(model, name) for name in names}  # ValueError with close names
         self.inputs = inputs
+        self.fix = fix  # the remedy the too-small-image error names (explain_small_image)
         self._store: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
@@ -210,7 +223,7 @@ class TruncatedForward:
                 self.model(x)
             except RuntimeError as error:
                 order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
-                explain_small_image(self.model, max(self.modules, key=order.__getitem__), x, error)
+                explain_small_image(self.model, max(self.modules, key=order.__getitem__), x, error, fix=self.fix)
                 raise
         missing = [name for name in self.modules if name not in self._store]
         if missing:
@@ -219,20 +232,58 @@ class TruncatedForward:
         return out
 
 
-def channel_count(model: nn.Module, layer: str, *, size: int = 64) -> int:
-    """Number of output channels of ``layer``: ``out_channels``/``num_features`` when the module has it,
-    else the channel dimension of one tiny truncated forward pass (batch 1, ``size`` px, no gradients).
+def static_channel_count(module: nn.Module) -> int | None:
+    """``out_channels``/``num_features`` of a convolution or 2-d normalization layer; None when the module does
+    not declare it (a ReLU, a pooling layer, a block): then only a forward pass tells."""
+    for attr in ("out_channels", "num_features"):
+        if isinstance(getattr(module, attr, None), int) and not isinstance(module, nn.BatchNorm1d):
+            return getattr(module, attr)
+    return None
+
+
+def check_channel_range(layer: str, channels: Sequence[int], n: int) -> None:
+    """``ValueError`` naming the valid range when a channel index is not one of the ``n`` channels of ``layer``."""
+    bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
+    if bad:
+        raise ValueError(f"channel(s) {bad} out of range for layer {layer!r}, which has {n} channels: "
+                         f"valid indices are 0 to {n - 1}")
+
+
+def check_output_channels(model: nn.Module, layer: str, output: object, channels: Sequence[int]) -> None:
+    """The channel check on a real forward pass: ``output`` of ``layer`` must be channel maps ``(N, C, h, w)``
+    (else the error naming the last convolution) with every index in ``channels`` below ``C``."""
+    if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else (type(output).__name__,)
+        raise not_a_channel_layer(model, layer, shape)
+    check_channel_range(layer, channels, output.shape[1])
+
+
+def channel_count(model: nn.Module, layer: str, *, size: int | None = None) -> int | None:
+    """Number of output channels of ``layer``: ``out_channels``/``num_features`` when the module has it, else the
+    channel dimension of one truncated forward pass (batch 1, no gradients) of a ``size`` px image (None: the
+    larger of 64 px and the smallest size the layer takes, :func:`helpers.receptive.smallest_input`).
+
+    Returns None when that probe cannot run (an image of that size is too small for a model whose geometry
+    cannot be folded): the channels are then checked on the first real pass (:func:`capture`).
 
     Raises:
         ValueError: the layer gives no channel maps ``(N, C, h, w)`` (e.g. a Linear layer), naming the last conv.
     """
     module = get_layer(model, layer)
-    for attr in ("out_channels", "num_features"):
-        if isinstance(getattr(module, attr, None), int) and not isinstance(module, nn.BatchNorm1d):
-            return getattr(module, attr)
+    known = static_channel_count(module)
+    if known is not None:
+        return known
+    if size is None:
+        try:
+            size = max(64, smallest_input(model, layer))
+        except ValueError:  # a geometry torch.fx cannot fold: try 64 px
+            size = 64
     x = torch.zeros(1, 3, size, size, device=model_device(model))
-    with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
-        out = forward(x)[layer]
+    try:
+        with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
+            out = forward(x)[layer]
+    except (RuntimeError, ValueError):  # PyTorch's error, or ours for an image too small: the probe cannot tell
+        return None
     if out.dim() != 4:
         raise not_a_channel_layer(model, layer, tuple(out.shape))
     return out.shape[1]
@@ -240,19 +291,18 @@ def channel_count(model: nn.Module, layer: str, *, size: int = 64) -> int:
 
 def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> None:
     """Raise ``ValueError`` naming the valid range when a channel index is not a channel of ``layer`` (or naming
-    the last convolution when ``layer`` has no channel maps at all)."""
+    the last convolution when ``layer`` has no channel maps at all); see :func:`channel_count` for a layer that
+    does not declare its channels."""
     n = channel_count(model, layer)
-    bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
-    if bad:
-        raise ValueError(f"channel(s) {bad} out of range for layer {layer!r}, which has {n} channels: "
-                         f"valid indices are 0 to {n - 1}")
+    if n is not None:
+        check_channel_range(layer, channels, n)
 
 
 # ---------------------------------------------------------------- capture: the forward pass an objective reads
 
 @contextmanager
-def capture(model: nn.Module, objective: Objective, *,
-            check: bool = True) -> Iterator[Callable[..., Activations]]:
+def capture(model: nn.Module, objective: Objective, *, check: bool = True, differentiable: str | None = None,
+            fix: str | None = None) -> Iterator[Callable[..., Activations]]:
     """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
 
     Only the layers up to the deepest one read run (:class:`TruncatedForward`); the model runs to its output only
@@ -263,6 +313,20 @@ def capture(model: nn.Module, objective: Objective, *,
     ``image`` is what :data:`helpers.objectives.IMAGE` holds (the untransformed image). The hooks are removed
     on exit. Call inside :func:`frozen_eval` (and the lean loop, whose weights it slices).
 
+    Layer names and the channels of layers that declare them (``out_channels``) are checked on entry; the
+    channels of other layers (a ReLU, a block) on each pass, on the real image, before the objective reads them.
+
+    Args:
+        model: the network.
+        objective: what the pass must capture.
+        check: check the channels the objective names (on entry and on each pass).
+        differentiable: a layer whose output is captured too (``acts[differentiable]``, absent when the pass
+            stopped before it ran), as the tensor the rest of the pass is computed from, so that
+            ``torch.autograd.grad(objective(acts), acts[differentiable])`` works (Grad-CAM's ``dS/dA``).
+        fix: the remedy of the too-small-image error, with ``{n}`` for the smallest side that works (default:
+            "pass an image of at least n x n px", for a function whose input sets the size; an ascent names its
+            own size argument).
+
     Raises:
         ValueError: a layer that is not in the model (with close names), a channel out of range, a layer without
             channel maps given channels (naming the last convolution); from ``forward``, an image too small for
@@ -270,53 +334,68 @@ def capture(model: nn.Module, objective: Objective, *,
     """
     reads = objective.reads
     layers = [k for k in reads if k not in (LOGITS, IMAGE)]
+    on_pass: dict[str, list[int]] = {}  # layers whose channels only a forward pass can check
     for name in layers:
-        get_layer(model, name)  # ValueError with the close valid names
+        module = get_layer(model, name)  # ValueError with the close valid names
         if check and name in objective.channels:
-            check_channels(model, name, sorted(objective.channels[name]))
+            channels = sorted(objective.channels[name])
+            count = static_channel_count(module)
+            if count is None:
+                on_pass[name] = channels
+            else:
+                check_channel_range(name, channels, count)
+    if differentiable is not None:
+        get_layer(model, differentiable)
     logits = LOGITS in reads
     module = get_layer(model, layers[0]) if len(layers) == 1 else None
     channels = reads[layers[0]] if len(layers) == 1 else None
-    cut = (not logits and channels is not None and isinstance(module, nn.Conv2d) and module.groups == 1
-           and len(channels) <= module.out_channels // 2)
-
-    def finish(acts: Activations, x: torch.Tensor, image: torch.Tensor | None) -> Activations:
-        if IMAGE in reads:
-            acts[IMAGE] = x if image is None else image
-        return acts
-
+    cut = (not logits and differentiable is None and channels is not None and isinstance(module, nn.Conv2d)
+           and module.groups == 1 and len(channels) <= module.out_channels // 2)
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     deepest = None if logits or not layers else max(layers, key=order.__getitem__)
 
-    def explained(forward: Callable[..., Activations]) -> Callable[..., Activations]:
-        """``forward`` with PyTorch's error for an image too small for the layers replaced by one with the fix."""
-        def run(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
-            try:
-                return forward(x, image)
-            except RuntimeError as error:
-                explain_small_image(model, deepest, x, error)
-                raise
-        return run
+    with ExitStack() as stack:
+        kept = (stack.enter_context(capture_activations(model, differentiable, differentiable=True))
+                if differentiable is not None else {})  # registered first: later hooks see the copy
+        if not layers:
+            def run(x: torch.Tensor) -> Activations:
+                return Activations({LOGITS: model(x)} if logits else {})
+        elif logits:  # the whole pass: the layers' outputs and the logits
+            store = stack.enter_context(capture_activations(model, layers))
 
-    if not layers:
-        yield explained(lambda x, image=None: finish(Activations({LOGITS: model(x)} if logits else {}), x, image))
-    elif logits:  # the whole pass: the layers' outputs and the logits
-        with capture_activations(model, layers) as store:
-            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+            def run(x: torch.Tensor) -> Activations:
                 out = model(x)
-                return finish(Activations(store, **{LOGITS: out}), x, image)
-            yield explained(forward)
-    elif cut:  # stop at the convolution's input; compute only the channels read
-        computed = tuple(sorted(channels))
-        index = torch.tensor(computed, device=module.weight.device)
-        weight = module.weight[index]
-        bias = None if module.bias is None else module.bias[index]
-        name = layers[0]
-        with TruncatedForward(model, name, inputs=True) as truncated:
-            def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+                return Activations(store, **{LOGITS: out})
+        elif cut:  # stop at the convolution's input; compute only the channels read
+            computed = tuple(sorted(channels))
+            index = torch.tensor(computed, device=module.weight.device)
+            weight = module.weight[index]
+            bias = None if module.bias is None else module.bias[index]
+            name = layers[0]
+            truncated = stack.enter_context(TruncatedForward(model, name, inputs=True, fix=fix))
+
+            def run(x: torch.Tensor) -> Activations:
                 out = module._conv_forward(truncated(x)[name], weight, bias)
-                return finish(Activations({name: out}, computed={name: computed}), x, image)
-            yield explained(forward)
-    else:
-        with TruncatedForward(model, layers) as truncated:
-            yield explained(lambda x, image=None: finish(Activations(truncated(x)), x, image))
+                return Activations({name: out}, computed={name: computed})
+        else:
+            truncated = stack.enter_context(TruncatedForward(model, layers, fix=fix))
+
+            def run(x: torch.Tensor) -> Activations:
+                return Activations(truncated(x))
+
+        def forward(x: torch.Tensor, image: torch.Tensor | None = None) -> Activations:
+            kept.clear()
+            try:
+                acts = run(x)
+            except RuntimeError as error:  # an image too small for the layers: the error with the fix
+                explain_small_image(model, deepest, x, error, fix=fix)
+                raise
+            for name, wanted in on_pass.items():
+                if name in acts:  # (a layer that did not run: the objective says so)
+                    check_output_channels(model, name, acts[name], wanted)
+            acts.update(kept)
+            if IMAGE in reads:
+                acts[IMAGE] = x if image is None else image
+            return acts
+
+        yield forward

@@ -90,5 +90,6 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         raise ValueError(f"the texture's activations are all zero at {dead}; choose other layers")
     res = render(model, gram_match(names, targets, weights), start=hw, n=n, shared_noise=False, steps=steps, lr=lr,
                  optimizer=optimizer, clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
-                 show_progress=show_progress, desc=f"texture {'+'.join(names)}")
+                 show_progress=show_progress, desc=f"texture {'+'.join(names)}",
+                 too_small_fix="pass size={n} or larger")
     return TextureResult(image=res.image.to(texture.device), history=-res.history, loss=-res.score, layers=names)

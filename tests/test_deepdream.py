@@ -163,3 +163,67 @@ def test_default_layers_are_vgg16_relu_outputs():
 def test_default_layers_need_a_vgg16(tiny_cnn):
     with pytest.raises(ValueError, match="pass layers="):
         deep_dream(tiny_cnn, photo())
+
+
+class InterruptAtForward:
+    """A forward hook raising KeyboardInterrupt (Ctrl-C) at the ``k``-th forward pass (0-based) of the model."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.calls = k, 0
+
+    def __call__(self, module, inputs, output):
+        self.calls += 1
+        if self.calls - 1 == self.k:
+            raise KeyboardInterrupt
+
+
+def dream_with_interrupt(model, image, k, **opts):
+    hook = InterruptAtForward(k)
+    handle = model.features[3].register_forward_hook(hook)
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            return deep_dream(model, image, "features.3", **opts), hook.calls
+    finally:
+        handle.remove()
+
+
+def test_ctrl_c_stops_the_dream_and_returns_the_octaves_so_far(tiny_cnn):
+    caller_state(tiny_cnn)
+    before = model_state(tiny_cnn)
+    image = photo(10, size=20)
+    opts = dict(steps=4, octaves=3, octave_scale=1.5, jitter=2, seed=3)
+    # each octave: 4 steps + 1 pass for the final score. Ctrl-C at the 3rd pass: octave 1 after 2 steps, then stop
+    res, calls = dream_with_interrupt(tiny_cnn, image, 2, **opts)
+    assert_same_state(before, model_state(tiny_cnn))
+    assert res.interrupted and [h.shape[0] for h in res.history] == [2] and calls == 4  # no octave after it
+    assert res.image.shape == image.shape and res.sizes == [(9, 9)]
+    # Ctrl-C at the first step of octave 2 (pass 6): octave 1 complete, the same as in an uninterrupted dream
+    res, calls = dream_with_interrupt(tiny_cnn, image, 5, **opts)
+    assert_same_state(before, model_state(tiny_cnn))
+    full = deep_dream(tiny_cnn, image, "features.3", **opts)
+    assert res.interrupted and len(res.history) == 1 and calls == 6 and not full.interrupted
+    assert torch.equal(res.history[0], full.history[0]) and torch.equal(res.end[0], full.end[0])
+    # the image: the photo plus octave 1's detail carried to the photo's size (where octave 2 would start)
+    small = torch.nn.functional.interpolate(image, size=(9, 9), mode="bilinear", antialias=True)
+    one = deep_dream(tiny_cnn, small, "features.3", steps=4, octaves=1, jitter=2, seed=3)
+    assert torch.equal(one.history[0], res.history[0])
+    detail = torch.nn.functional.interpolate(one.image - small, size=(20, 20), mode="bilinear", antialias=True)
+    low, high = valid_range(image)
+    assert torch.allclose(res.image, (image + detail).clamp(low, high), atol=1e-6)
+    with pytest.raises(KeyboardInterrupt):  # at the first step of the first octave nothing is made yet
+        dream_with_interrupt(tiny_cnn, image, 0, **opts)
+    assert_same_state(before, model_state(tiny_cnn))
+
+
+def test_counts_and_an_image_too_small_for_the_smallest_octave():
+    vgg = VGG16Features().eval()
+    with pytest.raises(ValueError, match=r"^the smallest octave, 12x12 px of the 24x24 px photo, is too small for "
+                                         r"layer 'features.27'.* at least 16x16 px; use octaves=2 or fewer, a smaller "
+                                         r"octave_scale, or a photo of at least 32x32 px for octaves=3$"):
+        deep_dream(vgg, photo(size=24), "features.27", octaves=3)
+    with pytest.raises(ValueError, match="pass a photo of at least 32x32 px$"):
+        deep_dream(vgg, photo(size=12), "features.27", octaves=3)
+    assert deep_dream(vgg, photo(size=32), "features.27", octaves=3, steps=1).sizes[0] == (16, 16)
+    for bad in (dict(steps="3"), dict(steps=0), dict(octaves=2.0), dict(octaves=True)):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            deep_dream(vgg, photo(size=32), "features.3", **bad)

@@ -1,12 +1,24 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import assert_same_state, model_state
 
-from helpers import L2PlusPlus, deep_dream, normalize, visualize_class, visualize_filter
+from helpers import (
+    L2PlusPlus,
+    capture_activations,
+    deep_dream,
+    invert_features,
+    normalize,
+    synthesize_texture,
+    visualize_activation,
+    visualize_class,
+    visualize_diverse,
+    visualize_filter,
+)
 from helpers import objectives as O
 from helpers.classviz import l2pp_step
 from helpers.deepdream import DreamStep
-from helpers.engine import RenderResult, Step, jitter, render
+from helpers.engine import RenderResult, Step, jitter, objective_score, render
 
 
 def test_visualize_filter_is_render(tiny_cnn):
@@ -43,6 +55,71 @@ def test_deep_dream_octave_is_render(tiny_cnn):
                     transforms=[jitter(2, unrolled_first=True)], seed=4)
     assert torch.equal(dream.image, direct.image) and torch.equal(dream.history[0], direct.history)
     assert torch.equal(dream.end[0], direct.score)
+
+
+def test_visualize_activation_is_render(tiny_cnn):
+    res = visualize_activation(tiny_cnn, 16, "features.6", [2, 7], steps=7, lr=0.1, l2_weight=1e-3, jitter=2, seed=3)
+    objective = O.channel_mean("features.6", [2, 7]) - 1e-3 * O.l2()
+    direct = render(tiny_cnn, objective, start=16, steps=7, lr=0.1, transforms=[jitter(2)], seed=3)
+    assert torch.equal(res.image, direct.image)
+
+
+def test_visualize_diverse_is_render(tiny_cnn):
+    res = visualize_diverse(tiny_cnn, 12, "features.5", 4, n=3, diversity_weight=0.5, diversity_layer="features.3",
+                            steps=6, lr=0.1, tv_weight=0.2, l2_weight=0.1, jitter=1, seed=7)
+    objective = (O.channel_mean("features.5", 4) + 0.5 * O.diversity("features.3") - (0.2 / 144) * O.total_variation()
+                 - (0.1 / 144) * O.l2())
+    direct = render(tiny_cnn, objective, start=12, n=3, shared_noise=False, steps=6, lr=0.1, transforms=[jitter(1)],
+                    seed=7)
+    assert torch.equal(res.image, direct.image)
+
+
+def test_invert_features_is_render(tiny_cnn):
+    photo = normalize(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(1)))
+    res = invert_features(tiny_cnn, photo, "features.3", steps=6, lr=0.1, tv_weight=0.5, beta=2.0, seed=2)
+    with torch.no_grad(), capture_activations(tiny_cnn, "features.3") as acts:
+        tiny_cnn(photo)
+    objective = O.feature_match("features.3", acts["features.3"]) - (0.5 / 144) * O.total_variation(beta=2.0)
+    direct = render(tiny_cnn, objective, start=(12, 12), n=2, steps=6, lr=0.1, seed=2)
+    assert torch.equal(res.image, direct.image)
+
+
+def test_synthesize_texture_is_render(tiny_cnn):
+    texture = normalize(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2)))
+    layers = ["features.1", "features.6"]
+    res = synthesize_texture(tiny_cnn, texture, layers, size=12, n=2, steps=6, lr=0.1, layer_weights=[1.0, 3.0],
+                             seed=5)
+    with torch.no_grad(), capture_activations(tiny_cnn, layers) as acts:
+        tiny_cnn(texture)
+    grams = {name: O.gram_matrix(acts[name]) for name in layers}
+    direct = render(tiny_cnn, O.gram_match(layers, grams, [1.0, 3.0]), start=12, n=2, shared_noise=False, steps=6,
+                    lr=0.1, seed=5)
+    assert torch.equal(res.image, direct.image)
+
+
+def test_deep_dream_octaves_are_renders(tiny_cnn):
+    """Three octaves by hand: each a render from the photo at that size plus the detail so far, upsampled."""
+    photo = normalize(torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(3)))
+    dream = deep_dream(tiny_cnn, photo, "features.3", steps=3, octaves=3, octave_scale=1.5, jitter=2, tv_step=0.3,
+                       seed=6)
+    low, high = normalize(torch.zeros(1, 3, 1, 1)), normalize(torch.ones(1, 3, 1, 1))
+
+    def resize(x, size):
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    generator = torch.Generator().manual_seed(6)  # one generator for the jitter of all octaves
+    sizes = [(9, 9), (13, 13), (20, 20)]
+    detail = torch.zeros(1, 3, 9, 9)
+    for k, size in enumerate(sizes):
+        base = resize(photo, size)
+        direct = render(tiny_cnn, O.layer_rms(["features.3"]), start=(base + resize(detail, size)).clamp(low, high),
+                        steps=3, lr=0.02, optimizer=lambda params, lr: DreamStep(params, lr, 0.3),
+                        transforms=[jitter(2, unrolled_first=True)], seed=generator)
+        assert torch.equal(dream.history[k], direct.history) and torch.equal(dream.end[k], direct.score)
+        detail = direct.image - base
+    assert dream.sizes == sizes and torch.equal(dream.image, direct.image)
 
 
 def test_score_rises_and_result_fields(tiny_cnn):
@@ -101,3 +178,49 @@ def test_start_image_and_batch(tiny_cnn):
         render(tiny_cnn, O.class_logit([0, 2, 3]), start=16, n=2, steps=1)
     with pytest.raises(ValueError, match="Objective"):
         render(tiny_cnn, lambda acts: acts, start=16, steps=1)
+
+
+def test_an_image_too_small_names_the_size_argument_of_the_function_called(tiny_cnn):
+    texture = normalize(torch.rand(1, 3, 8, 8))
+    cases = [(lambda: render(tiny_cnn, O.channel_mean("features.5", 1), start=1, steps=1), "pass start=2 "),
+             (lambda: visualize_class(tiny_cnn, 1, 1, steps=1), "pass start=2 "),
+             (lambda: visualize_filter(tiny_cnn, "features.5", 1, size=1, steps=1), "pass size=2 or larger$"),
+             (lambda: synthesize_texture(tiny_cnn, texture, "features.5", size=1, steps=1), "pass size=2 or larger$")]
+    for call, fix in cases:
+        with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2 px; " + fix):
+            call()
+
+
+class TwoBranches(torch.nn.Module):
+    """A wide first convolution (kernel 65: an image needs at least 65 px) and a forward pass with Python control
+    flow on the input's size, which torch.fx cannot trace (so no receptive-field geometry, like Inception)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, kernel_size=65)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        if x.shape[-1] > 1000:  # data-dependent control flow: torch.fx cannot trace this
+            x = x[..., ::2, ::2]
+        return self.relu(self.conv(x))
+
+
+def test_channels_of_a_layer_without_out_channels_are_checked_on_the_real_image():
+    """The channel count comes from the real forward pass, so a valid image is never refused (a fixed 64 px probe
+    refused 80 px here), and a bad channel gets the one-line range error before any step is taken."""
+    model = TwoBranches().eval()
+    res = render(model, O.channel_mean("relu", 3), start=80, steps=2)
+    assert res.image.shape == (1, 3, 80, 80) and res.score.shape == (1,)
+    assert objective_score(model, torch.zeros(1, 3, 80, 80), O.channel_mean("relu", 3)).shape == (1,)
+    steps = []
+
+    def count(img: torch.Tensor, step: Step) -> torch.Tensor:
+        steps.append(step.index)
+        return img
+
+    with pytest.raises(ValueError, match=r"channel\(s\) \[4\] out of range for layer 'relu', which has 4 channels: "
+                                         r"valid indices are 0 to 3"):
+        render(model, O.channel_mean("relu", [1, 4]), start=80, steps=3, after=[count])
+    assert steps == []  # no optimization step spent

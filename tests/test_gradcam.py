@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from conftest import assert_same_state, awkward_copy, model_state
 from torch import nn
@@ -143,3 +144,54 @@ def test_leaves_model_and_input_as_found_also_on_errors(resnet):
 def test_bad_upsample_mode(tiny_cnn):
     with pytest.raises(ValueError, match="upsample"):
         grad_cam(tiny_cnn, torch.randn(1, 3, 8, 8), 0, upsample="area")
+
+
+def test_an_objective_of_a_layer_without_out_channels_after_the_cam_layer(tiny_cnn):
+    """An objective on a ReLU (no ``out_channels``) after the CAM layer: dS/dA of the real pass, by hand."""
+    from helpers import objectives as O
+
+    before = model_state(tiny_cnn)
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        a = tiny_cnn.features[:4](x)  # the output of features.3 (a ReLU)
+    a = a.clone().requires_grad_(True)
+    score = tiny_cnn.features[4:](a.clone())[:, 5].mean((1, 2))  # channel_mean("features.6", 5) from A
+    (g,) = torch.autograd.grad(score.sum(), a)
+    expected = F.interpolate(torch.relu(torch.einsum("nc,nchw->nhw", g.mean((2, 3)), a.detach()))[:, None],
+                             size=(12, 12), mode="bilinear", align_corners=False)[:, 0]
+    objective = O.channel_mean("features.6", 5)
+    cam = grad_cam(tiny_cnn, x, objective, layer="features.3", normalize=False)
+    assert cam.abs().sum() > 0 and torch.allclose(cam, expected, atol=1e-6)
+    # the default layer of TinyCNN is that ReLU itself; guided Grad-CAM and channel_max work too
+    assert grad_cam(tiny_cnn, x, objective).shape == (2, 12, 12)
+    gbp = guided_backprop(tiny_cnn, x, O.channel_max("features.6", 5))
+    cam_max = grad_cam(tiny_cnn, x, O.channel_max("features.6", 5), layer="features.3")
+    assert torch.allclose(guided_grad_cam(tiny_cnn, x, O.channel_max("features.6", 5), layer="features.3"),
+                          gbp * cam_max[:, None])
+    assert_same_state(before, model_state(tiny_cnn))
+
+
+def test_an_objective_on_the_cam_layer_itself(tiny_cnn):
+    """S = mean of channel 1 of the CAM conv's output A: dS/dA_k = [k == 1] / (h w), so the map is relu(A_1) / (h w)."""
+    from helpers import objectives as O
+
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        a = tiny_cnn.features[:6](x)  # the conv output (its in-place ReLU is not run)
+    cam = grad_cam(tiny_cnn, x, O.channel_mean("features.5", 1), layer="features.5", upsample="nearest",
+                   normalize=False)
+    expected = F.interpolate(torch.relu(a[:, 1:2]) / 16, size=(8, 8), mode="nearest")[:, 0]
+    assert cam.abs().sum() > 0 and torch.allclose(cam, expected, atol=1e-6)
+
+
+def test_a_cam_layer_after_the_objective_and_a_too_small_image_say_what_to_do(tiny_cnn):
+    from helpers import objectives as O
+
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"'features.5' comes after the layers \('features.1',\).*pick an earlier"):
+        grad_cam(tiny_cnn, x, O.channel_mean("features.1", 0), layer="features.5")
+    for call in (lambda: grad_cam(tiny_cnn, x[..., :1, :1], 0), lambda: guided_grad_cam(tiny_cnn, x[..., :1, :1], 0)):
+        with pytest.raises(ValueError, match=r"1x1 px is too small .* at least 2x2 px; pass an image of at least "
+                                             r"2x2 px$"):
+            call()

@@ -122,3 +122,22 @@ def test_a_module_called_twice_stands_for_its_first_call_everywhere():
         cam = grad_cam(model, x, c, layer="relu", normalize=False)
         assert torch.allclose(cam, expected, atol=1e-6)
     assert n_hooks(model) == 0
+
+
+def test_differentiable_capture_is_what_the_rest_of_the_pass_is_computed_from(tiny_cnn):
+    """``differentiable=True``: d(logits)/d(acts) works, and a following in-place ReLU does not touch the value."""
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        conv0 = tiny_cnn.features[0](x)
+    with torch.enable_grad(), capture_activations(tiny_cnn, "features.0", differentiable=True) as acts:
+        logits = tiny_cnn(x.clone().requires_grad_(True))
+        (grad,) = torch.autograd.grad(logits[:, 1].sum(), acts["features.0"])
+    assert torch.allclose(acts["features.0"], conv0) and (acts["features.0"] < 0).any()  # pre-ReLU values
+    a = conv0.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(tiny_cnn.classifier(tiny_cnn.features[1:](a.clone()))[:, 1].sum(), a)
+    assert grad.abs().sum() > 0 and torch.allclose(grad, expected, atol=1e-6)
+    with capture_activations(tiny_cnn, "features.0") as acts:  # the default: a copy, not on the logits' path
+        logits = tiny_cnn(x.clone().requires_grad_(True))
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(logits[:, 1].sum(), acts["features.0"])
+    assert n_hooks(tiny_cnn) == 0
