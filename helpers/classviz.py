@@ -15,13 +15,13 @@ activations with L2++") and the L2++ operations as ``after`` steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from ._checks import Indices, indices
 from .ascent import AscentResult, with_priors
 from .engine import OptimizerSpec, Start, Step, jittered, render
 from .objectives import Objective, channel_mean, class_logit
@@ -114,17 +114,7 @@ def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int]
                         objective=res.tracked_score.get("score", res.score), layer=layer, channels=targets)
 
 
-def _as_list(index: int | Sequence[int], what: str) -> list[int]:
-    items = [index] if isinstance(index, int) else list(index)
-    bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int)]
-    if bad:
-        raise ValueError(f"{what} indices must be integers, got {bad}")
-    if not items:
-        raise ValueError("give at least one class or channel")
-    return items
-
-
-def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int], *, steps: int = 200,
+def visualize_class(model: nn.Module, start: Start, target: Indices, *, steps: int = 200,
                     lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None, jitter: int = 0,
                     clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
                     channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
@@ -166,13 +156,13 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         ValueError: class index out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    targets = _as_list(target, "class")
+    targets = list(indices(target, "a class"))
     return _ascent(model, start, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp,
                    jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp, channels_last=channels_last,
                    show_progress=show_progress, desc=f"class {targets}", layer="")
 
 
-def visualize_activation(model: nn.Module, start: Start, layer: str, channel: int | Sequence[int], *,
+def visualize_activation(model: nn.Module, start: Start, layer: str, channel: Indices, *,
                          steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None,
                          jitter: int = 0, clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
                          amp: bool = False, channels_last: bool | None = None,
@@ -200,7 +190,7 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
         ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    channels = _as_list(channel, "channel")
+    channels = list(indices(channel, "a channel"))
     return _ascent(model, start, channel_mean(layer, channels), channels, steps=steps, lr=lr, l2_weight=l2_weight,
                    l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
                    channels_last=channels_last, show_progress=show_progress, desc=f"{layer} x{len(channels)}",
