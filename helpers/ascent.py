@@ -76,7 +76,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: i
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
         layer: dotted module name, e.g. ``"features.28"`` (see :func:`helpers.layer_names`).
-        channel: a channel index, or a sequence of them (one image each).
+        channel: a channel index, or several (one image each): an int, a list, an integer tensor or numpy value,
+            e.g. a row ``idx[0]`` of ``top_filters(...).indices``.
         steps: number of optimizer steps.
         lr: learning rate of a named optimizer, in normalized units (1 pixel step of 1.0 is about 4.4 units).
         optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> torch.optim.Optimizer``.

@@ -132,7 +132,7 @@ def visualize_class(model: nn.Module, start: Start, target: Indices, *, steps: i
         model: a classifier taking ImageNet-normalized ``(N, 3, H, W)`` images, returning ``(N, K)`` logits.
         start: a normalized photo ``(1, 3, H, W)`` to start from (e.g. :func:`helpers.load_image`; not
             modified), or a size ``S`` / ``(H, W)`` to start from mid-gray noise.
-        target: a class index, or several (one image each).
+        target: a class index, or several (one image each): an int, a list, an integer tensor or numpy value.
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
         l2_weight: ``lambda`` of the L2 prior (on the sum over pixels; 0 = off).
@@ -178,7 +178,7 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: In
         model: a CNN taking ImageNet-normalized images.
         start: normalized start photo ``(1, 3, H, W)``, or a size ``S`` / ``(H, W)`` for noise.
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
-        channel: a channel index or several (one image each).
+        channel: a channel index or several (one image each), as ``target`` of :func:`visualize_class`.
         steps, lr, l2_weight, l2pp, jitter, clamp, optimizer, seed, amp, channels_last, show_progress: as in
             :func:`visualize_class`.
 

@@ -90,7 +90,7 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         FloatingPointError: the image became NaN/inf.
     """
     channel = index(channel, "channel")
-    n = positive_int(n, "n (images; diversity is between images, so at least 2)", minimum=2)
+    n = positive_int(n, "n (the number of images; diversity is between them)", minimum=2)
     steps = positive_int(steps, "steps")
     style = layer if diversity_layer is None else diversity_layer
     score = channel_mean(layer, channel)

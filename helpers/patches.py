@@ -53,7 +53,7 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
         model: a CNN taking ImageNet-normalized images.
         images: a folder, ``(N, 3, H, W)`` tensor, list of tensors or dataset (see :func:`load_images`).
         layer: dotted module name.
-        channels: one channel index or several.
+        channels: one channel index or several (an int, a list, an integer tensor or numpy value).
         k: how many responses per channel.
         size: side of the images loaded from a folder.
         batch_size: images per forward pass.
