@@ -14,6 +14,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+# the one normalization of class/channel indices, here in a leaf module because objectives needs it too
+from ._indices import Indices as Indices
+from ._indices import index as index
+from ._indices import indices as indices
+from .images import rgb_fix as rgb_fix  # how to convert a grey/RGBA image (its home: images)
 from .objectives import LOGITS, Objective, class_logit
 
 Target = int | Sequence[int] | torch.Tensor | Objective
@@ -125,13 +130,6 @@ def check_image_channels(model: nn.Module, image: torch.Tensor) -> None:
                      + rgb_fix(c))
 
 
-def rgb_fix(channels: int) -> str:
-    """How to turn an image with ``channels`` channels into the RGB one the models take."""
-    return {1: "a grey image: repeat it as RGB with x.expand(-1, 3, -1, -1)",
-            4: "an RGBA image: drop the alpha channel with x[:, :3] (helpers.load_image composites it on white)",
-            }.get(channels, "load it with helpers.load_image, which always gives 3 channels")
-
-
 # ---------------------------------------------------------------- logits and targets
 
 def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -150,15 +148,11 @@ def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: in
     if isinstance(target, Objective):
         if getattr(target, "classes", None) is None:
             raise ValueError(f"this needs a class to score, an int or objectives.class_logit(c), not {target!r}")
-        target = list(target.classes)
-    t = torch.as_tensor(target, device=device)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
-    t = t.long().flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"got {t.numel()} targets for a batch of {n} images; pass one int or one per image")
+        target = target.classes
+    items = indices(target, "target (a class index)")
+    if len(items) not in (1, n):
+        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
+    t = torch.tensor(items * n if len(items) == 1 else items, dtype=torch.long, device=device)
     if (t < 0).any() or (t >= classes).any():
         raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
     return t
@@ -173,14 +167,7 @@ def target_objective(target: Target, n: int) -> Objective:
             raise ValueError(f"{target!r} scores {target.batch} images but the batch has {n}; give one target "
                              "for all images or one per image")
         return target
-    try:
-        t = torch.as_tensor(target)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"target must be a class index, one index per image or an objective (helpers.objectives),"
-                         f" got {target!r}") from None
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.numel() == 0:
-        raise ValueError(f"target must be a class index or one index per image, got {target!r}")
-    items = [int(c) for c in t.flatten().tolist()]
+    items = indices(target, "target (a class index, one per image, or an objective from helpers.objectives)")
     if len(items) not in (1, n):
         raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
     return class_logit(items[0] if len(items) == 1 else items)

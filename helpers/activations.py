@@ -112,7 +112,7 @@ def activation_grid(model: torch.nn.Module, image: torch.Tensor, layer: str) -> 
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer3"``.
 
     Returns:
-        Tensor ``(N, C, h, w)`` on the model's device.
+        Tensor ``(N, C, h, w)`` on the image's device.
 
     Raises:
         ValueError: unknown layer (with close names), wrong image shape, or a layer without a map.
@@ -125,7 +125,7 @@ def activation_grid(model: torch.nn.Module, image: torch.Tensor, layer: str) -> 
     if act.dim() != 4:
         raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}, not a map (N, C, h, w); pick a "
                          "convolutional layer (helpers.layer_names(model))")
-    return act.detach().clone()
+    return act.detach().to(image.device, copy=True)
 
 
 def pca_rgb(act: torch.Tensor, *, scale: torch.Tensor | None = None) -> torch.Tensor:

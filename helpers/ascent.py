@@ -11,13 +11,12 @@ https://arxiv.org/abs/1412.0035.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ._checks import GIVEN_NOT, as_batch, renamed
+from ._checks import GIVEN_NOT, Indices, as_batch, indices, not_a_channel_layer, positive_int, renamed
 from .engine import NOISE, OptimizerSpec, jittered, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
@@ -40,17 +39,19 @@ def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 
 
 @dataclass
 class AscentResult:
-    """What :func:`visualize_filter` returns (all tensors detached)."""
+    """What :func:`visualize_filter`, :func:`helpers.visualize_class` and :func:`helpers.visualize_activation`
+    return (all tensors detached)."""
 
     image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized like load_image; one per channel;
     #                      on the start image's device (the model's for a start made from a size)
-    history: torch.Tensor  # (steps, N) objective (mean activation) of the jittered input before each update, CPU
-    objective: torch.Tensor  # (N,) objective of the returned images (no jitter), CPU
-    layer: str  # dotted layer name
-    channels: list[int]  # the channel of each image
+    history: torch.Tensor  # (steps, N) objective without priors (a channel's mean activation; a class's logit for
+    #                        visualize_class) of the jittered input before each update, CPU
+    objective: torch.Tensor  # (N,) that objective of the returned images (no jitter), CPU
+    layer: str  # dotted layer name ("" for visualize_class: the model's output)
+    channels: list[int]  # the channel of each image (the class for visualize_class)
 
 
-def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int], *, steps: int = 100,
+def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: int = 100,
                      lr: float = 0.1, optimizer: OptimizerSpec = "adam", start: StartSpec = COURSE_NOISE,
                      size: int | tuple[int, int] = 128, tv_weight: float = 0.0, l2_weight: float = 0.0,
                      jitter: int = 0, clamp: bool = True, seed: int = 0, amp: bool = False,
@@ -75,7 +76,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
         layer: dotted module name, e.g. ``"features.28"`` (see :func:`helpers.layer_names`).
-        channel: a channel index, or a sequence of them (one image each).
+        channel: a channel index, or several (one image each): an int, a list, an integer tensor or numpy value,
+            e.g. a row ``idx[0]`` of ``top_filters(...).indices``.
         steps: number of optimizer steps.
         lr: learning rate of a named optimizer, in normalized units (1 pixel step of 1.0 is about 4.4 units).
         optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> torch.optim.Optimizer``.
@@ -105,9 +107,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: int | Sequence[int],
         ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf (learning rate too high).
     """
-    channels = [channel] if isinstance(channel, int) else list(channel)
-    if not channels:
-        raise ValueError("give at least one channel")
+    channels = list(indices(channel, "a channel"))
     init = renamed(start, init, "start", "init", "visualize_filter", default=COURSE_NOISE)
     score = channel_mean(layer, channels)
     start = init if isinstance(init, torch.Tensor) else size
@@ -147,7 +147,9 @@ def top_filters(model: nn.Module, image: torch.Tensor, layer: str, k: int = 10, 
         raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
         acts = forward(x.to(model_device(model)))[layer].float()
-    if not 1 <= k <= acts.shape[1]:
+    if acts.dim() != 4:
+        raise not_a_channel_layer(model, layer, tuple(acts.shape))
+    if not 1 <= positive_int(k, "k") <= acts.shape[1]:
         raise ValueError(f"k must be between 1 and {acts.shape[1]} (the channels of {layer!r}), got {k}")
     scores = acts.mean(dim=(-2, -1)) if reduce == "mean" else acts.amax(dim=(-2, -1))
     top = scores.topk(k, dim=1)

@@ -15,13 +15,13 @@ activations with L2++") and the L2++ operations as ``after`` steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from ._checks import Indices, indices
 from .ascent import AscentResult, with_priors
 from .engine import OptimizerSpec, Start, Step, jittered, render
 from .objectives import Objective, channel_mean, class_logit
@@ -114,17 +114,7 @@ def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int]
                         objective=res.tracked_score.get("score", res.score), layer=layer, channels=targets)
 
 
-def _as_list(index: int | Sequence[int], what: str) -> list[int]:
-    items = [index] if isinstance(index, int) else list(index)
-    bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int)]
-    if bad:
-        raise ValueError(f"{what} indices must be integers, got {bad}")
-    if not items:
-        raise ValueError("give at least one class or channel")
-    return items
-
-
-def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int], *, steps: int = 200,
+def visualize_class(model: nn.Module, start: Start, target: Indices, *, steps: int = 200,
                     lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None, jitter: int = 0,
                     clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
                     channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
@@ -142,7 +132,7 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         model: a classifier taking ImageNet-normalized ``(N, 3, H, W)`` images, returning ``(N, K)`` logits.
         start: a normalized photo ``(1, 3, H, W)`` to start from (e.g. :func:`helpers.load_image`; not
             modified), or a size ``S`` / ``(H, W)`` to start from mid-gray noise.
-        target: a class index, or several (one image each).
+        target: a class index, or several (one image each): an int, a list, an integer tensor or numpy value.
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
         l2_weight: ``lambda`` of the L2 prior (on the sum over pixels; 0 = off).
@@ -166,13 +156,13 @@ def visualize_class(model: nn.Module, start: Start, target: int | Sequence[int],
         ValueError: class index out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    targets = _as_list(target, "class")
+    targets = list(indices(target, "a class"))
     return _ascent(model, start, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp,
                    jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp, channels_last=channels_last,
                    show_progress=show_progress, desc=f"class {targets}", layer="")
 
 
-def visualize_activation(model: nn.Module, start: Start, layer: str, channel: int | Sequence[int], *,
+def visualize_activation(model: nn.Module, start: Start, layer: str, channel: Indices, *,
                          steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None,
                          jitter: int = 0, clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0,
                          amp: bool = False, channels_last: bool | None = None,
@@ -188,7 +178,7 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
         model: a CNN taking ImageNet-normalized images.
         start: normalized start photo ``(1, 3, H, W)``, or a size ``S`` / ``(H, W)`` for noise.
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
-        channel: a channel index or several (one image each).
+        channel: a channel index or several (one image each), as ``target`` of :func:`visualize_class`.
         steps, lr, l2_weight, l2pp, jitter, clamp, optimizer, seed, amp, channels_last, show_progress: as in
             :func:`visualize_class`.
 
@@ -200,7 +190,7 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: in
         ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    channels = _as_list(channel, "channel")
+    channels = list(indices(channel, "a channel"))
     return _ascent(model, start, channel_mean(layer, channels), channels, steps=steps, lr=lr, l2_weight=l2_weight,
                    l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
                    channels_last=channels_last, show_progress=show_progress, desc=f"{layer} x{len(channels)}",

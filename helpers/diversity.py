@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import index, positive_int
 from .ascent import with_priors
 from .engine import OptimizerSpec, Start, jittered, render
 from .hooks import TruncatedForward, frozen_eval, model_device
@@ -32,7 +33,8 @@ def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:
 class DiversityResult:
     """What :func:`visualize_diverse` returns (tensors detached)."""
 
-    image: torch.Tensor  # (N, 3, H, W) images for the one channel, normalized space, on the model's device
+    image: torch.Tensor  # (N, 3, H, W) images for the one channel, normalized space, on the start
+    #                      tensor's device (the model's for a start made from a size)
     history: torch.Tensor  # (steps, N) mean activation of the channel before each update, CPU
     similarity: torch.Tensor  # (steps,) mean pairwise Gram similarity before each update, CPU
     objective: torch.Tensor  # (N,) mean activation of the returned images, CPU
@@ -87,10 +89,9 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         ValueError: unknown layer (with close names), channel out of range (with the valid range), ``n < 2``.
         FloatingPointError: the image became NaN/inf.
     """
-    if isinstance(channel, bool) or not isinstance(channel, int):
-        raise ValueError(f"channel must be one integer index, got {channel!r}")
-    if n < 2 or steps < 1:
-        raise ValueError(f"need n >= 2 images (diversity is between images) and steps >= 1, got n={n}, steps={steps}")
+    channel = index(channel, "channel")
+    n = positive_int(n, "n (the number of images; diversity is between them)", minimum=2)
+    steps = positive_int(steps, "steps")
     style = layer if diversity_layer is None else diversity_layer
     score = channel_mean(layer, channel)
     similar = diversity(style)  # image i: -sum_{j != i} cos(G_i, G_j) / n

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import indices, positive_int
 from .config import progress
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .images import ImageCollection, LazyImages
@@ -35,12 +36,13 @@ def extract_features(model: nn.Module, images: ImageCollection, layer: str, *, s
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        Tensor ``(N, D)`` float32 on the model's device, in the order of the images.
+        Tensor ``(N, D)`` float32 on the images' device (a tensor's, the first listed tensor's; the CPU for a
+        folder), in the order of the images.
     """
     source = LazyImages(images, size)
     device = model_device(model)
     feats = []
-    n_batches = -(-len(source) // batch_size) if isinstance(batch_size, int) and batch_size > 0 else None
+    n_batches = -(-len(source) // positive_int(batch_size, "batch_size"))
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
         for _, batch in progress(source.batches(batch_size), total=n_batches, desc=f"features {layer}",
                                  enabled=show_progress):
@@ -48,7 +50,7 @@ def extract_features(model: nn.Module, images: ImageCollection, layer: str, *, s
     if len({f.shape[1] for f in feats}) > 1:
         raise ValueError(f"the images give features of different lengths at {layer!r} (they differ in size); "
                          "load them with one `size` or use a layer after global pooling")
-    return torch.cat(feats)
+    return torch.cat(feats).to(source.device)
 
 
 def tsne_embedding(features: torch.Tensor, *, pca_dim: int = 50, perplexity: float = 30.0,
@@ -86,7 +88,7 @@ def tsne_embedding(features: torch.Tensor, *, pca_dim: int = 50, perplexity: flo
 
 
 def nearest_neighbors(features: torch.Tensor, queries: torch.Tensor | Sequence[int], k: int = 5, *,
-                      exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      exclude_self: bool = False) -> torch.return_types.topk:
     """The ``k`` nearest feature vectors (Euclidean) of each query, nearest first (course notes 1.9).
 
     Distances are computed exactly (no ``|a|^2 + |b|^2 - 2ab`` shortcut), so an image of the set is its
@@ -94,13 +96,14 @@ def nearest_neighbors(features: torch.Tensor, queries: torch.Tensor | Sequence[i
 
     Args:
         features: ``(N, D)`` the set searched, e.g. from :func:`extract_features`.
-        queries: ``(Q, D)`` query vectors, or indices into ``features`` (a list or long tensor).
+        queries: ``(Q, D)`` query vectors, or indices into ``features`` (an int, a list, an integer tensor).
         k: neighbours per query.
         exclude_self: with index queries, skip the query itself.
 
     Returns:
-        ``(indices, distances)``, both ``(Q, k)`` (long, float) on the device of ``features``; ties are
-        broken by the lower index.
+        ``(values, indices)`` in ``torch.topk``'s order and names: the distances ``(Q, k)`` float and the
+        neighbours' indices into ``features`` ``(Q, k)`` long, on the device of ``features``, nearest first;
+        ties are broken by the lower index (``dist, idx = nearest_neighbors(...)``).
     """
     if features.dim() != 2:
         raise ValueError(f"features must be (N, D), got {tuple(features.shape)}")
@@ -108,8 +111,8 @@ def nearest_neighbors(features: torch.Tensor, queries: torch.Tensor | Sequence[i
     feats = features.detach().float()
     by_index = not (isinstance(queries, torch.Tensor) and queries.is_floating_point())
     if by_index:
-        idx = torch.as_tensor(queries, dtype=torch.long, device=feats.device).reshape(-1)
-        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        idx = torch.tensor(indices(queries, "a query"), dtype=torch.long, device=feats.device)
+        if idx.min() < 0 or idx.max() >= n:
             raise ValueError(f"query indices must be between 0 and {n - 1}, got {idx.tolist()}")
         q = feats[idx]
     else:
@@ -120,10 +123,10 @@ def nearest_neighbors(features: torch.Tensor, queries: torch.Tensor | Sequence[i
         if q.dim() != 2 or q.shape[1] != feats.shape[1]:
             raise ValueError(f"query vectors must be (Q, {feats.shape[1]}), got {tuple(queries.shape)}")
     available = n - 1 if exclude_self else n
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
+    if not 1 <= positive_int(k, "k") <= available:
         raise ValueError(f"k must be between 1 and {available} (the candidates per query), got {k!r}")
     dist = torch.cdist(q, feats, compute_mode="donot_use_mm_for_euclid_dist")  # (Q, N)
     if exclude_self:
         dist[torch.arange(len(q), device=feats.device), idx] = float("inf")
     order = torch.sort(dist, dim=1, stable=True)
-    return order.indices[:, :k], order.values[:, :k]
+    return torch.return_types.topk((order.values[:, :k], order.indices[:, :k]))

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, target_objective, target_scores
+from ._checks import Target, as_batch, indices, target_objective, target_scores
 from .hooks import capture, frozen_eval
 from .objectives import Objective, channel_max
 
@@ -123,6 +123,18 @@ def relu_rule(model: nn.Module, rule: Rule = "guided") -> Iterator[nn.Module]:
             handle.remove()
 
 
+def _layer_target(target: Target, layer: str | None) -> Target:
+    """The deprecated ``target=c, layer=L`` as ``channel_max(L, c)``, warning at the caller of the public function
+    that received it (so every public function calls this itself: ``stacklevel=3``)."""
+    if layer is None:
+        return target
+    if isinstance(target, Objective):
+        raise ValueError("give the layer inside the objective (target=channel_max(layer, c)), not as layer=")
+    warnings.warn(f"target=c with layer={layer!r} is deprecated: pass target=helpers.objectives.channel_max("
+                  f"{layer!r}, c)", DeprecationWarning, stacklevel=3)
+    return channel_max(layer, indices(target, "target (a channel of layer=)"))
+
+
 def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, rule: Rule = "guided",
                       layer: str | None = None) -> torch.Tensor:
     """Gradient of a class score (or of any objective) w.r.t. the image, ReLUs under ``rule``.
@@ -147,14 +159,8 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
         ValueError: unknown rule, bad image shape, target/channel out of range, unknown layer name.
     """
     _check_rule(rule)
+    target = _layer_target(target, layer)
     x = as_batch(image, model).detach().clone().requires_grad_(True)
-    if layer is not None:
-        if isinstance(target, Objective):
-            raise ValueError("give the layer inside the objective (target=channel_max(layer, c)), not as layer=")
-        warnings.warn(f"target=c with layer={layer!r} is deprecated: pass target=helpers.objectives.channel_max("
-                      f"{layer!r}, c)", DeprecationWarning, stacklevel=3)
-        channels = torch.as_tensor(target).flatten().tolist()
-        target = channel_max(layer, channels[0] if len(channels) == 1 else channels)
     objective = target_objective(target, x.shape[0])
     with frozen_eval(model), relu_rule(model, rule), capture(model, objective) as forward, torch.enable_grad():
         score = target_scores(objective, forward(x), x.shape[0]).sum()
@@ -175,7 +181,7 @@ def guided_backprop(model: nn.Module, image: torch.Tensor, target: Target, *,
     Returns:
         Tensor of the image's shape ``(N, 3, H, W)`` (or ``(3, H, W)``), on the image's device.
     """
-    return modified_backprop(model, image, target, rule="guided", layer=layer)
+    return modified_backprop(model, image, _layer_target(target, layer), rule="guided")
 
 
 def deconvnet(model: nn.Module, image: torch.Tensor, target: Target, *, layer: str | None = None) -> torch.Tensor:
@@ -187,4 +193,4 @@ def deconvnet(model: nn.Module, image: torch.Tensor, target: Target, *, layer: s
     Returns:
         Tensor of the image's shape, on the image's device.
     """
-    return modified_backprop(model, image, target, rule="deconvnet", layer=layer)
+    return modified_backprop(model, image, _layer_target(target, layer), rule="deconvnet")

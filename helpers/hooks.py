@@ -141,6 +141,10 @@ def explain_small_image(model: nn.Module, layer: str | None, x: torch.Tensor, er
     for ``layer`` (None: the model's last convolution/pooling layer, for a pass to the logits); else return.
     ``fix`` is the caller's remedy with ``{n}`` for that size (default: pass an image of at least n x n px)."""
     spatial = spatial_layers(model)
+    if layer is not None and layer not in spatial:  # e.g. a Linear layer: the deepest spatial layer before it
+        order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        before = [s for s in spatial if order[s] < order.get(layer, -1)]
+        spatial, layer = (before, None) if before else (spatial, layer)
     name = layer or (spatial[-1] if spatial else None)
     if name is None or not isinstance(x, torch.Tensor) or x.dim() < 2:
         return

@@ -230,8 +230,18 @@ ImageCollection = str | os.PathLike | torch.Tensor | Sequence[torch.Tensor] | to
 # --- a set of images: a folder, a batch tensor, a list of tensors, or a dataset ------------------------------
 
 
+def rgb_fix(channels: int, *, batched: bool = True) -> str:
+    """How to turn an image with ``channels`` channels into the RGB one the models take (``x`` a batch
+    ``(N, C, H, W)``, or one ``(C, H, W)`` image with ``batched=False``)."""
+    grey, alpha = ("x.expand(-1, 3, -1, -1)", "x[:, :3]") if batched else ("x.expand(3, -1, -1)", "x[:3]")
+    return {1: f"a grey image: repeat it as RGB with {grey}",
+            4: f"an RGBA image: drop the alpha channel with {alpha} (helpers.load_image composites it on white)",
+            }.get(channels, "load it with helpers.load_image, which always gives 3 channels")
+
+
 class LazyImages:
-    """Random access to normalized images ``(3, H, W)`` from any :data:`ImageCollection`, loaded lazily."""
+    """Random access to normalized images ``(3, H, W)`` from any :data:`ImageCollection`, loaded lazily; a
+    single ``(3, H, W)`` tensor is a collection of one image."""
 
     def __init__(self, images: ImageCollection, size: int | None) -> None:
         self.size = size
@@ -246,9 +256,12 @@ class LazyImages:
                 raise ValueError(f"image folder {folder} holds no images (looked for {', '.join(PHOTO_SUFFIXES)})")
             self.items = None
         elif isinstance(images, torch.Tensor):
-            if images.dim() != 4 or images.shape[1] != 3:
-                raise ValueError(f"an image batch must be (N, 3, H, W), got {tuple(images.shape)}")
-            self.items = images
+            batch = images.unsqueeze(0) if images.dim() == 3 else images  # one image (3, H, W)
+            if batch.dim() != 4 or batch.shape[1] != 3:
+                fix = f"; {rgb_fix(batch.shape[1], batched=images.dim() == 4)}" if batch.dim() == 4 else ""
+                raise ValueError(f"images must be a batch (N, 3, H, W) or one image (3, H, W), got "
+                                 f"{tuple(images.shape)}{fix}")
+            self.items = batch
         else:
             self.items = images
         if len(self) == 0:
@@ -256,6 +269,15 @@ class LazyImages:
 
     def __len__(self) -> int:
         return len(self.files) if self.files is not None else len(self.items)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the images are: a tensor's (or the first listed tensor's) device; the CPU for a folder."""
+        if isinstance(self.items, torch.Tensor):
+            return self.items.device
+        first = None if self.files is not None else self.items[0]
+        first = first[0] if isinstance(first, tuple | list) else first
+        return first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.files is not None:
@@ -267,7 +289,8 @@ class LazyImages:
             raise TypeError(f"image {i} is a {type(item).__name__}, not a tensor; load it with helpers.load_image")
         item = item[0] if item.dim() == 4 and item.shape[0] == 1 else item
         if item.dim() != 3 or item.shape[0] != 3:
-            raise ValueError(f"image {i} must be a normalized (3, H, W) tensor, got shape {tuple(item.shape)}")
+            fix = f"; {rgb_fix(item.shape[0], batched=False)}" if item.dim() == 3 else ""
+            raise ValueError(f"image {i} must be a normalized (3, H, W) tensor, got shape {tuple(item.shape)}{fix}")
         return item.detach()
 
     def name(self, i: int) -> str:

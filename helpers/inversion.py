@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch
+from ._checks import as_batch, positive_int
 from .engine import OptimizerSpec, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
@@ -24,7 +24,7 @@ from .objectives import feature_loss as feature_loss  # its home was this module
 class InversionResult:
     """What :func:`invert_features` returns (tensors detached)."""
 
-    image: torch.Tensor  # (N, 3, H, W) reconstructions, normalized space, on the model's device
+    image: torch.Tensor  # (N, 3, H, W) reconstructions, normalized space, on the photos' device
     history: torch.Tensor  # (steps, N) feature loss ||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 before each update, CPU
     loss: torch.Tensor  # (N,) feature loss of the returned images, CPU
     layer: str  # dotted layer name
@@ -72,8 +72,7 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
         FloatingPointError: the image became NaN/inf.
     """
     image = as_batch(image, model)  # (3, H, W) -> (1, 3, H, W); a grey/RGBA tensor is refused with the conversion
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = positive_int(steps, "steps")
     n, _, h, w = image.shape
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
         target = forward(image.detach().to(model_device(model), torch.float32))[layer].float()

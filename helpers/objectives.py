@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from ._indices import Indices, indices
 from .regularizers import l2 as l2_norm
 from .regularizers import total_variation as tv_norm
 
@@ -30,7 +31,7 @@ IMAGE = "<image>"
 """The key of the optimized image itself (before the transforms) in the captured activations."""
 
 Reads = dict[str, frozenset[int] | None]  # key -> the channels read (None: the whole tensor)
-Channels = int | Sequence[int]
+Channels = Indices  # one index for all images, or one per image
 
 
 class Activations(dict):
@@ -137,11 +138,9 @@ class Objective:
 # ---------------------------------------------------------------- reading activations
 
 def _per_image(index: Channels, what: str) -> tuple[int, ...]:
-    items = (index,) if isinstance(index, int) and not isinstance(index, bool) else tuple(index)
-    if not items or any(isinstance(i, bool) or not isinstance(i, int) for i in items):
-        raise ValueError(f"{what} must be an integer or a non-empty sequence of integers (one per image), "
-                         f"got {index!r}")
-    return items
+    """One index for every image or one per image, as plain ints (:func:`helpers._checks.indices`: an int, a
+    sequence, an integer tensor or numpy value; a bool, float or empty sequence is a one-line ValueError)."""
+    return indices(index, what)
 
 
 def _label(items: tuple[int, ...]) -> str:

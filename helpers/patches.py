@@ -10,12 +10,12 @@ https://arxiv.org/abs/1311.2901.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ._checks import Indices, indices, positive_int
 from .config import progress
 from .hooks import TruncatedForward, check_channels, frozen_eval, model_device
 from .images import ImageCollection, LazyImages
@@ -26,7 +26,8 @@ from .receptive import Box, Geometry, layer_geometry
 
 @dataclass
 class Patches:
-    """What :func:`max_activating_patches` returns; tensors are on the model's device, rows follow ``channels``."""
+    """What :func:`max_activating_patches` returns; tensors are on the images' device (the CPU for a folder),
+    rows follow ``channels``."""
 
     patches: torch.Tensor  # (n_channels, k, 3, R_h, R_w) normalized crops; outside the image 0 (= dataset mean)
     values: torch.Tensor  # (n_channels, k) activations, largest first
@@ -40,7 +41,7 @@ class Patches:
     geometry: Geometry
 
 
-def top_activations(model: nn.Module, images: ImageCollection, layer: str, channels: int | Sequence[int], k: int = 9,
+def top_activations(model: nn.Module, images: ImageCollection, layer: str, channels: Indices, k: int = 9,
                     *, size: int | None = 224, batch_size: int = 16, one_per_image: bool = False,
                     show_progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` largest activations of each channel over all positions of all images.
@@ -52,7 +53,7 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
         model: a CNN taking ImageNet-normalized images.
         images: a folder, ``(N, 3, H, W)`` tensor, list of tensors or dataset (see :func:`load_images`).
         layer: dotted module name.
-        channels: one channel index or several.
+        channels: one channel index or several (an int, a list, an integer tensor or numpy value).
         k: how many responses per channel.
         size: side of the images loaded from a folder.
         batch_size: images per forward pass.
@@ -61,14 +62,12 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
 
     Returns:
         ``(values, image_index, position)``: ``(n_channels, k)``, ``(n_channels, k)`` long and
-        ``(n_channels, k, 2)`` long ``(row, col)``, on the model's device, largest value first.
+        ``(n_channels, k, 2)`` long ``(row, col)``, on the images' device (a tensor's, the first listed
+        tensor's; the CPU for a folder), largest value first.
     """
-    channel_list = [channels] if isinstance(channels, int) and not isinstance(channels, bool) else list(channels)
-    if not channel_list:
-        raise ValueError("give at least one channel")
+    channel_list = list(indices(channels, "a channel"))
     check_channels(model, layer, channel_list)  # ValueError naming close layers or the valid channel range
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k")
     source = LazyImages(images, size)
     device = model_device(model)
     index = torch.tensor(channel_list, device=device)
@@ -76,7 +75,7 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
     best = torch.full((nc, 0), float("-inf"), device=device)
     best_img = torch.zeros((nc, 0), dtype=torch.long, device=device)
     best_pos = torch.zeros((nc, 0, 2), dtype=torch.long, device=device)
-    n_batches = -(-len(source) // batch_size) if isinstance(batch_size, int) and batch_size > 0 else None
+    n_batches = -(-len(source) // positive_int(batch_size, "batch_size"))
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
         for first, batch in progress(source.batches(batch_size), total=n_batches, desc=f"{layer} top-{k}",
                                      enabled=show_progress):
@@ -102,7 +101,7 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
             best_pos = torch.cat([best_pos, pos], 1).gather(1, top.indices.unsqueeze(-1).expand(-1, -1, 2))
     if best.shape[1] < k:
         raise ValueError(f"k={k} is more than the {best.shape[1]} candidate responses in the images; lower k")
-    return best, best_img, best_pos
+    return best.to(source.device), best_img.to(source.device), best_pos.to(source.device)
 
 
 def crop_window(image: torch.Tensor, box: Box) -> torch.Tensor:
@@ -123,7 +122,7 @@ def crop_window(image: torch.Tensor, box: Box) -> torch.Tensor:
     return out
 
 
-def max_activating_patches(model: nn.Module, images: ImageCollection, layer: str, channels: int | Sequence[int],
+def max_activating_patches(model: nn.Module, images: ImageCollection, layer: str, channels: Indices,
                            k: int = 9, *, size: int | None = 224, batch_size: int = 16,
                            one_per_image: bool = False, show_progress: bool | None = None) -> Patches:
     """The input windows that excite a channel most (course notes 1.7).
@@ -152,8 +151,9 @@ def max_activating_patches(model: nn.Module, images: ImageCollection, layer: str
         ValueError: unknown layer (close names), channel out of range (valid range), empty folder, bad k.
         FileNotFoundError: the folder does not exist.
     """
+    channel_list = list(indices(channels, "a channel"))
     geometry = layer_geometry(model, layer)
-    values, image_index, position = top_activations(model, images, layer, channels, k, size=size,
+    values, image_index, position = top_activations(model, images, layer, channel_list, k, size=size,
                                                     batch_size=batch_size, one_per_image=one_per_image,
                                                     show_progress=show_progress)
     source = LazyImages(images, size)
@@ -175,6 +175,5 @@ def max_activating_patches(model: nn.Module, images: ImageCollection, layer: str
         boxes.append(row_boxes)
         clipped.append(row_clipped)
         names.append(row_names)
-    channel_list = [channels] if isinstance(channels, int) else list(channels)
     return Patches(patches=torch.stack(crops), values=values, image_index=image_index, position=position,
                    boxes=boxes, clipped=clipped, names=names, layer=layer, channels=channel_list, geometry=geometry)

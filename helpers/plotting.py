@@ -475,21 +475,29 @@ def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax:
     return ax
 
 
-def plot_neighbors(query_images: torch.Tensor, images: torch.Tensor, indices: torch.Tensor,
-                   distances: torch.Tensor, *, size: float = 1.4, fig: FigureLike | None = None,
-                   title: str | None = None) -> FigureLike:
+def plot_neighbors(query_images: torch.Tensor, images: torch.Tensor,
+                   neighbors: torch.return_types.topk | tuple[torch.Tensor, torch.Tensor], *, size: float = 1.4,
+                   fig: FigureLike | None = None, title: str | None = None) -> FigureLike:
     """Each query (first column) and its nearest neighbours in feature space, with their distances.
 
     Args:
         query_images: ``(Q, 3, H, W)`` normalized query images.
         images: ``(N, 3, H, W)`` normalized images of the searched set.
-        indices, distances: ``(Q, k)`` from :func:`helpers.nearest_neighbors`.
+        neighbors: what :func:`helpers.nearest_neighbors` returns, ``(values, indices)``: distances ``(Q, k)``
+            float and indices into ``images`` ``(Q, k)`` long.
         size: inches per image.
         fig: draw into this Figure or SubFigure (cleared) instead of a new one.
 
     Returns:
         The figure drawn into.
     """
+    if isinstance(neighbors, torch.Tensor) or len(neighbors) != 2:
+        raise TypeError("neighbors is the pair (values, indices) that helpers.nearest_neighbors returns: "
+                        "plot_neighbors(query_images, images, nearest_neighbors(features, queries))")
+    distances, indices = neighbors
+    if indices.is_floating_point() and not distances.is_floating_point():  # the old order (indices, distances)
+        raise ValueError("neighbors must be (values, indices) in torch.topk order, as nearest_neighbors returns "
+                         "them; got (indices, distances)")
     q, k = indices.shape
     fig = _figure(fig, (size * (k + 1), size * q * 1.2 + 0.4))
     axes = fig.subplots(q, k + 1, squeeze=False)

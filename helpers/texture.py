@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch
+from ._checks import as_batch, positive_int
 from .engine import OptimizerSpec, render
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import gram_loss as gram_loss  # its home was this module
@@ -30,7 +30,7 @@ from .objectives import gram_match, gram_matrix
 class TextureResult:
     """What :func:`synthesize_texture` returns (tensors detached)."""
 
-    image: torch.Tensor  # (N, 3, H, W) synthesized textures, normalized space, on the model's device
+    image: torch.Tensor  # (N, 3, H, W) synthesized textures, normalized space, on the texture's device
     history: torch.Tensor  # (steps, N) Gram loss before each update, CPU
     loss: torch.Tensor  # (N,) Gram loss of the returned images, CPU
     layers: list[str]  # the matched layers
@@ -80,8 +80,7 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
     tex = as_batch(texture, model)  # (3, h, w) -> (1, 3, h, w); a grey/RGBA tensor says how to convert it
     if tex.dim() != 4 or tex.shape[:2] != (1, 3):
         raise ValueError(f"texture must be one normalized image (1, 3, h, w), got {tuple(texture.shape)}")
-    if n < 1 or steps < 1:
-        raise ValueError(f"need n >= 1 and steps >= 1, got {n}, {steps}")
+    n, steps = positive_int(n, "n"), positive_int(steps, "steps")
     hw = tuple(tex.shape[-2:]) if size is None else (size, size) if isinstance(size, int) else tuple(size)
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
         targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(model_device(model), torch.float32)).items()}

@@ -4,6 +4,7 @@ import importlib
 import pkgutil
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,116 @@ def test_no_function_of_the_package_hides_a_module_of_the_same_name():
     for name in names:
         module = importlib.import_module(f"helpers.{name}")
         assert isinstance(getattr(helpers, name), types.ModuleType) and getattr(helpers, name) is module, name
+
+
+# ---------------------------------------------------------------- one index normalization (review finding 8)
+
+@pytest.mark.parametrize("given, expected", [
+    (3, (3,)), ([1, 2], (1, 2)), ((4,), (4,)), (torch.tensor(2), (2,)), (torch.tensor([5, 0]), (5, 0)),
+    (np.int64(1), (1,)), (np.array([2, 3], dtype=np.int32), (2, 3)), ([torch.tensor(1), np.int16(2)], (1, 2)),
+])
+def test_indices_accept_ints_sequences_integer_tensors_and_numpy(given, expected):
+    from helpers._checks import indices
+
+    got = indices(given, "a channel")
+    assert got == expected and all(type(i) is int for i in got)
+
+
+@pytest.mark.parametrize("given", [True, 1.0, [], [1.5], [True], "12", None, torch.tensor([1.0]),
+                                   torch.tensor(True), torch.tensor([[1, 2]]), np.array([0.5])])
+def test_indices_refuse_bools_floats_empty_and_2d_in_one_line(given):
+    from helpers._checks import index, indices
+
+    with pytest.raises(ValueError, match=r"^a channel must be an integer index .*, got ") as info:
+        indices(given, "a channel")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"^a channel must be one integer index"):
+        index(given, "a channel")
+
+
+def test_the_sheet5_workflow_feeds_top_filters_indices_to_every_channel_argument(tiny_cnn):
+    from helpers import objectives, top_activations, visualize_activation, visualize_class, visualize_filter
+
+    x = photo(1, 16)
+    _, idx = top_filters_of(tiny_cnn, x)
+    c0, c1 = idx[0].tolist()
+    one = visualize_filter(tiny_cnn, "features.3", idx[0], steps=2, size=8)
+    assert one.channels == [c0, c1] and all(type(c) is int for c in one.channels)
+    assert torch.equal(one.image, visualize_filter(tiny_cnn, "features.3", [c0, c1], steps=2, size=8).image)
+    assert visualize_filter(tiny_cnn, "features.3", idx[0, 0], steps=1, size=8).channels == [c0]
+    assert visualize_filter(tiny_cnn, "features.3", np.int64(c1), steps=1, size=8).channels == [c1]
+    values, _, _ = top_activations(tiny_cnn, x, "features.3", idx[0], k=1)
+    assert torch.equal(values, top_activations(tiny_cnn, x, "features.3", [c0, c1], k=1)[0])
+    assert visualize_class(tiny_cnn, 8, torch.tensor([1, 2]), steps=1).channels == [1, 2]
+    assert visualize_activation(tiny_cnn, 8, "features.3", idx[0, 1], steps=1).channels == [c1]
+    assert repr(objectives.class_logit(torch.tensor(1))) == "class_logit(1)"
+    assert repr(objectives.channel_mean("features.3", np.int64(2))) == "channel_mean('features.3', 2)"
+    with pytest.raises(ValueError, match=r"channel\(s\) \[9\] out of range .* 0 to 7"):  # plain ints, not tensor(9)
+        top_activations(tiny_cnn, x, "features.3", torch.tensor([9]), k=1)
+    with pytest.raises(ValueError, match=r"class\(es\) \[7\] out of range"):
+        visualize_class(tiny_cnn, 8, torch.tensor([7]), steps=1)
+    with pytest.raises(ValueError, match=r"pick one row, e.g. idx\[0\]"):
+        visualize_filter(tiny_cnn, "features.3", idx, steps=1, size=8)
+
+
+def top_filters_of(model, x):
+    from helpers import top_filters
+
+    return top_filters(model, x, "features.3", 2)
+
+
+# ---------------------------------------------------------------- counts and collections (review finding 10)
+
+def test_top_filters_of_a_layer_without_channel_maps_names_the_last_conv(tiny_cnn):
+    from helpers import top_filters
+
+    with pytest.raises(ValueError, match=r"'classifier.2' \(Linear\) gives \(N, 5\).*no channels.*'features.5'"):
+        top_filters(tiny_cnn, photo(1, 8), "classifier.2", 2)
+
+
+def test_counts_are_checked_as_positive_ints(tiny_cnn):
+    from helpers import invert_features, synthesize_texture, top_activations, visualize_diverse
+
+    x = photo(1, 8)
+    for call, name in ((lambda: visualize_diverse(tiny_cnn, 8, "features.5", 1, n="2", steps=1), "n"),
+                       (lambda: visualize_diverse(tiny_cnn, 8, "features.5", 1, n=2, steps=0), "steps"),
+                       (lambda: synthesize_texture(tiny_cnn, x, "features.3", steps="3"), "steps"),
+                       (lambda: synthesize_texture(tiny_cnn, x, "features.3", n=0, steps=1), "n"),
+                       (lambda: invert_features(tiny_cnn, x, "features.3", steps=2.0), "steps"),
+                       (lambda: top_activations(tiny_cnn, x, "features.3", 1, k="1"), "k"),
+                       (lambda: top_filters_of_k(tiny_cnn, x, "2"), "k")):
+        with pytest.raises(ValueError, match=rf"^{name}\b.* must be an integer >= \d, got"):
+            call()
+
+
+def top_filters_of_k(model, x, k):
+    from helpers import top_filters
+
+    return top_filters(model, x, "features.3", k)
+
+
+def test_collections_take_one_image_and_explain_grey_rgba_and_too_small_images(tiny_cnn):
+    from helpers import extract_features, max_activating_patches, top_activations
+
+    x = photo(1, 8)
+    assert torch.equal(extract_features(tiny_cnn, x[0], "classifier.2"), extract_features(tiny_cnn, x, "classifier.2"))
+    assert torch.equal(top_activations(tiny_cnn, x[0], "features.3", 1, k=2)[0],
+                       top_activations(tiny_cnn, x, "features.3", 1, k=2)[0])
+    assert max_activating_patches(tiny_cnn, x[0], "features.3", 1, k=2).patches.shape[:2] == (1, 2)
+    for channels, fix in ((1, r"x.expand\(-1, 3, -1, -1\)"), (4, r"x\[:, :3\]")):
+        with pytest.raises(ValueError, match=fix):
+            extract_features(tiny_cnn, torch.zeros(2, channels, 8, 8), "classifier.2")
+    with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2"):
+        extract_features(tiny_cnn, torch.zeros(2, 3, 1, 1), "classifier.2")  # a Linear layer: its last map
+
+
+def test_modified_backprop_warns_at_the_callers_line(tiny_cnn):
+    import warnings
+
+    x = photo()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        modified_backprop(tiny_cnn, x, 1, layer="features.3")  # called directly, not through guided_backprop
+        guided_backprop(tiny_cnn, x, 1, layer="features.3")
+        deconvnet(tiny_cnn, x, 1, layer="features.3")
+    assert [w.filename for w in caught if w.category is DeprecationWarning] == [__file__] * 3

@@ -47,7 +47,7 @@ def test_diversity_layer_can_differ(tiny_cnn):
 
 
 def test_errors(tiny_cnn):
-    with pytest.raises(ValueError, match="n >= 2"):
+    with pytest.raises(ValueError, match=r"^n \(the number of images.* must be an integer >= 2, got 1"):
         visualize_diverse(tiny_cnn, 16, "features.5", 3, n=1, steps=1)
     with pytest.raises(ValueError, match="0 to 15"):
         visualize_diverse(tiny_cnn, 16, "features.5", 16, steps=1)

@@ -54,7 +54,7 @@ FIGURE_LEVEL = {
     "plot_saliency": lambda fig: plotting.plot_saliency(torch.randn(3, 8, 8), torch.rand(8, 8), fig=fig),
     "plot_patches": lambda fig: plotting.plot_patches(_patches(), fig=fig),
     "plot_neighbors": lambda fig: plotting.plot_neighbors(torch.randn(1, 3, 4, 4), torch.randn(3, 3, 4, 4),
-                                                          torch.tensor([[2, 0]]), torch.rand(1, 2), fig=fig),
+                                                          (torch.rand(1, 2), torch.tensor([[2, 0]])), fig=fig),
     "plot_fooling": lambda fig: plotting.plot_fooling(_fooling(), fig=fig),
 }
 
