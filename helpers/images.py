@@ -159,23 +159,37 @@ def load_image(source: ImageSource, size: int | None = 224, *, fit: str = "crop"
     return x.unsqueeze(0).to(default_device() if device is None else device)
 
 
-def to_image(x: torch.Tensor) -> np.ndarray:
-    """Undo the normalization and return a displayable array.
+def display_pixels(x: torch.Tensor | np.ndarray, *, normalized: bool = True) -> torch.Tensor:
+    """Images ``(..., C, H, W)`` -> display pixels: a float CPU tensor of the same shape, clipped to [0, 1].
+
+    ``normalized=True`` undoes the ImageNet normalization first (``C`` must be 3). Any device; may require grad.
+    """
+    t = torch.as_tensor(x).detach().float().cpu()
+    return (denormalize(t) if normalized else t).clamp(0.0, 1.0)
+
+
+def to_image(x: torch.Tensor | np.ndarray, *, normalized: bool = True) -> np.ndarray:
+    """One image -> what ``imshow`` takes: the package's one display conversion (every plot goes through it).
 
     Args:
-        x: normalized image ``(3, H, W)`` or ``(1, 3, H, W)``, any device, may require grad.
+        x: ``(3, H, W)`` or ``(1, 3, H, W)`` tensor or array, any device, may require grad; ImageNet-normalized
+            (the normalization is undone), or with ``normalized=False`` already in display space [0, 1], where
+            a grey ``(1, H, W)`` and channel-last ``(H, W, 3)`` / ``(H, W, 1)`` are accepted too.
+        normalized: whether ``x`` is ImageNet-normalized.
 
     Returns:
         float32 array ``(H, W, 3)`` in [0, 1] (values outside the displayable range are clipped).
     """
-    if x.dim() == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f"to_image takes one image, got a batch of {x.shape[0]}; pass x[i]")
-        x = x[0]
-    if x.dim() != 3 or x.shape[0] != 3:
-        raise ValueError(f"to_image expects a (3, H, W) or (1, 3, H, W) tensor, got shape {tuple(x.shape)}")
-    img = denormalize(x.detach().float().cpu()).clamp(0.0, 1.0)
-    return img.permute(1, 2, 0).numpy()
+    t = torch.as_tensor(x)
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
+        t = t.permute(2, 0, 1)  # channel-last -> channel-first
+    if t.dim() != 3 or t.shape[0] not in ((3,) if normalized else (1, 3)):
+        space = "a normalized image (3, H, W)" if normalized else "an image (3, H, W) or (H, W, 3)"
+        raise ValueError(f"to_image expects {space} or a batch of one, got shape {tuple(t.shape)}; pass x[i] for "
+                         "one image of a batch")
+    return display_pixels(t.expand(3, *t.shape[1:]), normalized=normalized).permute(1, 2, 0).numpy()
 
 
 # Real photographs that ship with scikit-image: the offline default wherever the sheets want photos.

@@ -7,7 +7,7 @@
   ``plot_patches``, ``plot_neighbors``, ``plot_fooling``) lay out several Axes: they take ``fig=None`` (a
   Figure or a SubFigure, cleared first; None: a new figure) and return that figure.
 
-Every tensor reaches the screen through one conversion (:func:`_hwc`): ImageNet-normalized images (the
+Every tensor reaches the screen through one conversion (:func:`helpers.to_image`): ImageNet-normalized images (the
 networks' inputs, :func:`helpers.load_image`) are denormalized, display-space images (CIFAR-10 before
 normalization, maps already in [0, 1]) are not; both are clipped to [0, 1]. Save a figure with
 :func:`helpers.save_figure`.
@@ -16,7 +16,6 @@ normalization, maps already in [0, 1]) are not; both are clipped to [0, 1]. Save
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
@@ -27,7 +26,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torchvision.utils import make_grid
 
 from .filters import range_map, symmetric_scale
-from .images import denormalize
+from .images import display_pixels, to_image
 from .training import History
 
 FigureLike = Figure | SubFigure
@@ -45,42 +44,13 @@ def _figure(fig: FigureLike | None, figsize: tuple[float, float]) -> FigureLike:
     return fig
 
 
-def _pixels(x, *, normalized: bool) -> torch.Tensor:
-    """Images ``(..., C, H, W)`` -> display pixels: a float CPU tensor of the same shape, clipped to [0, 1].
-
-    ``normalized=True`` undoes the ImageNet normalization first (``C`` must be 3).
-    """
-    t = torch.as_tensor(x).detach().float().cpu()
-    return (denormalize(t) if normalized else t).clamp(0.0, 1.0)
-
-
-def _hwc(image, *, normalized: bool) -> np.ndarray:
-    """One image -> what ``imshow`` takes: a float array ``(H, W, 3)`` in [0, 1]; the one display conversion.
-
-    Args:
-        image: ``(3, H, W)`` or ``(1, 3, H, W)`` tensor or array, any device, may require grad; in display
-            space also ``(1, H, W)`` (grey) or channel-last ``(H, W, 3)`` / ``(H, W, 1)``.
-        normalized: the image is ImageNet-normalized (undo it) rather than in display space [0, 1].
-    """
-    t = torch.as_tensor(image)
-    if t.dim() == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
-        t = t.permute(2, 0, 1)  # channel-last -> channel-first
-    if t.dim() != 3 or t.shape[0] not in ((3,) if normalized else (1, 3)):
-        space = "a normalized image (3, H, W)" if normalized else "an image (3, H, W) or (H, W, 3)"
-        raise ValueError(f"expected {space} or a batch of one, got shape {tuple(t.shape)}; pass x[i] for one image "
-                         "of a batch")
-    return _pixels(t.expand(3, *t.shape[1:]), normalized=normalized).permute(1, 2, 0).numpy()
-
-
 def show_image(x: torch.Tensor, ax: Axes | None = None, title: str | None = None, *,
                normalized: bool = True) -> Axes:
     """Show one image ``(3, H, W)`` or ``(1, 3, H, W)``: ImageNet-normalized by default (see
     :func:`helpers.to_image`), or already in display space [0, 1] with ``normalized=False`` (e.g.
     :func:`helpers.pca_rgb`)."""
     ax = _axes(ax)
-    ax.imshow(_hwc(x, normalized=normalized))
+    ax.imshow(to_image(x, normalized=normalized))
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -124,7 +94,7 @@ def _image_grid(rows: list, *, normalized: bool, fig: FigureLike | None, figsize
             ax.spines[:].set_visible(False)
             if c >= len(row):
                 continue
-            ax.imshow(_hwc(row[c], normalized=normalized))
+            ax.imshow(to_image(row[c], normalized=normalized))
             label = titles[r][c] if titles is not None and r < len(titles) and c < len(titles[r]) else None
             if label is None and r == 0 and col_labels is not None and c < len(col_labels):
                 label = col_labels[c]
@@ -215,7 +185,7 @@ def plot_map(m, ax: Axes | None = None, *, title: str | None = None, cmap: str =
     if t.dim() == 3 and t.shape[0] == 1:
         t = t[0]
     if t.dim() == 3 and t.shape[0] == 3:
-        ax.imshow(_hwc(torch.stack([_minmax(c) for c in t]), normalized=False))
+        ax.imshow(to_image(torch.stack([_minmax(c) for c in t]), normalized=False))
     elif t.dim() == 2:
         im = ax.imshow(t.numpy(), cmap=cmap)
         if colorbar:
@@ -241,7 +211,7 @@ def plot_overlay(image: torch.Tensor, heat, ax: Axes | None = None, *, alpha: fl
         colorbar: add a colorbar with the heat map's values; ``label`` names them.
     """
     ax = _axes(ax)
-    img = _hwc(image, normalized=True)
+    img = to_image(image, normalized=True)
     h = torch.as_tensor(heat).detach().float().cpu()
     h = h[0] if h.dim() == 3 and h.shape[0] == 1 else h
     if tuple(h.shape) != img.shape[:2]:
@@ -381,7 +351,7 @@ def plot_filters(weights: torch.Tensor, ax: Axes | None = None, *, mapping: str 
     tiles = range_map(w[:n], mapping, scale=s)
     if c_in == 3:
         grid = make_grid(tiles, nrow=ncols, padding=1, pad_value=1.0)
-        ax.imshow(_hwc(grid, normalized=False), interpolation="nearest")
+        ax.imshow(to_image(grid, normalized=False), interpolation="nearest")
         what = f"{n} of {w.shape[0]} filters, RGB"
     else:
         c = min(c_in, max_channels)
@@ -420,8 +390,8 @@ def plot_patches(result, *, channels: list[int] | None = None, size: float = 3.0
     fig = _figure(fig, (size * len(rows), size + 0.9))
     axes = fig.subplots(1, len(rows), squeeze=False)[0]
     for ax, r in zip(axes, rows, strict=True):
-        pics = _pixels(result.patches[r], normalized=True)
-        ax.imshow(_hwc(make_grid(pics, nrow=nrow, padding=2, pad_value=1.0), normalized=False))
+        pics = display_pixels(result.patches[r], normalized=True)
+        ax.imshow(to_image(make_grid(pics, nrow=nrow, padding=2, pad_value=1.0), normalized=False))
         values = result.values[r]
         ax.set_title(f"channel {result.channels[r]}\nmax {values[0]:.3g}, k-th {values[-1]:.3g}", fontsize=9)
         ax.set_axis_off()
@@ -463,7 +433,7 @@ def plot_embedding(coords: torch.Tensor, images: torch.Tensor | None = None, ax:
         small = F.interpolate(torch.as_tensor(images).detach().float().cpu(), size=(thumb_px, thumb_px),
                               mode="bilinear", antialias=True, align_corners=False)
         for i, thumb in enumerate(small):
-            box = AnnotationBbox(OffsetImage(_hwc(thumb, normalized=True), zoom=zoom), xy[i],
+            box = AnnotationBbox(OffsetImage(to_image(thumb, normalized=True), zoom=zoom), xy[i],
                                  frameon=colours is not None, pad=0.1,
                                  bboxprops={"edgecolor": colours[i]} if colours else None)
             ax.add_artist(box)
@@ -520,7 +490,7 @@ def plot_gradient_image(grad: torch.Tensor, ax: Axes | None = None, *, title: st
     if g.dim() != 3 or g.shape[0] != 3:
         raise ValueError(f"expected a gradient image (3, H, W), got shape {tuple(g.shape)}")
     peak = float(g.abs().max())
-    ax.imshow(_hwc(0.5 + g / (2 * peak) if peak > 0 else torch.full_like(g, 0.5), normalized=False))
+    ax.imshow(to_image(0.5 + g / (2 * peak) if peak > 0 else torch.full_like(g, 0.5), normalized=False))
     ax.set_axis_off()
     ax.set_title(f"{title + ' ' if title else ''}(grey = 0, ±{peak:.2g} at the ends)", fontsize=9)
     return ax
@@ -549,7 +519,7 @@ def plot_fooling(result, index: int = 0, *, classes: list[str] | None = None, fi
     delta = result.perturbation[index].detach().float().cpu()
     linf = float(delta.abs().max())
     factor = 0.5 / linf if linf > 0 else 1.0
-    axes[2].imshow(_hwc(0.5 + factor * delta, normalized=False))
+    axes[2].imshow(to_image(0.5 + factor * delta, normalized=False))
     axes[2].set_axis_off()
     axes[2].set_title(f"difference x{factor:.0f} (Linf {linf * 255:.1f}/255)")
     axes[3].plot(conf.numpy())

@@ -103,17 +103,17 @@ def test_saliency_into_two_given_axes_returns_their_figure():
 
 def test_one_display_conversion_for_both_spaces():
     x = torch.randn(3, 5, 7, requires_grad=True)
-    shown = plotting._hwc(x, normalized=True)
-    np.testing.assert_allclose(shown, helpers.to_image(x), atol=1e-7)
+    shown = helpers.to_image(x, normalized=True)
+    np.testing.assert_array_equal(plotting.show_image(x).images[0].get_array(), shown)  # plots draw what it gives
     np.testing.assert_allclose(shown, denormalize(x.detach()).clamp(0, 1).permute(1, 2, 0).numpy())
     pixels = torch.rand(3, 5, 7) * 1.4 - 0.2
     expected = pixels.clamp(0, 1).permute(1, 2, 0).numpy()
-    np.testing.assert_array_equal(plotting._hwc(pixels, normalized=False), expected)
-    np.testing.assert_array_equal(plotting._hwc(pixels.permute(1, 2, 0).numpy(), normalized=False), expected)
-    grey = plotting._hwc(torch.rand(1, 5, 7), normalized=False)
+    np.testing.assert_array_equal(helpers.to_image(pixels, normalized=False), expected)
+    np.testing.assert_array_equal(helpers.to_image(pixels.permute(1, 2, 0).numpy(), normalized=False), expected)
+    grey = helpers.to_image(torch.rand(1, 5, 7), normalized=False)
     assert grey.shape == (5, 7, 3) and (grey[..., 0] == grey[..., 2]).all()
     with pytest.raises(ValueError, match=r"pass x\[i\]"):
-        plotting._hwc(torch.randn(2, 3, 5, 5), normalized=True)
+        helpers.to_image(torch.randn(2, 3, 5, 5), normalized=True)
 
 
 def test_filter_grid_and_image_grid_are_one_grid_in_two_spaces():
