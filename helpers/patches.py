@@ -17,7 +17,7 @@ from torch import nn
 
 from ._checks import Indices, indices, positive_int
 from .config import progress
-from .hooks import TruncatedForward, check_channels, frozen_eval, model_device
+from .hooks import TruncatedForward, check_channels, check_output_channels, frozen_eval, model_device
 from .images import ImageCollection, LazyImages
 from .receptive import Box, Geometry, layer_geometry
 
@@ -80,9 +80,7 @@ def top_activations(model: nn.Module, images: ImageCollection, layer: str, chann
         for first, batch in progress(source.batches(batch_size), total=n_batches, desc=f"{layer} top-{k}",
                                      enabled=show_progress):
             acts = forward(batch.to(device))[layer]
-            if acts.dim() != 4:
-                raise ValueError(f"layer {layer!r} gives shape {tuple(acts.shape)}, not a map (N, C, h, w); "
-                                 "pick a convolutional layer")
+            check_output_channels(model, layer, acts, channel_list)  # also where the probe above could not run
             b, _, h, w = acts.shape
             sel = acts.index_select(1, index).float().transpose(0, 1).reshape(nc, b, h * w)  # (nc, B, h*w)
             img = torch.arange(first, first + b, device=device)

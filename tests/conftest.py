@@ -70,6 +70,22 @@ class TinyCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+class TwoBranches(nn.Module):
+    """A wide first convolution (kernel 65: an image needs at least 65 px) and a forward pass with Python control
+    flow on the input's size, which torch.fx cannot trace (so no receptive-field geometry, like Inception)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, kernel_size=65)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        if x.shape[-1] > 1000:  # data-dependent control flow: torch.fx cannot trace this
+            x = x[..., ::2, ::2]
+        return self.relu(self.conv(x))
+
+
 @pytest.fixture
 def tiny_cnn():
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_state, model_state
+from conftest import TwoBranches, assert_same_state, model_state
 
 from helpers import (
     L2PlusPlus,
@@ -189,22 +189,6 @@ def test_an_image_too_small_names_the_size_argument_of_the_function_called(tiny_
     for call, fix in cases:
         with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2 px; " + fix):
             call()
-
-
-class TwoBranches(torch.nn.Module):
-    """A wide first convolution (kernel 65: an image needs at least 65 px) and a forward pass with Python control
-    flow on the input's size, which torch.fx cannot trace (so no receptive-field geometry, like Inception)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 4, kernel_size=65)
-        self.relu = torch.nn.ReLU()
-
-    def forward(self, x):
-        if x.shape[-1] > 1000:  # data-dependent control flow: torch.fx cannot trace this
-            x = x[..., ::2, ::2]
-        return self.relu(self.conv(x))
 
 
 def test_channels_of_a_layer_without_out_channels_are_checked_on_the_real_image():

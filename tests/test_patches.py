@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import assert_same_state, model_state
+from conftest import TwoBranches, assert_same_state, model_state
 from PIL import Image
 from torch import nn
 
@@ -249,3 +249,12 @@ def test_plot_patches_one_panel_per_channel(tiny_cnn):
     assert len(fig.axes) == 3 and "channel 4" in fig.axes[1].get_title()
     assert "10x10 px" in fig._suptitle.get_text()
     assert fig.axes[0].images[0].get_array().shape[:2] == (2 + 2 * 12, 2 + 2 * 12)  # 2x2 grid, 2 px padding
+
+
+def test_top_activations_checks_the_channels_on_the_real_pass_when_no_probe_can_run():
+    model = TwoBranches().eval()  # no geometry (torch.fx cannot trace it) and a 65 px kernel: a 64 px probe fails
+    images = torch.randn(2, 3, 80, 80)
+    values, _, _ = top_activations(model, images, "relu", [3], k=1)
+    assert values.shape == (1, 1)
+    with pytest.raises(ValueError, match=r"channel\(s\) \[4\] out of range for layer 'relu', which has 4 channels"):
+        top_activations(model, images, "relu", [1, 4], k=1)
