@@ -11,11 +11,12 @@ from . import objectives
 from .activations import (
     activation_grid,
     activation_pca,
-    channel_mean,
     explained_variance_ratio,
+    mean_over_channels,
     pca_rgb,
     upsample_map,
 )
+from .activations import channel_mean as channel_mean  # deprecated name of mean_over_channels, kept out of __all__
 from .adversarial import FoolingResult, fgsm, fooling_image
 from .ascent import AscentResult, top_filters, visualize_filter
 from .classviz import L2PlusPlus, visualize_activation, visualize_class
@@ -169,7 +170,7 @@ __all__ = [
     "capture_activations",
     "activation_grid",
     "activation_pca",
-    "channel_mean",
+    "mean_over_channels",
     "explained_variance_ratio",
     "pca_rgb",
     "upsample_map",
@@ -208,9 +209,10 @@ __all__ = [
     "angle_difference",
     "axis_energy_ratio",
     "synthesis_checks",
-    # objectives: what to maximize or explain (helpers.objectives), priors and statistics
+    # objectives: what to maximize or explain (helpers.objectives, e.g. objectives.channel_mean, objectives.l2)
     "objectives",
     "Objective",
+    # statistics of an image or of activations (plain functions, not objectives)
     "l2",
     "total_variation",
     "tv_per_pixel",

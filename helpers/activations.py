@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -70,10 +72,19 @@ def explained_variance_ratio(act: torch.Tensor, k: int | None = None) -> torch.T
     return ratio if k is None else ratio[:k]
 
 
-def channel_mean(act: torch.Tensor) -> torch.Tensor:
-    """Mean over channels: ``(N, C, H, W)`` -> ``(N, H, W)``."""
+def mean_over_channels(act: torch.Tensor) -> torch.Tensor:
+    """Mean over channels: ``(N, C, H, W)`` -> ``(N, H, W)``, a map of where the layer as a whole responds.
+    (Not :func:`helpers.objectives.channel_mean`, the mean over positions of one channel, an objective.)"""
     _check_maps(act)
     return act.detach().mean(1)
+
+
+def channel_mean(act: torch.Tensor) -> torch.Tensor:
+    """Deprecated name of :func:`mean_over_channels` (it clashed with the objective
+    :func:`helpers.objectives.channel_mean`); a DeprecationWarning."""
+    warnings.warn("helpers.channel_mean(act) is deprecated: call helpers.mean_over_channels(act) (the objective "
+                  "of one channel is helpers.objectives.channel_mean(layer, c))", DeprecationWarning, stacklevel=2)
+    return mean_over_channels(act)
 
 
 def upsample_map(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
