@@ -7,7 +7,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_batch
+from ._checks import as_batch, not_a_channel_layer
 from .hooks import TruncatedForward, frozen_eval, model_device
 
 
@@ -134,8 +134,7 @@ def activation_grid(model: torch.nn.Module, image: torch.Tensor, layer: str) -> 
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, layer) as forward:
         act = forward(x.to(model_device(model)))[layer]
     if act.dim() != 4:
-        raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}, not a map (N, C, h, w); pick a "
-                         "convolutional layer (helpers.layer_names(model))")
+        raise not_a_channel_layer(model, layer, tuple(act.shape))
     return act.detach().to(image.device, copy=True)
 
 

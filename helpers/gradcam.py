@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, target_objective, target_scores
+from ._checks import Target, as_batch, not_a_channel_layer, target_objective, target_scores
 from .guided import guided_backprop
 from .hooks import capture, frozen_eval, get_layer
 
@@ -88,10 +88,9 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: Target, *, layer: st
             raise ValueError(f"layer {name!r} comes after the layers {objective.layers} of {objective!r}: "
                              "Grad-CAM explains the logits or layers after `layer`; pick an earlier layer")
         act = acts[name]
-        if not isinstance(act, torch.Tensor) or act.dim() != 4:
-            shape = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
-            raise ValueError(f"Grad-CAM needs a layer with a (N, C, h, w) output, {name!r} gives {shape}; "
-                             "pick a convolutional layer or block")
+        if not isinstance(act, torch.Tensor) or act.dim() != 4:  # Grad-CAM weighs channel maps (N, C, h, w)
+            raise not_a_channel_layer(model, name, tuple(act.shape) if isinstance(act, torch.Tensor)
+                                      else (type(act).__name__,))
         score = target_scores(objective, acts, x.shape[0])
         (grad,) = torch.autograd.grad(score.sum(), act, allow_unused=True)
     if grad is None:

@@ -150,6 +150,7 @@ def max_activating_patches(model: nn.Module, images: ImageCollection, layer: str
         FileNotFoundError: the folder does not exist.
     """
     channel_list = list(indices(channels, "a channel"))
+    check_channels(model, layer, channel_list)  # before the geometry: a Linear layer is named, not the pool before it
     geometry = layer_geometry(model, layer)
     values, image_index, position = top_activations(model, images, layer, channel_list, k, size=size,
                                                     batch_size=batch_size, one_per_image=one_per_image,

@@ -17,10 +17,12 @@ from helpers import (
     grad_cam,
     guided_backprop,
     guided_grad_cam,
+    max_activating_patches,
     modified_backprop,
     normalize,
     occlusion_map,
     saliency_map,
+    top_filters,
 )
 from helpers.objectives import channel_max, channel_mean, class_logit
 
@@ -371,3 +373,14 @@ def test_modified_backprop_warns_at_the_callers_line(tiny_cnn):
         guided_backprop(tiny_cnn, x, 1, layer="features.3")
         deconvnet(tiny_cnn, x, 1, layer="features.3")
     assert [w.filename for w in caught if w.category is DeprecationWarning] == [__file__] * 3
+
+
+def test_every_technique_names_the_last_conv_for_a_layer_without_channel_maps(tiny_cnn):
+    x = photo(1, 12)
+    message = r"'classifier.2' \(Linear\) gives \(N, 5\), not channel maps .* the last one, 'features.5'"
+    with pytest.raises(ValueError, match=message):
+        grad_cam(tiny_cnn, x, 1, layer="classifier.2")
+    with pytest.raises(ValueError, match=message):  # not the pooling layer whose geometry comes first
+        max_activating_patches(tiny_cnn, x, "classifier.2", [0], k=1)
+    with pytest.raises(ValueError, match=message):
+        top_filters(tiny_cnn, x, "classifier.2")

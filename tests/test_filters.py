@@ -123,7 +123,7 @@ def test_activation_grid_equals_a_direct_forward(tiny_cnn):
 def test_activation_grid_errors(tiny_cnn):
     with pytest.raises(ValueError, match="close valid names"):
         activation_grid(tiny_cnn, torch.zeros(1, 3, 8, 8), "features.33")
-    with pytest.raises(ValueError, match="not a map"):
+    with pytest.raises(ValueError, match=r"'classifier.1' \(Flatten\) gives \(N, 16\), not channel .*features.5"):
         activation_grid(tiny_cnn, torch.zeros(1, 3, 8, 8), "classifier.1")
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         activation_grid(tiny_cnn, torch.zeros(1, 1, 8, 8), "features.0")
