@@ -97,9 +97,9 @@ def int_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- images
 
-def first_conv(model: nn.Module) -> nn.Conv2d | None:
-    """The model's first ``nn.Conv2d`` in ``named_modules()`` order (None for a model without one)."""
-    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+def first_conv(model: nn.Module) -> str | None:
+    """The dotted name of the model's first ``nn.Conv2d`` in ``named_modules()`` order (None without one)."""
+    return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
 def as_batch(image: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
@@ -122,9 +122,9 @@ def as_batch(image: torch.Tensor, model: nn.Module | None = None) -> torch.Tenso
 def check_image_channels(model: nn.Module, image: torch.Tensor) -> None:
     """``ValueError`` with the conversion when an RGB model (first convolution takes 3 channels) gets an image
     ``(N, C, H, W)`` with ``C != 3`` (a model taking other channels is not second-guessed)."""
-    conv = first_conv(model)
+    name = first_conv(model)
     c = image.shape[1]
-    if conv is None or conv.in_channels != 3 or c == 3:
+    if name is None or get_layer(model, name).in_channels != 3 or c == 3:
         return
     raise ValueError(f"the model takes RGB images (N, 3, H, W), got {c} channels (shape {tuple(image.shape)}); "
                      + rgb_fix(c))

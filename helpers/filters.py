@@ -16,16 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import first_conv
 from .hooks import get_layer, layer_names
 
 MAPPINGS = ("symmetric", "minmax")
-
-
-def _first_conv(model: nn.Module) -> str:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return name
-    raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer, so there are no filters to show")
 
 
 def filter_weights(model: nn.Module, layer: str | None = None) -> torch.Tensor:
@@ -42,7 +36,9 @@ def filter_weights(model: nn.Module, layer: str | None = None) -> torch.Tensor:
     Raises:
         ValueError: unknown layer (with close names) or a layer that is not a convolution (with the valid ones).
     """
-    name = _first_conv(model) if layer is None else layer
+    name = first_conv(model) if layer is None else layer
+    if name is None:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer, so there are no filters to show")
     module = get_layer(model, name)
     if not isinstance(module, nn.Conv2d):
         convs = [n for n in layer_names(model) if isinstance(model.get_submodule(n), nn.Conv2d)]

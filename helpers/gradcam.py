@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, not_a_channel_layer, target_objective, target_scores
+from ._checks import Target, as_batch, last_conv, not_a_channel_layer, target_objective, target_scores
 from .guided import guided_backprop
 from .hooks import capture, frozen_eval, get_layer
 
@@ -33,9 +33,9 @@ def default_cam_layer(model: nn.Module) -> str:
         relus = [name for name, m in features.named_modules() if isinstance(m, nn.ReLU)]
         if relus:
             return f"features.{relus[-1]}"
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if convs:
-        return convs[-1]
+    conv = last_conv(model)
+    if conv is not None:
+        return conv
     raise ValueError(f"{type(model).__name__} has no layer4, features or Conv2d; pass layer='...' "
                      "(valid names: helpers.layer_names(model))")
 
