@@ -18,7 +18,7 @@ from .activations import (
 )
 from .adversarial import FoolingResult, fgsm, fooling_image
 from .ascent import AscentResult, top_filters, visualize_filter
-from .classviz import L2PlusPlus, visualize_activation, visualize_class
+from .classviz import ClassResult, L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
     FIGURES_DIR,
@@ -218,6 +218,7 @@ __all__ = [
     # results
     "RenderResult",
     "AscentResult",
+    "ClassResult",
     "DreamResult",
     "DiversityResult",
     "InversionResult",
