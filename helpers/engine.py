@@ -188,7 +188,11 @@ def objective_score(model: nn.Module, image: torch.Tensor, objective: Objective)
 
 @dataclass
 class RenderResult:
-    """What :func:`render` returns (tensors detached)."""
+    """What :func:`render` returns (tensors detached), and the base of every ascent's result: the wrappers'
+    results (:class:`helpers.AscentResult`, :class:`helpers.ClassResult`, :class:`helpers.DiversityResult`,
+    :class:`helpers.InversionResult`, :class:`helpers.TextureResult`, :class:`helpers.DreamResult`) are
+    subclasses with the same fields, ``history``/``score`` the technique's objective without its priors
+    (``tracked["total"]`` the whole objective), plus the technique's own fields."""
 
     image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the start
     #                      tensor's device (the model's for a start made from a size)

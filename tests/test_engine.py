@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_same_state, model_state
+from test_deepdream import InterruptAtForward
 
 from helpers import (
     L2PlusPlus,
@@ -237,18 +238,6 @@ def test_channels_of_a_layer_without_out_channels_are_checked_on_the_real_image(
                                          r"valid indices are 0 to 3"):
         render(model, O.channel_mean("relu", [1, 4]), start=80, steps=3, after=[count])
     assert steps == []  # no optimization step spent
-
-
-class InterruptAtForward:
-    """A forward hook raising KeyboardInterrupt (Ctrl-C) at the ``k``-th forward pass (0-based) of the module."""
-
-    def __init__(self, k: int) -> None:
-        self.k, self.calls = k, 0
-
-    def __call__(self, module, inputs, output):
-        self.calls += 1
-        if self.calls - 1 == self.k:
-            raise KeyboardInterrupt
 
 
 WRAPPERS = {  # name -> (call, steps, the technique's objective without priors, for the returned images)
