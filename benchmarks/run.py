@@ -165,7 +165,7 @@ def case_filter(model: nn.Module, layer: str, size: int, steps: int, repeats: in
            "work": f"VGG16 {layer}, {size} px, {steps} steps, one channel (median of {repeats})"}
     if "fast" in per_step:  # objective of the bf16 run's image over that of the float32 run, same steps
         out.update(fast_s=per_step["fast"], fast_speedup=per_step["baseline"] / per_step["fast"],
-                   fast_objective_ratio=float(values["fast"].objective[0] / values["ours"].objective[0]))
+                   fast_objective_ratio=float(values["fast"].score[0] / values["ours"].score[0]))
     if "lucent" in per_step:
         out.update(lucent_s=per_step["lucent"], speedup_vs_lucent=per_step["lucent"] / per_step["ours"])
     return out
@@ -190,7 +190,7 @@ def case_deep_dream(model: nn.Module, size: int, steps: int, repeats: int) -> di
            "work": f"VGG16 to {layer}, 3 octaves up to {size} px x {steps} steps (median of {repeats})"}
     if "fast" in t:  # objective at the end of the last octave, bf16 run over float32 run
         out.update(fast_s=t["fast"], fast_speedup=t["baseline"] / t["fast"],
-                   fast_objective_ratio=float(values["fast"].end[-1, 0] / values["ours"].end[-1, 0]))
+                   fast_objective_ratio=float(values["fast"].octave_end[-1, 0] / values["ours"].octave_end[-1, 0]))
     return out
 
 

@@ -19,7 +19,7 @@ from .activations import (
 from .activations import channel_mean as channel_mean  # deprecated name of mean_over_channels, kept out of __all__
 from .adversarial import FoolingResult, fgsm, fooling_image
 from .ascent import AscentResult, top_filters, visualize_filter
-from .classviz import L2PlusPlus, visualize_activation, visualize_class
+from .classviz import ClassResult, L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
     FIGURES_DIR,
@@ -221,6 +221,7 @@ __all__ = [
     # results
     "RenderResult",
     "AscentResult",
+    "ClassResult",
     "DreamResult",
     "DiversityResult",
     "InversionResult",

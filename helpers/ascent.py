@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ._checks import GIVEN_NOT, Indices, as_batch, indices, not_a_channel_layer, positive_int, renamed
-from .engine import NOISE, OptimizerSpec, jittered, render
+from .engine import NOISE, OptimizerSpec, RenderResult, jittered, renamed_field, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
 
@@ -37,18 +37,23 @@ def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 
     return objective
 
 
-@dataclass
-class AscentResult:
-    """What :func:`visualize_filter`, :func:`helpers.visualize_class` and :func:`helpers.visualize_activation`
-    return (all tensors detached)."""
+@dataclass(kw_only=True)
+class AscentResult(RenderResult):
+    """What :func:`visualize_filter` and :func:`helpers.visualize_activation` return: a :class:`helpers.RenderResult`
+    (``image``, ``history``, ``score``, ``tracked``, ``tracked_score``, ``interrupted``; tensors detached) plus
+    ``layer`` and ``channels``.
 
-    image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized like load_image; one per channel;
-    #                      on the start image's device (the model's for a start made from a size)
-    history: torch.Tensor  # (steps, N) objective without priors (a channel's mean activation; a class's logit for
-    #                        visualize_class) of the jittered input before each update, CPU
-    objective: torch.Tensor  # (N,) that objective of the returned images (no jitter), CPU
-    layer: str  # dotted layer name ("" for visualize_class: the model's output)
-    channels: list[int]  # the channel of each image (the class for visualize_class)
+    ``history`` ``(steps, N)`` and ``score`` ``(N,)`` are the technique's objective without its priors (each
+    channel's mean activation) of the jittered image before each update and of the returned image, on the CPU;
+    ``tracked["total"]``/``tracked_score["total"]`` the whole objective the engine maximized, priors included.
+    ``image`` ``(N, 3, H, W)`` is ImageNet-normalized like :func:`helpers.load_image`, one per channel, on the
+    start image's device (the model's for a start made from a size). ``objective`` is the deprecated name of
+    ``score``."""
+
+    layer: str  # dotted layer name
+    channels: list[int]  # the channel of each image
+
+    objective = renamed_field("score")
 
 
 def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: int = 100,
@@ -99,9 +104,10 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: i
         init: deprecated name of ``start`` (a DeprecationWarning).
 
     Returns:
-        :class:`AscentResult` with ``image`` ``(N, 3, H, W)`` (on the start tensor's device, else the model's),
-        ``history``
-        ``(steps, N)`` and ``objective`` ``(N,)``.
+        :class:`AscentResult`: ``image`` ``(N, 3, H, W)`` (on the start tensor's device, else the model's);
+        ``history`` ``(steps, N)`` and ``score`` ``(N,)`` each channel's mean activation without the priors
+        (the whole objective in ``tracked["total"]``); ``interrupted`` True after Ctrl-C (the steps so far);
+        ``layer``; ``channels``.
 
     Raises:
         ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
@@ -118,8 +124,7 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: i
                  seed=seed, amp=amp, channels_last=channels_last, show_progress=show_progress,
                  track=None if objective is score else {"score": score}, desc=f"{layer} x{len(channels)}",
                  too_small_fix="pass size={n} or larger")
-    return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
-                        objective=res.tracked_score.get("score", res.score), layer=layer, channels=channels)
+    return technique_result(AscentResult, res, layer=layer, channels=channels)
 
 
 def top_filters(model: nn.Module, image: torch.Tensor, layer: str, k: int = 10, *,

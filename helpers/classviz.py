@@ -23,8 +23,28 @@ from torchvision.transforms.v2 import functional as TF
 
 from ._checks import Indices, indices
 from .ascent import AscentResult, with_priors
-from .engine import OptimizerSpec, Start, Step, jittered, render
+from .engine import OptimizerSpec, RenderResult, Start, Step, jittered, renamed_field, render, technique_result
 from .objectives import Objective, channel_mean, class_logit
+
+
+@dataclass(kw_only=True)
+class ClassResult(RenderResult):
+    """What :func:`visualize_class` returns: a :class:`helpers.RenderResult` (``image``, ``history``, ``score``,
+    ``tracked``, ``tracked_score``, ``interrupted``; tensors detached) plus ``classes``.
+
+    ``history`` ``(steps, N)`` and ``score`` ``(N,)`` are the technique's objective without its prior (each
+    class's logit) of the jittered image before each update and of the returned image, on the CPU;
+    ``tracked["total"]``/``tracked_score["total"]`` the whole objective the engine maximized (minus the L2
+    prior). ``image`` ``(N, 3, H, W)`` is normalized, one per class, on the start image's device (the model's for
+    a size). ``objective`` and ``channels`` are the deprecated names of ``score`` and ``classes``; ``layer`` (it
+    was always ``""``, the model's output) is deprecated too."""
+
+    classes: list[int]  # the class of each image
+
+    objective = renamed_field("score")
+    channels = renamed_field("classes")
+    layer = renamed_field("classes", lambda r: "", advice="it was always '' (visualize_class reads the model's "
+                                                          "output); the classes are in .classes")
 
 
 @dataclass
@@ -93,8 +113,8 @@ def l2pp_step(img: torch.Tensor, grad: torch.Tensor | None, step: int, ops: L2Pl
 
 def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int], *, steps: int, lr: float,
             l2_weight: float, l2pp: L2PlusPlus | None, jitter: int, clamp: bool, optimizer: OptimizerSpec,
-            seed: int, amp: bool, channels_last: bool | None, show_progress: bool | None, desc: str,
-            layer: str) -> AscentResult:
+            seed: int, amp: bool, channels_last: bool | None, show_progress: bool | None,
+            desc: str) -> RenderResult:
     """:func:`helpers.render` of ``score - l2_weight * ||I||^2`` with the L2++ operations after each step."""
     if l2_weight < 0:
         raise ValueError(f"l2_weight is the lambda of the L2 prior, >= 0 (0 = off), got {l2_weight}")
@@ -106,18 +126,16 @@ def _ascent(model: nn.Module, start: Start, score: Objective, targets: list[int]
         score_grad = 2 * l2_weight * step.before - step.grad if ops.contrib_pct else None
         return l2pp_step(img, score_grad, step.index, ops)
 
-    res = render(model, objective, start=start, n=len(targets), steps=steps, lr=lr, optimizer=optimizer,
-                 transforms=jittered(jitter), after=[] if ops == PLAIN else [l2pp_after], clamp=clamp, seed=seed,
-                 amp=amp, channels_last=channels_last, track=None if objective is score else {"score": score},
-                 show_progress=show_progress, desc=desc)
-    return AscentResult(image=res.image, history=res.tracked.get("score", res.history),
-                        objective=res.tracked_score.get("score", res.score), layer=layer, channels=targets)
+    return render(model, objective, start=start, n=len(targets), steps=steps, lr=lr, optimizer=optimizer,
+                  transforms=jittered(jitter), after=[] if ops == PLAIN else [l2pp_after], clamp=clamp, seed=seed,
+                  amp=amp, channels_last=channels_last, track=None if objective is score else {"score": score},
+                  show_progress=show_progress, desc=desc)
 
 
 def visualize_class(model: nn.Module, start: Start, target: Indices, *, steps: int = 200,
                     lr: float = 0.05, l2_weight: float = 1e-4, l2pp: L2PlusPlus | None = None, jitter: int = 0,
                     clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
-                    channels_last: bool | None = None, show_progress: bool | None = None) -> AscentResult:
+                    channels_last: bool | None = None, show_progress: bool | None = None) -> ClassResult:
     """Class-score visualization: ``argmax_I S_c(I) - lambda * ||I||^2`` on the logit ``S_c``, optionally with L2++.
 
     The loss minimized is exactly ``-S_c(I) + l2_weight * ||I||^2``, the squared norm summed over all pixels
@@ -147,19 +165,20 @@ def visualize_class(model: nn.Module, start: Start, target: Indices, *, steps: i
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`helpers.AscentResult`: ``image`` ``(N, 3, H, W)`` on the start image's device (the model's
-        for a size), ``history``
-        ``(steps, N)`` logits before each update, ``objective`` ``(N,)`` final logits, ``layer=""`` (the
-        model's output), ``channels`` the classes.
+        :class:`ClassResult`: ``image`` ``(N, 3, H, W)`` on the start image's device (the model's for a size);
+        ``history`` ``(steps, N)`` the logits before each update and ``score`` ``(N,)`` the final logits, without
+        the prior (the whole objective in ``tracked["total"]``); ``interrupted`` True after Ctrl-C (the steps so
+        far); ``classes``.
 
     Raises:
         ValueError: class index out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
     targets = list(indices(target, "a class"))
-    return _ascent(model, start, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp,
-                   jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp, channels_last=channels_last,
-                   show_progress=show_progress, desc=f"class {targets}", layer="")
+    res = _ascent(model, start, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight, l2pp=l2pp,
+                  jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp, channels_last=channels_last,
+                  show_progress=show_progress, desc=f"class {targets}")
+    return technique_result(ClassResult, res, classes=targets)
 
 
 def visualize_activation(model: nn.Module, start: Start, layer: str, channel: Indices, *,
@@ -183,15 +202,16 @@ def visualize_activation(model: nn.Module, start: Start, layer: str, channel: In
             :func:`visualize_class`.
 
     Returns:
-        :class:`helpers.AscentResult` with ``image`` ``(N, 3, H, W)``, ``history`` ``(steps, N)`` and
-        ``objective`` ``(N,)``.
+        :class:`helpers.AscentResult`: ``image`` ``(N, 3, H, W)``; ``history`` ``(steps, N)`` and ``score``
+        ``(N,)`` each channel's mean activation without the prior (the whole objective in ``tracked["total"]``);
+        ``interrupted``; ``layer``; ``channels``.
 
     Raises:
         ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
     channels = list(indices(channel, "a channel"))
-    return _ascent(model, start, channel_mean(layer, channels), channels, steps=steps, lr=lr, l2_weight=l2_weight,
-                   l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
-                   channels_last=channels_last, show_progress=show_progress, desc=f"{layer} x{len(channels)}",
-                   layer=layer)
+    res = _ascent(model, start, channel_mean(layer, channels), channels, steps=steps, lr=lr, l2_weight=l2_weight,
+                  l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
+                  channels_last=channels_last, show_progress=show_progress, desc=f"{layer} x{len(channels)}")
+    return technique_result(AscentResult, res, layer=layer, channels=channels)

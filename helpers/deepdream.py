@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import GIVEN_NOT, as_batch, image_too_small, positive_int, renamed
-from .engine import Transform, jitter, render
+from .engine import RenderResult, Transform, jitter, objective_score, renamed_field, render
 from .hooks import model_device
 from .images import valid_range
 from .objectives import layer_rms
@@ -28,16 +28,26 @@ from .regularizers import total_variation
 from .speed import lean_loop
 
 
-@dataclass
-class DreamResult:
-    """What :func:`deep_dream` returns (all tensors detached, on the CPU except ``image``)."""
+@dataclass(kw_only=True)
+class DreamResult(RenderResult):
+    """What :func:`deep_dream` returns: a :class:`helpers.RenderResult` (``image``, ``history``, ``score``,
+    ``interrupted``; tensors detached, on the CPU except ``image``) plus the octaves and ``layers``.
 
-    image: torch.Tensor  # (N, 3, H, W) dreamed images, normalized space, on the input's device
+    ``history`` ``((octaves run) * steps, N)`` is the objective (:func:`helpers.objectives.layer_rms`, there are
+    no priors) of the jittered image before each step, the octaves one after the other (``octave_history``
+    splits it); ``score`` ``(N,)`` the objective of the returned images; ``interrupted`` True when Ctrl-C
+    stopped the dream (the octaves so far, their detail carried to the photo's size). ``image`` ``(N, 3, H, W)``
+    is normalized, on the input's device. ``start`` and ``end`` are the deprecated names of ``octave_start``
+    and ``octave_end``."""
+
     sizes: list[tuple[int, int]]  # (H, W) of each octave run, smallest first
-    history: list[torch.Tensor]  # per octave run: (steps, N) objective of the jittered image before each step
-    start: torch.Tensor  # (octaves run, N) objective at the start of each octave (no jitter)
-    end: torch.Tensor  # (octaves run, N) objective at the end of each octave (no jitter)
-    interrupted: bool = False  # Ctrl-C stopped the dream: the octaves so far, their detail carried to (H, W)
+    octave_history: list[torch.Tensor]  # per octave run: (steps, N) rows of `history`
+    octave_start: torch.Tensor  # (octaves run, N) objective at the start of each octave (no jitter)
+    octave_end: torch.Tensor  # (octaves run, N) objective at the end of each octave (no jitter)
+    layers: list[str]  # the dotted layer names whose activations were amplified
+
+    start = renamed_field("octave_start")
+    end = renamed_field("octave_end")
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -137,9 +147,11 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
 
     Returns:
         :class:`DreamResult`: the image ``(N, 3, H, W)`` (``(1, 3, H, W)`` for one ``(3, H, W)`` photo) on the
-        photo's device, and per-octave objectives. After Ctrl-C (KeyboardInterrupt) no further octave runs: the
-        result holds the octaves so far (the interrupted one with the steps it made), their detail carried to the
-        photo's size, and ``interrupted=True``, with a warning; an interrupt before the first step of the first
+        photo's device; ``history`` (all octaves' steps, ``octave_history`` per octave) and ``score`` ``(N,)``
+        the objective of the returned images (no priors); ``octave_start``/``octave_end`` per octave. After
+        Ctrl-C (KeyboardInterrupt) no further octave runs: the result holds the octaves so far (the interrupted
+        one with the steps it made), their detail carried to the photo's size, and ``interrupted=True``, with a
+        warning; an interrupt before the first step of the first
         octave has finished is raised as usual.
 
     Raises:
@@ -203,12 +215,14 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
                 interrupted = True
                 break
     if tuple(res.image.shape[-2:]) == (h, w):
-        dreamed = res.image
+        dreamed, score = res.image, res.score
     else:  # interrupted before the last octave: the detail so far, carried to the photo's size
         dreamed = base + _resize(detail, (h, w))
         dreamed = dreamed.clamp(low, high) if clamp else dreamed
-    return DreamResult(image=dreamed.to(image.device), sizes=sizes[:len(histories)], history=histories,
-                       start=torch.stack(starts), end=torch.stack(ends), interrupted=interrupted)
+        score = objective_score(model, dreamed, objective).cpu()
+    return DreamResult(image=dreamed.to(image.device), history=torch.cat(histories), score=score,
+                       interrupted=interrupted, sizes=sizes[:len(histories)], octave_history=histories,
+                       octave_start=torch.stack(starts), octave_end=torch.stack(ends), layers=names)
 
 
 def octave_sizes(size: tuple[int, int], octaves: int, octave_scale: float) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ._checks import index, positive_int
 from .ascent import with_priors
-from .engine import OptimizerSpec, Start, jittered, render
+from .engine import OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import channel_mean, diversity, gram_similarity
 
@@ -29,18 +29,25 @@ def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:
     return (similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1))
 
 
-@dataclass
-class DiversityResult:
-    """What :func:`visualize_diverse` returns (tensors detached)."""
+@dataclass(kw_only=True)
+class DiversityResult(RenderResult):
+    """What :func:`visualize_diverse` returns: a :class:`helpers.RenderResult` (``image``, ``history``, ``score``,
+    ``tracked``, ``tracked_score``, ``interrupted``; tensors detached) plus the similarities, ``layer`` and
+    ``channels``.
 
-    image: torch.Tensor  # (N, 3, H, W) images for the one channel, normalized space, on the start
-    #                      tensor's device (the model's for a start made from a size)
-    history: torch.Tensor  # (steps, N) mean activation of the channel before each update, CPU
+    ``history`` ``(steps, N)`` and ``score`` ``(N,)`` are the technique's objective without its priors and
+    without the diversity term (the channel's mean activation) before each update and of the returned images, on
+    the CPU; ``tracked["total"]``/``tracked_score["total"]`` the whole objective the engine maximized.
+    ``image`` ``(N, 3, H, W)`` is normalized, on the start tensor's device (the model's for a start made from a
+    size). ``objective`` and ``channel`` are the deprecated names of ``score`` and ``channels[0]``."""
+
     similarity: torch.Tensor  # (steps,) mean pairwise Gram similarity before each update, CPU
-    objective: torch.Tensor  # (N,) mean activation of the returned images, CPU
     final_similarity: torch.Tensor  # (N, N) Gram similarity of the returned images, CPU
-    layer: str
-    channel: int
+    layer: str  # dotted layer name of the channel
+    channels: list[int]  # the channel of each image (the same one for all)
+
+    objective = renamed_field("score")
+    channel = renamed_field("channels", lambda r: r.channels[0], advice="use .channels[0]")
 
 
 def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, *, n: int = 4,
@@ -82,8 +89,10 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`DiversityResult` with ``image`` ``(n, 3, H, W)``, ``history`` ``(steps, n)``, ``similarity``
-        ``(steps,)`` and the final ``(n, n)`` similarity.
+        :class:`DiversityResult`: ``image`` ``(n, 3, H, W)``; ``history`` ``(steps, n)`` and ``score`` ``(n,)``
+        the channel's mean activation (without the diversity term and the priors: the whole objective is in
+        ``tracked["total"]``); ``interrupted`` True after Ctrl-C; ``similarity`` ``(steps,)``, the final
+        ``(n, n)`` ``final_similarity``; ``layer``; ``channels`` (``[channel] * n``).
 
     Raises:
         ValueError: unknown layer (with close names), channel out of range (with the valid range), ``n < 2``.
@@ -105,6 +114,5 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, style) as forward:
         final_sim = gram_similarity(forward(res.image.to(model_device(model)))[style])
     mean_similarity = -res.tracked["similar"].sum(dim=1) / (n - 1)  # mean_pairwise of each step's matrix
-    return DiversityResult(image=res.image, history=res.tracked["score"], similarity=mean_similarity,
-                           objective=res.tracked_score["score"], final_similarity=final_sim.cpu(), layer=layer,
-                           channel=channel)
+    return technique_result(DiversityResult, res, similarity=mean_similarity, final_similarity=final_sim.cpu(),
+                            layer=layer, channels=[channel] * n)

@@ -20,6 +20,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -187,7 +188,11 @@ def objective_score(model: nn.Module, image: torch.Tensor, objective: Objective)
 
 @dataclass
 class RenderResult:
-    """What :func:`render` returns (tensors detached)."""
+    """What :func:`render` returns (tensors detached), and the base of every ascent's result: the wrappers'
+    results (:class:`helpers.AscentResult`, :class:`helpers.ClassResult`, :class:`helpers.DiversityResult`,
+    :class:`helpers.InversionResult`, :class:`helpers.TextureResult`, :class:`helpers.DreamResult`) are
+    subclasses with the same fields, ``history``/``score`` the technique's objective without its priors
+    (``tracked["total"]`` the whole objective), plus the technique's own fields."""
 
     image: torch.Tensor  # (N, 3, H, W) optimized images, ImageNet-normalized (like load_image), on the start
     #                      tensor's device (the model's for a start made from a size)
@@ -196,6 +201,62 @@ class RenderResult:
     tracked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (steps, N) history of each `track`
     tracked_score: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) of the returned images
     interrupted: bool = False  # True when Ctrl-C ended the run early (history then has fewer rows)
+
+
+class renamed_field:  # noqa: N801 - used like a property: objective = renamed_field("score")
+    """A read-only deprecated alias of a result field: reading it gives ``getattr(result, new)`` (or
+    ``get(result)``) with a ``DeprecationWarning`` naming the new field (or saying ``advice``); assigning to it
+    is an error."""
+
+    def __init__(self, new: str, get: Callable[[Any], object] | None = None, *, advice: str | None = None) -> None:
+        self.new, self.get, self.old = new, get, "?"
+        self.advice = advice or f"use .{new}"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.old = name
+
+    def __get__(self, result: object, owner: type | None = None) -> object:
+        if result is None:
+            return self
+        warnings.warn(f"{type(result).__name__}.{self.old} is deprecated: {self.advice}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(result, self.new) if self.get is None else self.get(result)
+
+    def __set__(self, result: object, value: object) -> None:
+        raise AttributeError(f"{type(result).__name__}.{self.old} is a read-only deprecated alias: {self.advice}")
+
+
+@dataclass(kw_only=True)
+class LossResult(RenderResult):
+    """A :class:`RenderResult` of a technique whose natural number is a loss (feature inversion, texture
+    synthesis): ``history`` and ``score`` are what the engine maximized, minus the loss, and :attr:`loss` /
+    :attr:`loss_history` give the loss itself."""
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """``(N,)`` the loss of the returned images, ``-score``."""
+        return -self.score
+
+    @property
+    def loss_history(self) -> torch.Tensor:
+        """``(steps, N)`` the loss before each update, ``-history``."""
+        return -self.history
+
+
+Result = TypeVar("Result", bound=RenderResult)
+TOTAL = "total"  # the key of a wrapper result's `tracked`: the whole objective the engine maximized, priors included
+
+
+def technique_result(kind: type[Result], res: RenderResult, *, image: torch.Tensor | None = None,
+                     **fields: object) -> Result:
+    """A wrapper's result of kind ``kind`` from the :class:`RenderResult` ``res`` of its :func:`render`:
+    ``history``/``score`` the objective ``render`` tracked under ``"score"`` (the technique's objective without
+    its priors) or, when nothing was tracked, ``render``'s own; ``tracked``/``tracked_score`` hold under
+    :data:`TOTAL` what the engine maximized, priors included; ``interrupted`` passed through; ``image``
+    (default ``res.image``) and the technique's own ``fields``."""
+    return kind(image=res.image if image is None else image, history=res.tracked.get("score", res.history),
+                score=res.tracked_score.get("score", res.score), tracked={TOTAL: res.history},
+                tracked_score={TOTAL: res.score}, interrupted=res.interrupted, **fields)
 
 
 def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: Fill = NOISE, n: int | None = None,

@@ -14,19 +14,23 @@ import torch
 from torch import nn
 
 from ._checks import as_batch, positive_int
-from .engine import OptimizerSpec, render
+from .engine import LossResult, OptimizerSpec, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
 from .objectives import feature_loss as feature_loss  # its home was this module
 
 
-@dataclass
-class InversionResult:
-    """What :func:`invert_features` returns (tensors detached)."""
+@dataclass(kw_only=True)
+class InversionResult(LossResult):
+    """What :func:`invert_features` returns: a :class:`helpers.RenderResult` (``image``, ``history``, ``score``,
+    ``tracked``, ``tracked_score``, ``interrupted``; tensors detached) plus ``layer``, and the loss.
 
-    image: torch.Tensor  # (N, 3, H, W) reconstructions, normalized space, on the photos' device
-    history: torch.Tensor  # (steps, N) feature loss ||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 before each update, CPU
-    loss: torch.Tensor  # (N,) feature loss of the returned images, CPU
+    ``history`` ``(steps, N)`` and ``score`` ``(N,)`` are what the engine maximized without the priors: minus
+    the feature loss ``||phi(I) - phi(I0)||^2 / ||phi(I0)||^2``, before each update and of the returned images,
+    on the CPU; ``loss`` ``(N,)`` (``= -score``) and ``loss_history`` ``(steps, N)`` (``= -history``) give the
+    loss itself; ``tracked["total"]``/``tracked_score["total"]`` the whole objective, priors included.
+    ``image`` ``(N, 3, H, W)`` holds the reconstructions, normalized, on the photos' device."""
+
     layer: str  # dotted layer name
 
 
@@ -64,8 +68,9 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`InversionResult` with ``image`` ``(N, 3, H, W)`` on the photos' device, ``history``
-        ``(steps, N)``, ``loss`` ``(N,)``.
+        :class:`InversionResult`: ``image`` ``(N, 3, H, W)`` on the photos' device; ``history`` ``(steps, N)``
+        and ``score`` ``(N,)`` minus the feature loss (``loss_history`` and ``loss`` the loss itself);
+        ``interrupted`` True after Ctrl-C; ``layer``.
 
     Raises:
         ValueError: unknown layer (with close names), bad shape, features all zero for a photo.
@@ -87,7 +92,6 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
     if alpha_weight:
         objective = objective - (alpha_weight / (h * w)) * alpha_norm(alpha=alpha)
     res = render(model, objective, start=(h, w), n=n, steps=steps, lr=lr, optimizer=optimizer, clamp=clamp,
-                 seed=seed, amp=amp, channels_last=channels_last, track={"fit": fit}, show_progress=show_progress,
+                 seed=seed, amp=amp, channels_last=channels_last, track={"score": fit}, show_progress=show_progress,
                  desc=f"invert {layer}")
-    return InversionResult(image=res.image.to(image.device), history=-res.tracked["fit"],
-                           loss=-res.tracked_score["fit"], layer=layer)
+    return technique_result(InversionResult, res, image=res.image.to(image.device), layer=layer)

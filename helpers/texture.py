@@ -20,19 +20,23 @@ import torch
 from torch import nn
 
 from ._checks import as_batch, positive_int
-from .engine import OptimizerSpec, render
+from .engine import LossResult, OptimizerSpec, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import gram_loss as gram_loss  # its home was this module
 from .objectives import gram_match, gram_matrix
 
 
-@dataclass
-class TextureResult:
-    """What :func:`synthesize_texture` returns (tensors detached)."""
+@dataclass(kw_only=True)
+class TextureResult(LossResult):
+    """What :func:`synthesize_texture` returns: a :class:`helpers.RenderResult` (``image``, ``history``,
+    ``score``, ``tracked``, ``tracked_score``, ``interrupted``; tensors detached) plus ``layers``, and the loss.
 
-    image: torch.Tensor  # (N, 3, H, W) synthesized textures, normalized space, on the texture's device
-    history: torch.Tensor  # (steps, N) Gram loss before each update, CPU
-    loss: torch.Tensor  # (N,) Gram loss of the returned images, CPU
+    ``history`` ``(steps, N)`` and ``score`` ``(N,)`` are what the engine maximized: minus the Gram loss
+    (:func:`gram_loss`), before each update and of the returned images, on the CPU; ``loss`` ``(N,)``
+    (``= -score``) and ``loss_history`` ``(steps, N)`` (``= -history``) give the loss itself (there are no
+    priors: ``tracked["total"]`` is ``history``). ``image`` ``(N, 3, H, W)`` holds the textures, normalized, on
+    the texture's device."""
+
     layers: list[str]  # the matched layers
 
 
@@ -66,8 +70,9 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
 
     Returns:
-        :class:`TextureResult` with ``image`` ``(n, 3, H, W)`` on the texture's device, ``history``
-        ``(steps, n)``, ``loss`` ``(n,)``.
+        :class:`TextureResult`: ``image`` ``(n, 3, H, W)`` on the texture's device; ``history`` ``(steps, n)``
+        and ``score`` ``(n,)`` minus the Gram loss (``loss_history`` and ``loss`` the loss itself);
+        ``interrupted`` True after Ctrl-C; ``layers``.
 
     Raises:
         ValueError: unknown layer (with close names), bad shapes, a layer whose texture activations are all zero.
@@ -91,4 +96,4 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
                  optimizer=optimizer, clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
                  show_progress=show_progress, desc=f"texture {'+'.join(names)}",
                  too_small_fix="pass size={n} or larger")
-    return TextureResult(image=res.image.to(texture.device), history=-res.history, loss=-res.score, layers=names)
+    return technique_result(TextureResult, res, image=res.image.to(texture.device), layers=names)

@@ -50,7 +50,7 @@ def test_objective_rises(tiny_cnn):
     assert res.history.shape == (20, 3)
     assert (res.history[-1] > res.history[0] + 0.05).all()
     assert (res.history.diff(dim=0) > 0).float().mean() > 0.9  # it rises at (almost) every step
-    assert (res.objective > res.history[0]).all()
+    assert (res.score > res.history[0]).all()
 
 
 def test_edge_detector_visualization_shows_its_orientation():
@@ -80,7 +80,7 @@ def test_batch_of_channels_equals_one_by_one(tiny_cnn):
 def test_works_inside_no_grad(tiny_cnn):
     with torch.no_grad():
         res = visualize_filter(tiny_cnn, "features.5", 0, **FAST)
-    assert res.objective[0] > res.history[0, 0]
+    assert res.score[0] > res.history[0, 0]
 
 
 def test_deterministic_given_seed(tiny_cnn):

@@ -300,7 +300,7 @@ def test_the_sheet5_workflow_feeds_top_filters_indices_to_every_channel_argument
     assert visualize_filter(tiny_cnn, "features.3", np.int64(c1), steps=1, size=8).channels == [c1]
     values, _, _ = top_activations(tiny_cnn, x, "features.3", idx[0], k=1)
     assert torch.equal(values, top_activations(tiny_cnn, x, "features.3", [c0, c1], k=1)[0])
-    assert visualize_class(tiny_cnn, 8, torch.tensor([1, 2]), steps=1).channels == [1, 2]
+    assert visualize_class(tiny_cnn, 8, torch.tensor([1, 2]), steps=1).classes == [1, 2]
     assert visualize_activation(tiny_cnn, 8, "features.3", idx[0, 1], steps=1).channels == [c1]
     assert repr(objectives.class_logit(torch.tensor(1))) == "class_logit(1)"
     assert repr(objectives.channel_mean("features.3", np.int64(2))) == "channel_mean('features.3', 2)"

@@ -27,8 +27,8 @@ def test_class_score_rises_and_is_the_logit(tiny_cnn):
     assert (res.history[-1] > res.history[0] + 0.05).all()
     with torch.no_grad():
         logits = tiny_cnn(res.image)
-    assert torch.allclose(res.objective, logits[[0, 1], [0, 3]], atol=1e-5)  # the raw score, not a probability
-    assert res.layer == "" and res.channels == [0, 3]
+    assert torch.allclose(res.score, logits[[0, 1], [0, 3]], atol=1e-5)  # the raw score, not a probability
+    assert res.classes == [0, 3]
 
 
 def test_the_loss_is_minus_score_plus_lambda_l2_exactly(tiny_cnn):
@@ -81,7 +81,7 @@ def test_start_from_a_photo(tiny_cnn):
     same = visualize_class(tiny_cnn, photo, [1, 2], steps=1, lr=0.0)
     assert torch.equal(same.image, photo.expand(2, -1, -1, -1))
     moved = visualize_class(tiny_cnn, photo, 2, **FAST)
-    assert moved.objective[0] > same.objective[1]
+    assert moved.score[0] > same.score[1]
     assert torch.equal(photo, copy)  # the caller's tensor is untouched
 
 
@@ -134,7 +134,7 @@ def test_l2pp_run_is_displayable_and_rises(tiny_cnn):
     res = visualize_class(tiny_cnn, 16, [0, 4], l2pp=L2PlusPlus(), **FAST)
     low, high = valid_range(res.image)
     assert (res.image >= low - 1e-6).all() and (res.image <= high + 1e-6).all()
-    assert (res.objective > res.history[0]).all()
+    assert (res.score > res.history[0]).all()
 
 
 def test_batch_equals_one_by_one_with_l2pp(tiny_cnn):
@@ -146,10 +146,10 @@ def test_batch_equals_one_by_one_with_l2pp(tiny_cnn):
 
 def test_maximize_activation_with_l2pp(tiny_cnn):
     res = visualize_activation(tiny_cnn, 16, "features.5", [0, 5], l2pp=L2PlusPlus(), **FAST)
-    assert (res.objective > res.history[0] + 0.02).all()
+    assert (res.score > res.history[0] + 0.02).all()
     with torch.no_grad():
         acts = tiny_cnn.features[:6](res.image).mean(dim=(2, 3))  # features.5 is the last conv
-    assert torch.allclose(res.objective, acts[[0, 1], [0, 5]], atol=1e-5)
+    assert torch.allclose(res.score, acts[[0, 1], [0, 5]], atol=1e-5)
 
 
 def test_deterministic_given_seed(tiny_cnn):
@@ -206,7 +206,7 @@ def test_resnet18_shared_relu_and_logits():
     before = model_state(net)
     cls = visualize_class(net, 32, 7, steps=3)
     act = visualize_activation(net, 32, "layer1.0.relu", 3, steps=3)  # a ReLU module run twice per block
-    assert cls.objective[0] > cls.history[0, 0] and act.objective[0] > act.history[0, 0]
+    assert cls.score[0] > cls.history[0, 0] and act.score[0] > act.history[0, 0]
     pp = visualize_class(net, 32, [7, 8], steps=3, l2pp=L2PlusPlus(blur_every=2, norm_pct=30.0))
     assert pp.image.shape == (2, 3, 32, 32)
     assert (pp.image == 0).all(dim=1).float().mean() > 0.29  # the pixels below the 30th percentile

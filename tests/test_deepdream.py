@@ -7,7 +7,8 @@ from test_ascent import Boom, caller_state
 from torch import nn
 
 from helpers import DREAM_LAYERS, capture_activations, deep_dream, total_variation, valid_range
-from helpers.engine import jitter_shifts
+from helpers.engine import jitter_shifts, objective_score
+from helpers.objectives import layer_rms
 
 
 def photo(seed: int = 0, size: int = 32) -> torch.Tensor:
@@ -26,9 +27,9 @@ def test_activation_norm_rises_at_every_octave(tiny_cnn):
     res = deep_dream(tiny_cnn, image, "features.3", steps=8, octaves=3, octave_scale=1.4, jitter=2)
     assert res.image.shape == image.shape
     assert res.sizes == [(16, 16), (23, 23), (32, 32)]
-    assert res.start.shape == res.end.shape == (3, 1)
-    assert (res.end > res.start * 1.05).all()
-    assert all(h.shape == (8, 1) for h in res.history)
+    assert res.octave_start.shape == res.octave_end.shape == (3, 1)
+    assert (res.octave_end > res.octave_start * 1.05).all()
+    assert all(h.shape == (8, 1) for h in res.octave_history)
 
 
 def test_objective_is_the_sum_of_layer_norms(tiny_cnn):
@@ -38,7 +39,7 @@ def test_objective_is_the_sum_of_layer_norms(tiny_cnn):
     with torch.no_grad(), capture_activations(tiny_cnn, layers) as acts:
         tiny_cnn(image)
     expected = rms(acts["features.1"]) + 2 * rms(acts["features.4"])
-    assert torch.allclose(res.start[0], expected, rtol=1e-5)
+    assert torch.allclose(res.octave_start[0], expected, rtol=1e-5)
 
 
 def test_step_is_normalized_by_mean_absolute_gradient(tiny_cnn):
@@ -52,13 +53,13 @@ def test_detail_is_carried_to_the_next_octave(tiny_cnn):
     plain = deep_dream(tiny_cnn, image, "features.3", steps=1, octaves=1, jitter=0, lr=0.0)
     dream = deep_dream(tiny_cnn, image, "features.3", steps=10, octaves=2, jitter=0)
     # the full-size octave starts from the photo plus the upsampled detail, not from the plain photo
-    assert dream.start[1] > plain.start[0] * 1.05
+    assert dream.octave_start[1] > plain.octave_start[0] * 1.05
 
 
 def test_works_inside_no_grad(tiny_cnn):
     with torch.no_grad():
         res = deep_dream(tiny_cnn, photo(), "features.3", steps=3, octaves=1)
-    assert res.end[0] > res.start[0]
+    assert res.octave_end[0] > res.octave_start[0]
 
 
 def test_pixels_stay_in_the_valid_range(tiny_cnn):
@@ -156,7 +157,7 @@ def test_default_layers_are_vgg16_relu_outputs():
         vgg(image)
     post = sum(rms(acts[name]) for name in DREAM_LAYERS)
     pre = sum(rms(acts[name]) for name in convs)
-    assert torch.allclose(res.start[0], post, rtol=1e-4)
+    assert torch.allclose(res.octave_start[0], post, rtol=1e-4)
     assert not torch.allclose(post, pre, rtol=1e-2)  # the ReLU outputs, not the conv outputs, are maximized
 
 
@@ -193,20 +194,23 @@ def test_ctrl_c_stops_the_dream_and_returns_the_octaves_so_far(tiny_cnn):
     image = photo(10, size=20)
     opts = dict(steps=4, octaves=3, octave_scale=1.5, jitter=2, seed=3)
     # each octave: 4 steps + 1 pass for the final score. Ctrl-C at the 3rd pass: octave 1 after 2 steps, then stop
+    # (+ 1 pass scoring the returned image, the detail carried to the photo's size)
     res, calls = dream_with_interrupt(tiny_cnn, image, 2, **opts)
     assert_same_state(before, model_state(tiny_cnn))
-    assert res.interrupted and [h.shape[0] for h in res.history] == [2] and calls == 4  # no octave after it
+    assert res.interrupted and [h.shape[0] for h in res.octave_history] == [2] and calls == 5  # no octave after
     assert res.image.shape == image.shape and res.sizes == [(9, 9)]
     # Ctrl-C at the first step of octave 2 (pass 6): octave 1 complete, the same as in an uninterrupted dream
     res, calls = dream_with_interrupt(tiny_cnn, image, 5, **opts)
     assert_same_state(before, model_state(tiny_cnn))
     full = deep_dream(tiny_cnn, image, "features.3", **opts)
-    assert res.interrupted and len(res.history) == 1 and calls == 6 and not full.interrupted
-    assert torch.equal(res.history[0], full.history[0]) and torch.equal(res.end[0], full.end[0])
+    assert res.interrupted and len(res.octave_history) == 1 and calls == 7 and not full.interrupted
+    assert torch.allclose(res.score, objective_score(tiny_cnn, res.image, layer_rms("features.3")).cpu())
+    assert torch.equal(res.octave_history[0], full.octave_history[0])
+    assert torch.equal(res.octave_end[0], full.octave_end[0])
     # the image: the photo plus octave 1's detail carried to the photo's size (where octave 2 would start)
     small = torch.nn.functional.interpolate(image, size=(9, 9), mode="bilinear", antialias=True)
     one = deep_dream(tiny_cnn, small, "features.3", steps=4, octaves=1, jitter=2, seed=3)
-    assert torch.equal(one.history[0], res.history[0])
+    assert torch.equal(one.octave_history[0], res.octave_history[0])
     detail = torch.nn.functional.interpolate(one.image - small, size=(20, 20), mode="bilinear", antialias=True)
     low, high = valid_range(image)
     assert torch.allclose(res.image, (image + detail).clamp(low, high), atol=1e-6)

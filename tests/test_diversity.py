@@ -35,7 +35,7 @@ def test_diversity_term_lowers_gram_similarity(tiny_cnn):
     assert torch.isclose(sims[1], mean_pairwise(diverse.final_similarity), atol=1e-5)
     assert diverse.similarity[-1] < diverse.similarity[0] - 0.2
     # both still raise the channel
-    assert (plain.objective > plain.history[0]).all() and (diverse.objective.mean() > diverse.history[0].mean())
+    assert (plain.score > plain.history[0]).all() and (diverse.score.mean() > diverse.history[0].mean())
 
 
 def test_diversity_layer_can_differ(tiny_cnn):

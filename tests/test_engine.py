@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TwoBranches, assert_same_state, model_state
+from test_deepdream import InterruptAtForward
 
 from helpers import (
     L2PlusPlus,
@@ -29,7 +30,9 @@ def test_visualize_filter_is_render(tiny_cnn):
                     clamp=False, track={"score": O.channel_mean("features.5", [3, 8])}, **opts)
     assert torch.equal(res.image, direct.image)
     assert torch.equal(res.history, direct.tracked["score"])
-    assert torch.equal(res.objective, direct.tracked_score["score"])
+    assert torch.equal(res.score, direct.tracked_score["score"])  # the channel means, without the TV prior
+    assert torch.equal(res.tracked["total"], direct.history) and torch.equal(res.tracked_score["total"], direct.score)
+    assert isinstance(res, RenderResult) and not res.interrupted and res.channels == [3, 8]
 
 
 def test_visualize_class_is_render(tiny_cnn):
@@ -40,8 +43,10 @@ def test_visualize_class_is_render(tiny_cnn):
         return l2pp_step(img, 2 * 1e-3 * step.before - step.grad, step.index, ops)
 
     direct = render(tiny_cnn, O.class_logit([1, 4]) - 1e-3 * O.l2(), start=16, steps=8, transforms=[jitter(3)],
-                    after=[after], seed=2)
+                    after=[after], seed=2, track={"score": O.class_logit([1, 4])})
     assert torch.equal(res.image, direct.image)
+    assert torch.equal(res.score, direct.tracked_score["score"]) and torch.equal(res.history, direct.tracked["score"])
+    assert torch.equal(res.tracked_score["total"], direct.score) and not res.interrupted and res.classes == [1, 4]
     assert not torch.equal(res.image, visualize_class(tiny_cnn, 16, [1, 4], steps=8, l2_weight=1e-3, jitter=3,
                                                       seed=2).image)  # the L2++ operations ran
 
@@ -53,15 +58,18 @@ def test_deep_dream_octave_is_render(tiny_cnn):
     direct = render(tiny_cnn, O.layer_rms(["features.3", "features.6"]), start=photo, steps=6, lr=0.02,
                     optimizer=lambda params, lr: DreamStep(params, lr, 0.5),
                     transforms=[jitter(2, unrolled_first=True)], seed=4)
-    assert torch.equal(dream.image, direct.image) and torch.equal(dream.history[0], direct.history)
-    assert torch.equal(dream.end[0], direct.score)
+    assert torch.equal(dream.image, direct.image) and torch.equal(dream.octave_history[0], direct.history)
+    assert torch.equal(dream.octave_end[0], direct.score) and torch.equal(dream.score, direct.score)
+    assert torch.equal(dream.history, direct.history) and not dream.interrupted
 
 
 def test_visualize_activation_is_render(tiny_cnn):
     res = visualize_activation(tiny_cnn, 16, "features.6", [2, 7], steps=7, lr=0.1, l2_weight=1e-3, jitter=2, seed=3)
     objective = O.channel_mean("features.6", [2, 7]) - 1e-3 * O.l2()
-    direct = render(tiny_cnn, objective, start=16, steps=7, lr=0.1, transforms=[jitter(2)], seed=3)
-    assert torch.equal(res.image, direct.image)
+    direct = render(tiny_cnn, objective, start=16, steps=7, lr=0.1, transforms=[jitter(2)], seed=3,
+                    track={"score": O.channel_mean("features.6", [2, 7])})
+    assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
+    assert torch.equal(res.tracked_score["total"], direct.score) and not res.interrupted
 
 
 def test_visualize_diverse_is_render(tiny_cnn):
@@ -70,8 +78,9 @@ def test_visualize_diverse_is_render(tiny_cnn):
     objective = (O.channel_mean("features.5", 4) + 0.5 * O.diversity("features.3") - (0.2 / 144) * O.total_variation()
                  - (0.1 / 144) * O.l2())
     direct = render(tiny_cnn, objective, start=12, n=3, shared_noise=False, steps=6, lr=0.1, transforms=[jitter(1)],
-                    seed=7)
-    assert torch.equal(res.image, direct.image)
+                    seed=7, track={"score": O.channel_mean("features.5", 4)})
+    assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
+    assert torch.equal(res.tracked_score["total"], direct.score) and res.channels == [4, 4, 4]
 
 
 def test_invert_features_is_render(tiny_cnn):
@@ -80,8 +89,11 @@ def test_invert_features_is_render(tiny_cnn):
     with torch.no_grad(), capture_activations(tiny_cnn, "features.3") as acts:
         tiny_cnn(photo)
     objective = O.feature_match("features.3", acts["features.3"]) - (0.5 / 144) * O.total_variation(beta=2.0)
-    direct = render(tiny_cnn, objective, start=(12, 12), n=2, steps=6, lr=0.1, seed=2)
-    assert torch.equal(res.image, direct.image)
+    direct = render(tiny_cnn, objective, start=(12, 12), n=2, steps=6, lr=0.1, seed=2,
+                    track={"score": O.feature_match("features.3", acts["features.3"])})
+    assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
+    assert torch.equal(res.tracked_score["total"], direct.score)
+    assert torch.equal(res.loss, -res.score) and torch.equal(res.loss_history, -res.history) and (res.loss > 0).all()
 
 
 def test_synthesize_texture_is_render(tiny_cnn):
@@ -94,7 +106,8 @@ def test_synthesize_texture_is_render(tiny_cnn):
     grams = {name: O.gram_matrix(acts[name]) for name in layers}
     direct = render(tiny_cnn, O.gram_match(layers, grams, [1.0, 3.0]), start=12, n=2, shared_noise=False, steps=6,
                     lr=0.1, seed=5)
-    assert torch.equal(res.image, direct.image)
+    assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.score)
+    assert torch.equal(res.history, direct.history) and torch.equal(res.loss, -direct.score)
 
 
 def test_deep_dream_octaves_are_renders(tiny_cnn):
@@ -117,9 +130,10 @@ def test_deep_dream_octaves_are_renders(tiny_cnn):
         direct = render(tiny_cnn, O.layer_rms(["features.3"]), start=(base + resize(detail, size)).clamp(low, high),
                         steps=3, lr=0.02, optimizer=lambda params, lr: DreamStep(params, lr, 0.3),
                         transforms=[jitter(2, unrolled_first=True)], seed=generator)
-        assert torch.equal(dream.history[k], direct.history) and torch.equal(dream.end[k], direct.score)
+        assert torch.equal(dream.octave_history[k], direct.history) and torch.equal(dream.octave_end[k], direct.score)
         detail = direct.image - base
-    assert dream.sizes == sizes and torch.equal(dream.image, direct.image)
+    assert dream.sizes == sizes and torch.equal(dream.image, direct.image) and torch.equal(dream.score, direct.score)
+    assert dream.history.shape == (9, 1) and torch.equal(dream.history[6:], direct.history)
 
 
 def test_score_rises_and_result_fields(tiny_cnn):
@@ -208,3 +222,70 @@ def test_channels_of_a_layer_without_out_channels_are_checked_on_the_real_image(
                                          r"valid indices are 0 to 3"):
         render(model, O.channel_mean("relu", [1, 4]), start=80, steps=3, after=[count])
     assert steps == []  # no optimization step spent
+
+
+WRAPPERS = {  # name -> (call, steps, the technique's objective without priors, for the returned images)
+    "visualize_filter": (lambda m: visualize_filter(m, "features.5", [1, 2], size=16, steps=6, tv_weight=0.2),
+                         6, O.channel_mean("features.5", [1, 2])),
+    "visualize_class": (lambda m: visualize_class(m, 16, [0, 3], steps=6), 6, O.class_logit([0, 3])),
+    "visualize_activation": (lambda m: visualize_activation(m, 16, "features.6", 2, steps=6), 6,
+                             O.channel_mean("features.6", 2)),
+    "visualize_diverse": (lambda m: visualize_diverse(m, 12, "features.5", 4, n=2, steps=6), 6,
+                          O.channel_mean("features.5", 4)),
+    "deep_dream": (lambda m: deep_dream(m, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=4, octaves=2),
+                   8, O.layer_rms("features.3")),
+}
+
+
+@pytest.mark.parametrize("name", WRAPPERS)
+def test_wrappers_pass_ctrl_c_through_as_interrupted(tiny_cnn, name):
+    """Ctrl-C at the 4th forward pass: every wrapper returns the partial result with interrupted=True, fewer
+    history rows than steps, and score the technique's objective of the returned images."""
+    call, steps, score = WRAPPERS[name]
+    hook = InterruptAtForward(3)
+    handle = tiny_cnn.features[0].register_forward_hook(hook)
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            res = call(tiny_cnn)
+    finally:
+        handle.remove()
+    assert isinstance(res, RenderResult) and res.interrupted and 0 < res.history.shape[0] < steps
+    assert torch.allclose(res.score, objective_score(tiny_cnn, res.image, score).cpu(), atol=1e-5)
+    assert not call(tiny_cnn).interrupted  # without the hook the run is complete
+
+
+@pytest.mark.parametrize("loss_technique", ["inversion", "texture"])
+def test_loss_techniques_pass_ctrl_c_through(tiny_cnn, loss_technique):
+    photo = normalize(torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0)))
+    hook = InterruptAtForward(3)  # the target's forward pass is the 0th
+    handle = tiny_cnn.features[0].register_forward_hook(hook)
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            if loss_technique == "inversion":
+                res = invert_features(tiny_cnn, photo, "features.3", steps=6)
+            else:
+                res = synthesize_texture(tiny_cnn, photo, "features.3", steps=6)
+    finally:
+        handle.remove()
+    assert res.interrupted and res.history.shape == (2, 1) and torch.equal(res.loss, -res.score)
+
+
+def test_deprecated_result_fields_warn_and_name_the_new_one(tiny_cnn):
+    filt = visualize_filter(tiny_cnn, "features.5", 1, size=12, steps=2)
+    cls = visualize_class(tiny_cnn, 12, [0, 2], steps=2)
+    div = visualize_diverse(tiny_cnn, 12, "features.5", 3, n=2, steps=2)
+    dream = deep_dream(tiny_cnn, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=2, octaves=2)
+    cases = [(filt, "objective", filt.score, r"AscentResult.objective is deprecated: use .score$"),
+             (cls, "objective", cls.score, r"ClassResult.objective is deprecated: use .score$"),
+             (cls, "channels", [0, 2], r"ClassResult.channels is deprecated: use .classes$"),
+             (cls, "layer", "", r"ClassResult.layer is deprecated: .*the classes are in .classes$"),
+             (div, "objective", div.score, r"DiversityResult.objective is deprecated: use .score$"),
+             (div, "channel", 3, r"DiversityResult.channel is deprecated: use .channels\[0\]$"),
+             (dream, "start", dream.octave_start, r"DreamResult.start is deprecated: use .octave_start$"),
+             (dream, "end", dream.octave_end, r"DreamResult.end is deprecated: use .octave_end$")]
+    for result, old, new, message in cases:
+        with pytest.warns(DeprecationWarning, match=message):
+            value = getattr(result, old)
+        assert value is new or value == new
+        with pytest.raises(AttributeError, match="read-only deprecated alias"):
+            setattr(result, old, new)

@@ -42,7 +42,7 @@ def test_reconstruction_from_an_invertible_layer():
 def test_feature_loss_decreases_and_is_what_it_says(tiny_cnn):
     x = photo(1, 16, seed=2)
     res = invert_features(tiny_cnn, x, "features.5", steps=60)
-    assert res.history[-1, 0] < 0.3 * res.history[0, 0]
+    assert res.loss_history[-1, 0] < 0.3 * res.loss_history[0, 0]
     with torch.no_grad(), capture_activations(tiny_cnn, "features.5") as acts:
         tiny_cnn(torch.cat([x, res.image]))
     f0, f = acts["features.5"][:1], acts["features.5"][1:]
