@@ -20,7 +20,7 @@ from torch import nn
 
 from ._checks import GIVEN_NOT, as_batch, image_too_small, positive_int, renamed
 from .engine import RenderResult, Transform, jitter, objective_score, renamed_field, render
-from .hooks import model_device
+from .hooks import deepest_layer, model_device
 from .images import valid_range
 from .objectives import layer_rms
 from .receptive import smallest_input
@@ -236,8 +236,7 @@ def check_octaves(model: nn.Module, layers: Sequence[str], size: tuple[int, int]
     """``ValueError`` naming the fix when the smallest octave of a photo of ``size`` is too small for the deepest of
     ``layers`` (:func:`helpers.receptive.smallest_input`; skipped for a geometry it cannot fold). Returns the fix
     text (with ``{n}``) for an error that only the forward pass finds."""
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    deepest = max(layers, key=lambda name: order.get(name, -1))
+    deepest = deepest_layer(model, layers)
     fix = ("use fewer octaves, a smaller octave_scale or a larger photo (the smallest octave is the photo divided "
            f"by octave_scale**(octaves - 1) = {octave_scale:g}**{octaves - 1})")
     try:

@@ -135,6 +135,13 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
+def deepest_layer(model: nn.Module, layers: Iterable[str]) -> str:
+    """The one of ``layers`` registered last in ``model.named_modules()`` (the one a pass reaches last when modules
+    are registered in the order they run); a name that is not a module counts as the first."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return max(layers, key=lambda name: order.get(name, -1))
+
+
 def explain_small_image(model: nn.Module, layer: str | None, x: torch.Tensor, error: RuntimeError, *,
                         fix: str | None = None) -> None:
     """Raise a ValueError naming the smallest size that works when ``error`` came from an image ``x`` too small
@@ -226,8 +233,7 @@ class TruncatedForward:
             try:
                 self.model(x)
             except RuntimeError as error:
-                order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
-                explain_small_image(self.model, max(self.modules, key=order.__getitem__), x, error, fix=self.fix)
+                explain_small_image(self.model, deepest_layer(self.model, self.modules), x, error, fix=self.fix)
                 raise
         missing = [name for name in self.modules if name not in self._store]
         if missing:
@@ -355,8 +361,7 @@ def capture(model: nn.Module, objective: Objective, *, check: bool = True, diffe
     channels = reads[layers[0]] if len(layers) == 1 else None
     cut = (not logits and differentiable is None and channels is not None and isinstance(module, nn.Conv2d)
            and module.groups == 1 and len(channels) <= module.out_channels // 2)
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    deepest = None if logits or not layers else max(layers, key=order.__getitem__)
+    deepest = None if logits or not layers else deepest_layer(model, layers)
 
     with ExitStack() as stack:
         kept = (stack.enter_context(capture_activations(model, differentiable, differentiable=True))

@@ -137,12 +137,6 @@ class Objective:
 
 # ---------------------------------------------------------------- reading activations
 
-def _per_image(index: Channels, what: str) -> tuple[int, ...]:
-    """One index for every image or one per image, as plain ints (:func:`helpers._checks.indices`: an int, a
-    sequence, an integer tensor or numpy value; a bool, float or empty sequence is a one-line ValueError)."""
-    return indices(index, what)
-
-
 def _label(items: tuple[int, ...]) -> str:
     return str(items[0]) if len(items) == 1 else str(list(items))
 
@@ -171,7 +165,7 @@ def _channel_maps(acts: Mapping[str, torch.Tensor], layer: str, items: tuple[int
 
 def class_logit(target: Channels) -> Objective:
     """The logit (unnormalized class score) ``S_c``: one class ``c`` for every image, or one per image."""
-    items = _per_image(target, "a class")
+    items = indices(target, "a class")
 
     def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         logits = acts[LOGITS]
@@ -191,7 +185,7 @@ def class_logit(target: Channels) -> Objective:
 
 def channel_mean(layer: str, channel: Channels) -> Objective:
     """Mean activation over space of one channel of ``layer`` (or one channel per image): Erhan et al. 2009."""
-    items = _per_image(channel, "a channel")
+    items = indices(channel, "a channel")
     return Objective(lambda acts: _channel_maps(acts, layer, items).mean(dim=(-2, -1)),
                      {layer: frozenset(items)}, f"channel_mean({layer!r}, {_label(items)})",
                      batch=len(items) if len(items) > 1 else None)
@@ -199,7 +193,7 @@ def channel_mean(layer: str, channel: Channels) -> Objective:
 
 def channel_max(layer: str, channel: Channels) -> Objective:
     """Largest activation over space of one channel of ``layer`` (or one channel per image)."""
-    items = _per_image(channel, "a channel")
+    items = indices(channel, "a channel")
     return Objective(lambda acts: _channel_maps(acts, layer, items).amax(dim=(-2, -1)),
                      {layer: frozenset(items)}, f"channel_max({layer!r}, {_label(items)})",
                      batch=len(items) if len(items) > 1 else None)
@@ -332,7 +326,7 @@ def diversity(layer: str, weight: float = 1.0) -> Objective:
 
 def _of_softmax(target: Channels, name: str, transform: Callable[[torch.Tensor], torch.Tensor]) -> Objective:
     """:func:`class_logit`'s selection (and checks) applied to ``transform(logits)`` computed in float32."""
-    items = _per_image(target, "a class")
+    items = indices(target, "a class")
     logit = class_logit(items[0] if len(items) == 1 else list(items))
 
     def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
