@@ -283,7 +283,7 @@ def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> Non
 # ---------------------------------------------------------------- capture: the forward pass an objective reads
 
 @contextmanager
-def capture(model: nn.Module, objective: Objective, *, check: bool = True, differentiable: str | None = None,
+def capture(model: nn.Module, objective: Objective, *, differentiable: str | None = None,
             fix: str | None = None) -> Iterator[Callable[..., Activations]]:
     """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
 
@@ -301,7 +301,6 @@ def capture(model: nn.Module, objective: Objective, *, check: bool = True, diffe
     Args:
         model: the network.
         objective: what the pass must capture.
-        check: check the channels the objective names (on entry and on each pass).
         differentiable: a layer whose output is captured too (``acts[differentiable]``, absent when the pass
             stopped before it ran), as the tensor the rest of the pass is computed from, so that
             ``torch.autograd.grad(objective(acts), acts[differentiable])`` works (Grad-CAM's ``dS/dA``).
@@ -319,7 +318,7 @@ def capture(model: nn.Module, objective: Objective, *, check: bool = True, diffe
     on_pass: dict[str, list[int]] = {}  # layers whose channels only a forward pass can check
     for name in layers:
         module = get_layer(model, name)  # ValueError with the close valid names
-        if check and name in objective.channels:
+        if name in objective.channels:
             channels = sorted(objective.channels[name])
             count = static_channel_count(module)
             if count is None:
