@@ -136,6 +136,8 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
     Returns:
         :class:`FoolingResult` with the images (of the input's shape, ``(3, H, W)`` for one ``(3, H, W)`` image,
         on its device), steps, L2/Linf norms and the confidence trajectory (``(T + 1, N)`` as for a batch).
+        After Ctrl-C during the final scoring pass the last confidence row and ``score`` are NaN and ``fooled``
+        is False.
 
     Raises:
         ValueError: bad image shape or range, target out of range, ``lr <= 0`` or ``max_steps < 0``.
