@@ -140,11 +140,12 @@ def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
     return scores
 
 
-def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: int, classes: int,
+def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: int, classes: int | None,
                    device: torch.device) -> torch.Tensor:
     """``target`` (one class index for all ``n`` images, one per image, or a :func:`class_logit` objective) as a
     long tensor ``(n,)`` on ``device``; ``ValueError`` for a float/bool target, a wrong count, an index outside
-    ``0 .. classes - 1``, or an objective that is not one class score."""
+    ``0 .. classes - 1`` (``classes=None``: the range is left to :func:`class_logit` on the logits), or an
+    objective that is not one class score."""
     if isinstance(target, Objective):
         if getattr(target, "classes", None) is None:
             raise ValueError(f"this needs a class to score, an int or objectives.class_logit(c), not {target!r}")
@@ -153,7 +154,7 @@ def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: in
     if len(items) not in (1, n):
         raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
     t = torch.tensor(items * n if len(items) == 1 else items, dtype=torch.long, device=device)
-    if (t < 0).any() or (t >= classes).any():
+    if classes is not None and ((t < 0).any() or (t >= classes).any()):
         raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
     return t
 

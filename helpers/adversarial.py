@@ -9,6 +9,7 @@ Goodfellow et al. 2015 (FGSM), https://arxiv.org/abs/1412.6572.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,19 +17,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import GIVEN_NOT, Target, as_batch, check_logits, positive_int, renamed, target_indices
-from .config import progress
+from .engine import TOTAL, RenderResult, Step, StopRender, render
 from .hooks import explain_small_image, frozen_eval
-from .images import denormalize, normalize
-from .objectives import LOGITS, class_logit, class_probability
+from .images import IMAGENET_STD, denormalize, normalize
+from .objectives import LOGITS, Objective, class_logit, class_probability
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
 
-@dataclass
-class FoolingResult:
-    """What :func:`fooling_image` returns; tensors are on the image's device, ``N`` = batch size."""
+@dataclass(kw_only=True)
+class FoolingResult(RenderResult):
+    """What :func:`fooling_image` returns: a :class:`helpers.RenderResult` (``image``; ``history`` ``(T, N)`` and
+    ``score`` ``(N,)``, the target's logit before each step and of the returned images, on the CPU, also as
+    ``tracked["total"]``; ``interrupted``; the target's probability and whether the model predicts it under
+    ``tracked``/``tracked_score`` ``"probability"``, ``"fooled"``) plus the fields below, on the image's device;
+    ``N`` = batch size, ``T`` the steps made."""
 
-    image: torch.Tensor       # (N, 3, H, W) adversarial images, normalized, pixels within [0, 1]
     original: torch.Tensor    # (N, 3, H, W) the input images (a detached copy)
     target: torch.Tensor      # (N,) the target classes
     fooled: torch.Tensor      # (N,) bool: the model now predicts the target
@@ -56,23 +60,66 @@ def _pixels(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
     return u.clamp(0.0, 1.0)
 
 
-def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
-    try:
-        out = model(normalize(u))
-    except RuntimeError as error:
-        explain_small_image(model, None, u, error)  # an image too small: the smallest size that works
-        raise
-    return check_logits(out, u.shape[0])
+class PixelStep(torch.optim.Optimizer):
+    """:func:`fooling_image`'s update as an optimizer of normalized images: a step of L2 length ``lr`` in pixel
+    units (one norm per image) along the score's gradient with respect to the pixels.
+
+    ``p.grad`` is the gradient of the loss (minus the score) with respect to the normalized image ``x = (u -
+    mean) / std``, so the score's gradient in pixels is ``g = -p.grad / std`` and the pixel step ``lr * g /
+    ||g||_2`` moves ``x`` by that step divided by ``std``.
+    """
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                std = torch.tensor(IMAGENET_STD, dtype=p.dtype, device=p.device).view(3, 1, 1)
+                g = -p.grad / std
+                norm = g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+                with torch.no_grad():
+                    p.add_(group["lr"] * g / norm / std)
+
+
+def _predicts(t: torch.Tensor) -> Objective:
+    """1.0 for each image whose top class (argmax of the logits) is its target ``t[i]``, else 0.0; a step
+    function, never maximized: :func:`fooling_image` tracks it to freeze the fooled images."""
+    return Objective(lambda acts: (acts[LOGITS].argmax(1) == t.to(acts[LOGITS].device)).float(), {LOGITS: None},
+                     "predicts_target")
+
+
+def _freeze_fooled(max_steps: int) -> Callable[[torch.Tensor, Step], torch.Tensor]:
+    """The ``after`` operation of :func:`fooling_image`: an image the model already classified as its target
+    before this step keeps its pixels (the step is undone for it); once every image is fooled, or after
+    ``max_steps`` steps, the run stops before another update."""
+
+    def freeze(img: torch.Tensor, step: Step) -> torch.Tensor:
+        fooled = step.tracked[FOOLED] > 0.5
+        if step.index == max_steps or bool(fooled.all()):
+            raise StopRender
+        return torch.where(fooled.view(-1, 1, 1, 1), step.before, img)
+
+    return freeze
+
+
+FOOLED, PROBABILITY = "fooled", "probability"  # what fooling_image tracks through render
+TOO_SMALL_FIX = "pass an image of at least {n}x{n} px"
 
 
 def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: float = 0.01,
-                  max_steps: int = 100, show_progress: bool | None = None) -> FoolingResult:
+                  max_steps: int = 100, amp: bool = False, channels_last: bool | None = None,
+                  show_progress: bool | None = None) -> FoolingResult:
     """Gradient ascent on the target class score until the model predicts the target class.
 
     Each step adds ``lr * g / ||g||_2`` to the pixels, ``g`` the gradient of the target's unnormalized score
-    (one L2 norm per image), then clips to [0, 1]. An image stops changing once the target wins, so each
-    image gets the smallest number of steps that fools the model. Computed in eval mode with frozen
-    weights; the model's flags, weights, ``.grad`` and hooks are left as found, also on errors.
+    (:func:`helpers.objectives.class_logit`; one L2 norm per image), then clips to [0, 1]. An image stops changing
+    once the target wins, so each image gets the smallest number of steps that fools the model. Run by
+    :func:`helpers.render` (the optimizer :class:`PixelStep`, an ``after`` operation freezing the fooled images
+    and stopping when all are), in eval mode with frozen weights; the model's flags, weights, ``.grad`` and hooks
+    are left as found, also on errors. Ctrl-C returns the steps made so far with ``interrupted=True``.
     Paper: https://arxiv.org/abs/1312.6199
 
     Args:
@@ -82,10 +129,15 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
         target: the class to reach, one for all images or one per image (an int or ``objectives.class_logit(c)``).
         lr: L2 length of one step in pixel units (for the whole image).
         max_steps: give up after this many steps (``fooled`` then says which images made it).
+        amp: run the network in bfloat16 autocast (the image stays float32).
+        channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: progress bar over the steps; None follows ``helpers.progress_enabled()``.
 
     Returns:
-        :class:`FoolingResult` with the images, steps, L2/Linf norms and the confidence trajectory.
+        :class:`FoolingResult` with the images (of the input's shape, ``(3, H, W)`` for one ``(3, H, W)`` image,
+        on its device), steps, L2/Linf norms and the confidence trajectory (``(T + 1, N)`` as for a batch).
+        After Ctrl-C during the final scoring pass the last confidence row and ``score`` are NaN and ``fooled``
+        is False.
 
     Raises:
         ValueError: bad image shape or range, target out of range, ``lr <= 0`` or ``max_steps < 0``.
@@ -94,37 +146,35 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
         raise ValueError(f"lr must be positive (a step length in pixel units), got {lr!r}")
     positive_int(max_steps, "max_steps", minimum=0)
     original = as_batch(image, model).detach().clone()
-    u = _pixels(original, model)
-    start = u.clone()
-    steps = torch.zeros(u.shape[0], dtype=torch.long, device=u.device)
-    confidence = []
-    with frozen_eval(model), torch.enable_grad():
-        t = None
-        bar = progress(range(max_steps + 1), desc="fooling", leave=False, enabled=show_progress)
-        try:
-            for step in bar:
-                u.requires_grad_(True)
-                scores = _logits(model, u)
-                if t is None:
-                    t = target_indices(target, u.shape[0], scores.shape[1], scores.device)
-                    logit, probability = class_logit(t.tolist()), class_probability(t.tolist())
-                fooled = scores.argmax(1) == t
-                confidence.append(probability({LOGITS: scores.detach()}))
-                if bool(fooled.all()) or step == max_steps:
-                    break
-                (g,) = torch.autograd.grad(logit({LOGITS: scores}).sum(), u)
-                norm = g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
-                active = (~fooled).to(u.dtype).view(-1, 1, 1, 1)
-                u = (u.detach() + active * lr * g / norm).clamp(0.0, 1.0)
-                steps += (~fooled).long()
-        finally:
-            bar.close()
-    u = u.detach()
-    delta = (u - start).flatten(1)
+    n = original.shape[0]
+    t = target_indices(target, n, None, original.device)  # the class range: checked by class_logit on the logits
+    start = normalize(_pixels(original, model))
+    res = render(model, class_logit(t.tolist()), start=start, steps=max(max_steps, 1), lr=lr,
+                 optimizer=lambda params, lr: PixelStep(params, lr), after=[_freeze_fooled(max_steps)],
+                 track={PROBABILITY: class_probability(t.tolist()), FOOLED: _predicts(t)}, amp=amp,
+                 channels_last=channels_last, show_progress=show_progress, desc="fooling", too_small_fix=TOO_SMALL_FIX)
+    device = original.device
+    steps = (1 - res.tracked[FOOLED]).sum(0).long().to(device)
     untouched = (steps == 0).view(-1, 1, 1, 1)  # returned bit for bit, without a normalize round trip
-    return FoolingResult(image=torch.where(untouched, original, normalize(u)), original=original, target=t,
-                         fooled=fooled, steps=steps, l2=delta.norm(dim=1), linf=delta.abs().amax(dim=1),
-                         confidence=torch.stack(confidence))
+    adversarial = torch.where(untouched, original, res.image)
+    delta = (denormalize(adversarial) - denormalize(original)).flatten(1)
+    confidence = torch.cat([res.tracked[PROBABILITY], res.tracked_score[PROBABILITY][None]]).to(device)
+    single = image.dim() == 3
+    return FoolingResult(image=adversarial[0] if single else adversarial, history=res.history, score=res.score,
+                         tracked={TOTAL: res.history, **res.tracked},
+                         tracked_score={TOTAL: res.score, **res.tracked_score}, interrupted=res.interrupted,
+                         original=original[0] if single else original, target=t,
+                         fooled=res.tracked_score[FOOLED].to(device) > 0.5, steps=steps, l2=delta.norm(dim=1),
+                         linf=delta.abs().amax(dim=1), confidence=confidence)
+
+
+def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    try:
+        out = model(normalize(u))
+    except RuntimeError as error:
+        explain_small_image(model, None, u, error)  # an image too small: the smallest size that works
+        raise
+    return check_logits(out, u.shape[0])
 
 
 def fgsm(model: nn.Module, image: torch.Tensor, target: Target | None = None, *, epsilon: float = 2 / 255,

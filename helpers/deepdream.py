@@ -22,7 +22,7 @@ from ._checks import GIVEN_NOT, as_batch, image_too_small, positive_int, renamed
 from .engine import RenderResult, Transform, jitter, objective_score, renamed_field, render
 from .hooks import deepest_layer, model_device
 from .images import valid_range
-from .objectives import layer_rms
+from .objectives import layer_rms, per_layer_weights
 from .receptive import smallest_input
 from .regularizers import total_variation
 from .speed import lean_loop
@@ -137,7 +137,8 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
         jitter: largest random roll in pixels (0 = off).
         tv_step: size of the total-variation smoothing step relative to the ascent step (0 = off; 0.3-1 is
             a visible effect). Not a loss weight (``tv_weight`` of :func:`helpers.visualize_filter`), hence the name.
-        layer_weights: one weight per layer (default all 1).
+        layer_weights: the per-layer weights ``w_l``, one per layer (default all 1; the ``weights`` of
+            :func:`helpers.objectives.layer_rms`).
         clamp: clamp the pixels to :func:`helpers.valid_range` after each step.
         seed: seeds the jitter (a local generator; the global RNG is untouched).
         amp: run the network in bfloat16 autocast (the image stays float32).
@@ -169,9 +170,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
                              "helpers.layer_names(model)")
         layers = DREAM_LAYERS
     names = [layers] if isinstance(layers, str) else list(layers)
-    weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
-    if len(weights) != len(names):
-        raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
+    weights = per_layer_weights(names, layer_weights, "layer_weights")
     image = as_batch(image, model)
     positive_int(steps, "steps")
     positive_int(octaves, "octaves")

@@ -166,11 +166,21 @@ def jittered(pixels: int) -> list[Transform]:
 @dataclass
 class Step:
     """What an ``after`` operation of :func:`render` sees besides the image: the step just taken (0-based),
-    the image before it and the gradient of the loss ``-objective.sum()`` at that image."""
+    the image before it, the gradient of the loss ``-objective.sum()`` at that image, and (detached, ``(N,)``)
+    the objective and each ``track`` objective of that image's forward pass (after the transforms)."""
 
     index: int
     before: torch.Tensor
     grad: torch.Tensor
+    score: torch.Tensor | None = None
+    tracked: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class StopRender(Exception):  # noqa: N818 - a signal like StopIteration, not an error
+    """Raised by an ``after`` operation of :func:`render` to end the run early, e.g. once every image has reached
+    its goal. The step during which it is raised is undone (the image goes back to ``Step.before``) and not
+    counted: the result holds the images after ``Step.index`` steps, ``Step.index`` history rows, and is not
+    ``interrupted``."""
 
 
 def objective_score(model: nn.Module, image: torch.Tensor, objective: Objective) -> torch.Tensor:
@@ -200,7 +210,8 @@ class RenderResult:
     score: torch.Tensor  # (N,) objective of the returned images (no transforms), CPU
     tracked: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (steps, N) history of each `track`
     tracked_score: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) of the returned images
-    interrupted: bool = False  # True when Ctrl-C ended the run early (history then has fewer rows)
+    interrupted: bool = False  # True when Ctrl-C ended the run early (history then has fewer rows; score NaN
+    #                            when it came during the final scoring pass)
 
 
 class renamed_field:  # noqa: N801 - used like a property: objective = renamed_field("score")
@@ -289,7 +300,8 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             (e.g. ``[jitter(8)]``); a transform with a ``bind(generator, steps)`` method draws its randomness
             from the run's generator.
         after: ``(image, Step) -> image`` operations applied in order after each optimizer step, before the
-            clamp (e.g. L2++'s blur and clips, :mod:`helpers.classviz`).
+            clamp (e.g. L2++'s blur and clips, :mod:`helpers.classviz`); one may raise :class:`StopRender` to end
+            the run there (that step undone), e.g. once every image has reached its goal.
         clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         seed: seeds the start noise and the transforms' randomness (a local generator, or a generator to
             continue; the global RNG is untouched).
@@ -305,9 +317,11 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
     Returns:
         :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the start tensor's device (the model's
         for a size); ``history``
-        ``(steps, N)`` and ``score`` ``(N,)`` on the CPU. After Ctrl-C (KeyboardInterrupt) during step ``k``
-        the result holds the image after ``k`` steps and ``k`` history rows, with a warning; an interrupt
-        before the first step has finished is raised as usual.
+        ``(steps, N)`` and ``score`` ``(N,)`` on the CPU (fewer history rows when an ``after`` operation stopped
+        the run). After Ctrl-C (KeyboardInterrupt) during step ``k`` the result holds the image after ``k`` steps
+        and ``k`` history rows, ``interrupted=True``, with a warning; an interrupt during the final scoring pass
+        returns all steps with ``score`` (and ``tracked_score``) NaN, ``interrupted=True``; an interrupt before
+        the first step has finished is raised as usual.
 
     Raises:
         ValueError: unknown layer (with close names), channel out of range, bad start, mismatched batch.
@@ -338,14 +352,15 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
     history = torch.empty(steps, n, device=device)
     tracked = {name: torch.empty(steps, n, device=device) for name in track}
     opt = make_optimizer(optimizer, [img], lr)
-    done = 0
+    done, interrupted = 0, False
 
-    def step_after(step: int, before: torch.Tensor | None) -> Callable[[torch.Tensor], None] | None:
+    def step_after(step: int, before: torch.Tensor | None, score: torch.Tensor,
+                   extra: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], None] | None:
         if not after:
             return None
 
         def apply(x: torch.Tensor) -> None:
-            info = Step(step, before, x.grad)
+            info = Step(step, before, x.grad, score.detach(), {name: value.detach() for name, value in extra.items()})
             y = x
             for op in after:
                 y = op(y, info)
@@ -367,8 +382,13 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
                     extra = {name: o(acts) for name, o in track.items()}
                 # 2. one optimizer step on -objective, the `after` operations, the clamp
                 before = img.detach().clone() if after else None
-                image_step(opt, -score.sum(), img, step, lr, (low, high) if clamp else None,
-                           after=step_after(step, before))
+                try:
+                    image_step(opt, -score.sum(), img, step, lr, (low, high) if clamp else None,
+                               after=step_after(step, before, score, extra))
+                except StopRender:  # an `after` operation ended the run: this step is undone, not counted
+                    with torch.no_grad():
+                        img.copy_(before)
+                    break
                 history[step] = score.detach()
                 for name, value in extra.items():
                     tracked[name][step] = value.detach()
@@ -376,6 +396,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         except KeyboardInterrupt:
             if done == 0:
                 raise
+            interrupted = True
             if clamp:  # the interrupt may have come between the optimizer step and the clamp
                 with torch.no_grad():
                     img.clamp_(low, high)
@@ -385,11 +406,18 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             if hasattr(bar, "close"):
                 bar.close()
         check_finite(img, done, lr)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            acts = forward(img, img)
-            final = objective(acts).float()
-            final_tracked = {name: o(acts).float().cpu() for name, o in track.items()}
+        try:
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                acts = forward(img, img)
+                final = objective(acts).float().cpu()
+                final_tracked = {name: o(acts).float().cpu() for name, o in track.items()}
+        except KeyboardInterrupt:  # during the final scoring pass: the images are made, their scores unknown
+            interrupted = True
+            final = torch.full((n,), float("nan"))
+            final_tracked = {name: final.clone() for name in track}
+            warnings.warn(f"interrupted (Ctrl-C) while scoring the result after {done} of {steps} steps: returning "
+                          "the images with score NaN", stacklevel=2)
     image = img.detach().to(start.device) if isinstance(start, torch.Tensor) else img.detach()
-    return RenderResult(image=image, history=history[:done].cpu(), score=final.cpu(),
+    return RenderResult(image=image, history=history[:done].cpu(), score=final,
                         tracked={name: h[:done].cpu() for name, h in tracked.items()},
-                        tracked_score=final_tracked, interrupted=done < steps)
+                        tracked_score=final_tracked, interrupted=interrupted)

@@ -185,7 +185,8 @@ VERTICAL, HORIZONTAL = SYNTHETIC_CLASSES.index("vertical stripes"), SYNTHETIC_CL
 def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tensor = None, *, class_steps: int = 200,
                      filter_steps: int = 100, dream_steps: int = 10, size: int = 32, seed: int = 0,
                      first_conv: str = "features.0", first_relu: str = "features.1",
-                     dream_layer: str = "features.9", labels: torch.Tensor = GIVEN_NOT) -> SynthesisChecks:
+                     dream_layer: str = "features.9", amp: bool = False, channels_last: bool | None = None,
+                     labels: torch.Tensor = GIVEN_NOT) -> SynthesisChecks:
     """The synthesis techniques checked against what the trained stand-in is known to encode.
 
     1. Class visualization (plain L2, :func:`helpers.visualize_class`) of the vertical- and the horizontal-stripes
@@ -208,6 +209,8 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
         class_steps, filter_steps, dream_steps: optimizer steps of the three techniques.
         size: side of the class and filter visualizations.
         seed: seeds the start noise and the jitter.
+        amp, channels_last: passed to the three ascents (bfloat16 autocast; channels-last convolutions, None: on
+            the CPU yes, on a GPU no).
         labels: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
@@ -217,17 +220,20 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
     if target is None:
         raise TypeError("synthesis_checks() needs target=, the (N,) or (N, K) classes present in each image")
     images = as_batch(images, model)
-    viz = visualize_class(model, size, [VERTICAL, HORIZONTAL], steps=class_steps, lr=0.05, l2_weight=1e-2, seed=seed)
+    fast = {"amp": amp, "channels_last": channels_last}
+    viz = visualize_class(model, size, [VERTICAL, HORIZONTAL], steps=class_steps, lr=0.05, l2_weight=1e-2, seed=seed,
+                          **fast)
     ratio = axis_energy_ratio(viz.image)
     conv = model.get_submodule(first_conv)
     angles, coherence = orientation(conv.weight, size=16)
     channel = int(coherence.argmax())
-    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, size=size, clamp=True, seed=seed)
+    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, size=size, clamp=True, seed=seed,
+                            **fast)
     seen = orientation(filt.image)[0]
     with torch.no_grad(), frozen_eval(model):
         before = model(images)
         before = before - before.mean(1, keepdim=True)
-    dream = deep_dream(model, images, dream_layer, steps=dream_steps, lr=0.02, octaves=2, jitter=2, seed=seed)
+    dream = deep_dream(model, images, dream_layer, steps=dream_steps, lr=0.02, octaves=2, jitter=2, seed=seed, **fast)
     with torch.no_grad(), frozen_eval(model):
         after = model(dream.image)
         gain = after - after.mean(1, keepdim=True) - before

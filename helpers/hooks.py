@@ -25,6 +25,8 @@ from torch import nn
 from ._checks import get_layer as get_layer  # layers by dotted name: validated in the checks module
 from ._checks import image_too_small, not_a_channel_layer
 from ._checks import layer_names as layer_names
+from ._state import frozen_eval as frozen_eval  # the model-state utilities: a leaf module (receptive uses them)
+from ._state import model_device as model_device
 from .objectives import IMAGE, LOGITS, Activations, Objective
 from .receptive import smallest_input, spatial_layers
 
@@ -103,36 +105,6 @@ def capture_activations(model: nn.Module, names: str | Iterable[str], *, detach:
 
 class _StopForward(Exception):
     """Raised by our hook once every requested layer has produced its output."""
-
-
-def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
-    """The device of the model's first parameter or buffer (``fallback`` for a model without any)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device(fallback)
-
-
-@contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Weights frozen (``requires_grad=False``) and every module in eval mode inside the block.
-
-    On exit, also on an exception or KeyboardInterrupt, each parameter's ``requires_grad`` and each
-    module's ``training`` flag is set back to exactly what it was (mixed flags included).
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
 
 
 def deepest_layer(model: nn.Module, layers: Iterable[str]) -> str:
@@ -311,7 +283,7 @@ def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> Non
 # ---------------------------------------------------------------- capture: the forward pass an objective reads
 
 @contextmanager
-def capture(model: nn.Module, objective: Objective, *, check: bool = True, differentiable: str | None = None,
+def capture(model: nn.Module, objective: Objective, *, differentiable: str | None = None,
             fix: str | None = None) -> Iterator[Callable[..., Activations]]:
     """Yield ``forward(x, image=x) -> Activations``: what ``objective`` reads, from one forward pass of ``x``.
 
@@ -329,7 +301,6 @@ def capture(model: nn.Module, objective: Objective, *, check: bool = True, diffe
     Args:
         model: the network.
         objective: what the pass must capture.
-        check: check the channels the objective names (on entry and on each pass).
         differentiable: a layer whose output is captured too (``acts[differentiable]``, absent when the pass
             stopped before it ran), as the tensor the rest of the pass is computed from, so that
             ``torch.autograd.grad(objective(acts), acts[differentiable])`` works (Grad-CAM's ``dS/dA``).
@@ -347,7 +318,7 @@ def capture(model: nn.Module, objective: Objective, *, check: bool = True, diffe
     on_pass: dict[str, list[int]] = {}  # layers whose channels only a forward pass can check
     for name in layers:
         module = get_layer(model, name)  # ValueError with the close valid names
-        if check and name in objective.channels:
+        if name in objective.channels:
             channels = sorted(objective.channels[name])
             count = static_channel_count(module)
             if count is None:

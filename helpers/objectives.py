@@ -206,21 +206,32 @@ def _names(layers: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _weights(names: list[str], weights: Sequence[float] | Mapping[str, float] | None) -> list[float]:
+def per_layer_weights(names: list[str], weights: Sequence[float] | Mapping[str, float] | None,
+                      argument: str = "weights") -> list[float]:
+    """The per-layer weights ``w_l`` of ``names`` as a list: all 1 for None, one per layer in order, or a mapping
+    ``{layer: w_l}``; the ``ValueError`` names ``argument``, the caller's word for them (``weights=`` here,
+    ``layer_weights=`` in :func:`helpers.deep_dream` and :func:`helpers.synthesize_texture`)."""
     if weights is None:
         return [1.0] * len(names)
     if isinstance(weights, Mapping):
+        missing = [name for name in names if name not in weights]
+        if missing:
+            raise ValueError(f"{argument}= has no weight for layer(s) {missing}: give one per layer")
         return [float(weights[name]) for name in names]
+    weights = list(weights)
     if len(weights) != len(names):
-        raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
+        raise ValueError(f"{len(names)} layers {names} but {len(weights)} weights in {argument}=: give one weight "
+                         "per layer, in the same order")
     return [float(w) for w in weights]
 
 
 def layer_rms(layers: str | Sequence[str], weights: Sequence[float] | None = None) -> Objective:
     """DeepDream's objective: ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))``, each layer's root-mean-square
-    activation per image, so layers and octaves of different sizes weigh alike (Mordvintsev et al. 2015)."""
+    activation per image, so layers and octaves of different sizes weigh alike (Mordvintsev et al. 2015).
+    ``weights``: the per-layer weights ``w_l``, one per layer (default all 1; :func:`helpers.deep_dream`'s
+    ``layer_weights=``)."""
     names = _names(layers)
-    ws = _weights(names, weights)
+    ws = per_layer_weights(names, weights)
 
     def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         total = 0.0
@@ -288,13 +299,15 @@ def gram_loss(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
 def gram_match(layers: str | Sequence[str], target_grams: Mapping[str, torch.Tensor],
                weights: Sequence[float] | Mapping[str, float] | None = None) -> Objective:
     """Minus :func:`gram_loss` between the Gram matrices of ``layers`` and ``target_grams`` ``{layer: (1 or N,
-    C, C)}`` (texture synthesis, Gatys et al. 2015, https://arxiv.org/abs/1505.07376): 0 at a perfect match."""
+    C, C)}`` (texture synthesis, Gatys et al. 2015, https://arxiv.org/abs/1505.07376): 0 at a perfect match.
+    ``weights``: the per-layer weights ``w_l``, one per layer or ``{layer: w_l}`` (default all 1;
+    :func:`helpers.synthesize_texture`'s ``layer_weights=``)."""
     names = _names(layers)
     missing = [name for name in names if name not in target_grams]
     if missing:
         raise ValueError(f"no target Gram matrix for {missing}; compute them with gram_matrix on those layers")
     targets = {name: target_grams[name].detach() for name in names}
-    layer_w = dict(zip(names, _weights(names, weights), strict=True))
+    layer_w = dict(zip(names, per_layer_weights(names, weights), strict=True))
     return Objective(lambda acts: -gram_loss({k: gram_matrix(acts[k]) for k in names}, targets, layer_w),
                      dict.fromkeys(names), f"gram_match({names[0] if len(names) == 1 else names!r})")
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, int_pair, positive_int, target_objective, target_scores
+from ._checks import GIVEN_NOT, Target, as_batch, int_pair, positive_int, renamed, target_objective, target_scores
 from .config import progress
 from .hooks import capture, frozen_eval
 from .objectives import class_probability
+
+MEAN_COLOUR = 0.0
+"""The default baseline of occlusion and the deletion curve: 0 in the normalized space, the dataset's mean colour."""
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:
@@ -22,11 +25,12 @@ def _positions(size: int, patch: int, stride: int) -> list[int]:
 
 
 def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patch: int | tuple[int, int] = 16,
-              stride: int | tuple[int, int] = 8, fill: float | torch.Tensor = 0.0, batch_size: int = 64,
-              show_progress: bool | None = None) -> torch.Tensor:
+              stride: int | tuple[int, int] = 8, baseline: float | torch.Tensor = MEAN_COLOUR, batch_size: int = 64,
+              show_progress: bool | None = None, fill: float | torch.Tensor = GIVEN_NOT) -> torch.Tensor:
     """Occlusion map: how much the target class probability (or objective) drops when a patch covers each pixel.
 
-    Every patch position gives one occluded copy of the image (the patch set to ``fill`` in all channels);
+    Every patch position gives one occluded copy of the image (the patch set to ``baseline``, captum's word for
+    the reference input, in all channels);
     the copies run through the model in batches of ``batch_size`` without gradients. The drop
     ``p(target | image) - p(target | occluded)`` of a position is credited to every pixel under its patch,
     and each pixel gets the mean over the patches covering it (the same map as captum's ``Occlusion`` with
@@ -41,10 +45,12 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
         patch: patch side in pixels, or ``(height, width)``.
         stride: step between patch positions in pixels, or ``(dy, dx)``; the last patch of each row and
             column is placed flush with the border, so every pixel is covered.
-        fill: value of the patch in the normalized space: 0 is the dataset mean (ImageNet's mean colour);
-            a ``(3,)`` or ``(3, 1, 1)`` tensor gives one value per channel.
+        baseline: value of the patch in the NORMALIZED space (unlike :func:`helpers.render`'s ``fill``, a pixel
+            value): 0 is the dataset mean (ImageNet's mean colour); a ``(3,)`` or ``(3, 1, 1)`` tensor gives one
+            value per channel.
         batch_size: occluded copies per forward pass.
         show_progress: progress bar over the batches; None follows ``helpers.progress_enabled()``.
+        fill: deprecated name of ``baseline`` (a DeprecationWarning).
 
     Returns:
         Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image) of probability drops, on the image's device.
@@ -52,6 +58,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
     Raises:
         ValueError: bad image shape, target out of range, patch larger than the image, bad stride/batch size.
     """
+    baseline = renamed(baseline, fill, "baseline", "fill", "occlusion_map", default=MEAN_COLOUR)
     x = as_batch(image, model).detach()
     n, _, height, width = x.shape
     objective = target_objective(target, n)
@@ -63,11 +70,12 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
     if ph > height or pw > width:
         raise ValueError(f"patch {ph}x{pw} is larger than the image {height}x{width}; choose a smaller patch")
     positive_int(batch_size, "batch_size")
-    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    if fill.dim() == 1 and fill.numel() == x.shape[1]:
-        fill = fill.view(-1, 1, 1)  # one value per channel
-    if fill.numel() not in (1, x.shape[1]):
-        raise ValueError(f"fill must be one value or one per channel ({x.shape[1]}), got shape {tuple(fill.shape)}")
+    value = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    if value.dim() == 1 and value.numel() == x.shape[1]:
+        value = value.view(-1, 1, 1)  # one value per channel
+    if value.numel() not in (1, x.shape[1]):
+        raise ValueError(f"baseline must be one normalized value or one per channel ({x.shape[1]}), got shape "
+                         f"{tuple(value.shape)}")
     positions = [(top, left) for top in _positions(height, ph, sy) for left in _positions(width, pw, sx)]
     chunks = [positions[i:i + batch_size] for i in range(0, len(positions), batch_size)]
 
@@ -91,7 +99,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
                 for chunk in chunks:
                     batch = x[i].expand(len(chunk), -1, -1, -1).clone()
                     for k, (top, left) in enumerate(chunk):
-                        batch[k, :, top:top + ph, left:left + pw] = fill
+                        batch[k, :, top:top + ph, left:left + pw] = value
                     prob = per_image[i](forward(batch))
                     for k, (top, left) in enumerate(chunk):
                         drops[i, top:top + ph, left:left + pw] += base[i] - prob[k]

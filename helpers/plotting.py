@@ -514,9 +514,12 @@ def plot_fooling(result, index: int = 0, *, classes: list[str] | None = None, fi
     t = int(result.target[index])
     name = classes[t] if classes else str(t)
     conf = result.confidence[:, index].detach().float().cpu()
-    show_image(result.original[index], axes[0], title=f"original, p({name}) = {float(conf[0]):.2f}")
-    show_image(result.image[index], axes[1], title=f"adversarial, p({name}) = {float(conf[-1]):.2f}")
-    delta = result.perturbation[index].detach().float().cpu()
+    one = result.image.dim() == 3  # the result of one (3, H, W) image
+    show_image(result.original if one else result.original[index], axes[0],
+               title=f"original, p({name}) = {float(conf[0]):.2f}")
+    show_image(result.image if one else result.image[index], axes[1],
+               title=f"adversarial, p({name}) = {float(conf[-1]):.2f}")
+    delta = (result.perturbation if one else result.perturbation[index]).detach().float().cpu()
     linf = float(delta.abs().max())
     factor = 0.5 / linf if linf > 0 else 1.0
     axes[2].imshow(to_image(0.5 + factor * delta, normalized=False))

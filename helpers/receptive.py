@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ._checks import get_layer, positive_int
+from ._state import frozen_eval, model_device
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -140,24 +141,17 @@ def input_gradient(model: nn.Module, input_shape: Sequence[int], position: tuple
         shape = (1, *shape)
     if len(shape) != 4 or shape[0] != 1:
         raise ValueError(f"input_shape must be (C, H, W) or (1, C, H, W), got {tuple(input_shape)}")
-    device = next(model.parameters(), torch.empty(0)).device
-    x = torch.ones(shape, device=device) if x is None else x.detach().clone().reshape(shape)
+    x = torch.ones(shape, device=model_device(model)) if x is None else x.detach().clone().reshape(shape)
     x.requires_grad_(True)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.enable_grad():
-            out = model(x)
-            if out.dim() != 4:
-                raise ValueError(f"the model must return a (1, C, H, W) map, got shape {tuple(out.shape)}")
-            row, col = position
-            if not (0 <= channel < out.shape[1] and 0 <= row < out.shape[2] and 0 <= col < out.shape[3]):
-                raise ValueError(f"neuron (channel {channel}, row {row}, col {col}) is outside the output "
-                                 f"map of shape {tuple(out.shape[1:])}")
-            (grad,) = torch.autograd.grad(out[0, channel, row, col], x)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with frozen_eval(model), torch.enable_grad():
+        out = model(x)
+        if out.dim() != 4:
+            raise ValueError(f"the model must return a (1, C, H, W) map, got shape {tuple(out.shape)}")
+        row, col = position
+        if not (0 <= channel < out.shape[1] and 0 <= row < out.shape[2] and 0 <= col < out.shape[3]):
+            raise ValueError(f"neuron (channel {channel}, row {row}, col {col}) is outside the output "
+                             f"map of shape {tuple(out.shape[1:])}")
+        (grad,) = torch.autograd.grad(out[0, channel, row, col], x)
     return grad[0].abs().sum(0)
 
 

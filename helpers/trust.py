@@ -26,7 +26,7 @@ from .gradcam import grad_cam, guided_grad_cam
 from .guided import deconvnet, guided_backprop
 from .hooks import capture, frozen_eval
 from .objectives import class_probability
-from .occlusion import occlusion_map
+from .occlusion import MEAN_COLOUR, occlusion_map
 from .saliency import saliency_map
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -167,25 +167,30 @@ def _curve(model: nn.Module, start: torch.Tensor, end: torch.Tensor, target: Tar
     return Curve(fractions.cpu(), scores.cpu(), torch.trapezoid(scores, fractions).cpu())
 
 
-def _fill_like(images: torch.Tensor, fill: float | torch.Tensor | str, sigma: float) -> torch.Tensor:
-    if isinstance(fill, str):
-        if fill != "blur":
-            raise ValueError(f"fill must be a value, a tensor like the images, or 'blur', got {fill!r}")
+BLUR = "blur"  # the baseline of the insertion curve: a Gaussian blur of the image
+
+
+def _baseline_like(images: torch.Tensor, baseline: float | torch.Tensor | str, sigma: float) -> torch.Tensor:
+    if isinstance(baseline, str):
+        if baseline != BLUR:
+            raise ValueError(f"baseline must be a normalized value, a tensor like the images, or 'blur', got "
+                             f"{baseline!r}")
         radius = max(1, min(int(3 * sigma), min(images.shape[-2:]) - 1))
         return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
-    return torch.as_tensor(fill, dtype=images.dtype, device=images.device).expand_as(images)
+    return torch.as_tensor(baseline, dtype=images.dtype, device=images.device).expand_as(images)
 
 
 def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None, maps: torch.Tensor = None, *,
-                   steps: int = 16, fill: float | torch.Tensor | str = 0.0, sigma: float = 4.0, batch_size: int = 256,
-                   targets: Target = GIVEN_NOT) -> Curve:
+                   steps: int = 16, baseline: float | torch.Tensor | str = MEAN_COLOUR, sigma: float = 4.0,
+                   batch_size: int = 256, targets: Target = GIVEN_NOT,
+                   fill: float | torch.Tensor | str = GIVEN_NOT) -> Curve:
     """Deletion curve (Petsiuk et al. 2018): delete pixels, most important first, and watch the class go.
 
-    At step ``k`` the ``k/steps`` share of the pixels with the largest map values is replaced by ``fill`` (0 is
-    the dataset mean in normalized space); the curve is the target's softmax probability. A map that points at
-    the evidence makes the probability drop fast: a LOW area under the curve is good. All the perturbed copies
-    run through the model in batches of ``batch_size``, without gradients, in eval mode (the model's flags are
-    restored afterwards).
+    At step ``k`` the ``k/steps`` share of the pixels with the largest map values is replaced by ``baseline``
+    (captum's word for the reference input; 0 is the dataset mean in normalized space); the curve is the target's
+    softmax probability. A map that points at the evidence makes the probability drop fast: a LOW area under the
+    curve is good. All the perturbed copies run through the model in batches of ``batch_size``, without
+    gradients, in eval mode (the model's flags are restored afterwards).
 
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
@@ -195,10 +200,12 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None
         maps: ``(N, H, W)`` (or ``(N, C, H, W)``, see :func:`as_map`; one ``(H, W)`` map for one image); ties are
             deleted in raster order.
         steps: points of the curve after the start.
-        fill: a value, a tensor like ``images``, or ``"blur"`` (a Gaussian blur with std ``sigma`` px).
-        sigma: blur std for ``fill="blur"``.
+        baseline: a value in the NORMALIZED space (unlike :func:`helpers.render`'s ``fill``, a pixel value), a
+            tensor like ``images``, or ``"blur"`` (a Gaussian blur with std ``sigma`` px).
+        sigma: blur std for ``baseline="blur"``.
         batch_size: perturbed copies per forward pass.
         targets: deprecated name of ``target`` (a DeprecationWarning).
+        fill: deprecated name of ``baseline`` (a DeprecationWarning).
 
     Returns:
         :class:`Curve` (on the CPU), ``N`` rows (1 for a single image).
@@ -208,27 +215,30 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None
             size), a target out of range, maps of another shape.
     """
     target = renamed(target, targets, "target", "targets", "deletion_curve")
+    baseline = renamed(baseline, fill, "baseline", "fill", "deletion_curve", default=MEAN_COLOUR)
     _needed(target, "target", "deletion_curve", "the class whose probability the curve follows")
     _needed(maps, "maps", "deletion_curve", "the attribution maps (N, H, W) that order the pixels")
     x = as_batch(images, model)
-    return _curve(model, x, _fill_like(x, fill, sigma), target, maps, steps, batch_size)
+    return _curve(model, x, _baseline_like(x, baseline, sigma), target, maps, steps, batch_size)
 
 
 def insertion_curve(model: nn.Module, images: torch.Tensor, target: Target = None, maps: torch.Tensor = None, *,
-                    steps: int = 16, fill: float | torch.Tensor | str = "blur", sigma: float = 4.0,
-                    batch_size: int = 256, targets: Target = GIVEN_NOT) -> Curve:
+                    steps: int = 16, baseline: float | torch.Tensor | str = BLUR, sigma: float = 4.0,
+                    batch_size: int = 256, targets: Target = GIVEN_NOT,
+                    fill: float | torch.Tensor | str = GIVEN_NOT) -> Curve:
     """Insertion curve (Petsiuk et al. 2018): start from a blurred copy and put the pixels back, most important
-    first. A HIGH area under the curve is good. Arguments as in :func:`deletion_curve` (here ``fill`` is the
+    first. A HIGH area under the curve is good. Arguments as in :func:`deletion_curve` (here ``baseline`` is the
     start image; Petsiuk et al. blur it, so the shapes are gone but the colours stay).
 
     Returns:
         :class:`Curve` (on the CPU).
     """
     target = renamed(target, targets, "target", "targets", "insertion_curve")
+    baseline = renamed(baseline, fill, "baseline", "fill", "insertion_curve", default=BLUR)
     _needed(target, "target", "insertion_curve", "the class whose probability the curve follows")
     _needed(maps, "maps", "insertion_curve", "the attribution maps (N, H, W) that order the pixels")
     x = as_batch(images, model)
-    return _curve(model, _fill_like(x, fill, sigma), x, target, maps, steps, batch_size)
+    return _curve(model, _baseline_like(x, baseline, sigma), x, target, maps, steps, batch_size)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -147,3 +147,78 @@ def test_plot_fooling_shows_the_three_images_and_the_trajectory():
         assert len(axes[3].lines[0].get_xdata()) == int(res.steps[0]) + 1 and "class" in axes[1].get_title()
     finally:
         plt.close(fig)
+
+
+def reference_fooling(model: nn.Module, x: torch.Tensor, t: torch.Tensor, lr: float, max_steps: int):
+    """The update written out in pixel space: the loop fooling_image ran before it went through helpers.render."""
+    u = denormalize(x).clamp(0, 1)
+    steps = torch.zeros(len(x), dtype=torch.long)
+    for step in range(max_steps + 1):
+        u.requires_grad_(True)
+        scores = model(normalize(u))
+        fooled = scores.argmax(1) == t
+        if bool(fooled.all()) or step == max_steps:
+            break
+        (g,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), u)
+        norm = g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+        u = (u.detach() + (~fooled).float().view(-1, 1, 1, 1) * lr * g / norm).clamp(0, 1)
+        steps += (~fooled).long()
+    return normalize(u.detach()), steps
+
+
+@pytest.mark.parametrize("max_steps", [200, 7])
+def test_the_same_images_and_steps_as_the_update_written_out_in_pixels(max_steps):
+    model = small_cnn()
+    torch.manual_seed(0)
+    x = normalize(torch.rand(3, 3, 16, 16))
+    targets = (model(x).argmax(1) + torch.tensor([1, 2, 0])) % 5
+    res = fooling_image(model, x, targets, lr=0.05, max_steps=max_steps)
+    image, steps = reference_fooling(model, x, targets, 0.05, max_steps)
+    assert torch.equal(res.steps, steps) and torch.allclose(res.image, image, atol=1e-5)
+    assert res.history.shape == (int(steps.max()), 3) and not res.interrupted
+
+
+def test_ctrl_c_at_step_k_returns_the_k_steps_made():
+    from test_deepdream import InterruptAtForward
+
+    model = small_cnn()
+    torch.manual_seed(0)
+    x = normalize(torch.rand(2, 3, 16, 16))
+    targets = (model(x).argmax(1) + 1) % 5
+    hook = InterruptAtForward(3)  # the forward pass of step 3, after 3 updates
+    handle = model[0].register_forward_hook(hook)
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            partial = fooling_image(model, x, targets, lr=0.01, max_steps=50)
+    finally:
+        handle.remove()
+    assert isinstance(partial, FoolingResult) and partial.interrupted and partial.history.shape == (3, 2)
+    assert partial.steps.tolist() == [3, 3] and partial.confidence.shape == (4, 2)
+    three = fooling_image(model, x, targets, lr=0.01, max_steps=3)
+    assert not three.interrupted and torch.equal(partial.image, three.image)
+    assert torch.equal(partial.confidence, three.confidence) and torch.equal(partial.fooled, three.fooled)
+
+
+def test_one_image_in_one_image_out_and_amp_channels_last_accepted():
+    model = small_cnn()
+    torch.manual_seed(1)
+    x = normalize(torch.rand(3, 16, 16))
+    t = (int(model(x[None]).argmax()) + 1) % 5
+    one = fooling_image(model, x, t, lr=0.05, max_steps=100)
+    batch = fooling_image(model, x[None], t, lr=0.05, max_steps=100)
+    assert one.image.shape == one.original.shape == (3, 16, 16) and torch.equal(one.original, x)
+    assert torch.equal(one.image, batch.image[0]) and one.steps.tolist() == batch.steps.tolist() == [int(batch.steps)]
+    assert one.perturbation.shape == (3, 16, 16) and one.image.device == x.device
+    plain = fooling_image(model, x, t, lr=0.05, max_steps=100, channels_last=False)
+    assert torch.allclose(plain.image, one.image, atol=1e-5) and plain.steps.tolist() == one.steps.tolist()
+    fast = fooling_image(model, x, t, lr=0.05, max_steps=100, amp=True)  # bfloat16: close, not equal
+    assert fast.fooled.all() and fast.image.shape == (3, 16, 16)
+    assert abs(int(fast.steps) - int(one.steps)) <= max(2, int(one.steps) // 4)
+    import matplotlib.pyplot as plt
+
+    from helpers import plot_fooling
+    fig = plot_fooling(one)
+    try:
+        assert len(fig.axes[0].images) == 1 and fig.axes[0].images[0].get_array().shape[:2] == (16, 16)
+    finally:
+        plt.close(fig)

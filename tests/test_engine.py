@@ -19,7 +19,7 @@ from helpers import (
 from helpers import objectives as O
 from helpers.classviz import l2pp_step
 from helpers.deepdream import DreamStep
-from helpers.engine import RenderResult, Step, jitter, objective_score, render
+from helpers.engine import RenderResult, Step, StopRender, jitter, objective_score, render
 
 
 def test_visualize_filter_is_render(tiny_cnn):
@@ -289,3 +289,52 @@ def test_deprecated_result_fields_warn_and_name_the_new_one(tiny_cnn):
         assert value is new or value == new
         with pytest.raises(AttributeError, match="read-only deprecated alias"):
             setattr(result, old, new)
+
+
+def test_ctrl_c_during_the_final_scoring_pass_returns_the_images_with_a_nan_score(tiny_cnn):
+    """The loop's forward passes are the 0th..(steps-1)th; the final scoring pass is the steps-th."""
+    objective = O.channel_mean("features.6", [0, 5])
+    full = render(tiny_cnn, objective, start=16, steps=3, seed=2, track={"c": O.channel_mean("features.6", 1)})
+    hook = InterruptAtForward(3)
+    handle = tiny_cnn.features[3].register_forward_hook(hook)
+    try:
+        with pytest.warns(UserWarning, match="while scoring the result after 3 of 3 steps"):
+            res = render(tiny_cnn, objective, start=16, steps=3, seed=2, track={"c": O.channel_mean("features.6", 1)})
+    finally:
+        handle.remove()
+    assert hook.calls == 4 and res.interrupted
+    assert torch.equal(res.image, full.image) and torch.equal(res.history, full.history)
+    assert res.score.shape == (2,) and res.score.isnan().all() and res.tracked_score["c"].isnan().all()
+    assert not torch.isnan(full.score).any()
+
+
+class StopWhen:
+    """An ``after`` operation raising StopRender at step ``k`` (0-based), recording the steps it saw."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.seen = k, []
+
+    def __call__(self, img: torch.Tensor, step: Step) -> torch.Tensor:
+        self.seen.append((step.index, step.score.clone(), {k: v.clone() for k, v in step.tracked.items()}))
+        if step.index == self.k:
+            raise StopRender
+        return img
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_an_after_operation_can_stop_the_run_undoing_that_step(tiny_cnn, k):
+    objective = O.channel_mean("features.6", [0, 5])
+    track = {"c": O.channel_mean("features.6", 1)}
+    stop = StopWhen(k)
+    res = render(tiny_cnn, objective, start=16, steps=10, seed=3, after=[stop], track=track)
+    assert not res.interrupted and res.history.shape == (k, 2) and res.tracked["c"].shape == (k, 2)
+    if k:
+        same = render(tiny_cnn, objective, start=16, steps=k, seed=3, track=track)  # the k steps made, then scored
+        assert torch.equal(res.image, same.image) and torch.equal(res.history, same.history)
+        assert torch.equal(res.score, same.score)
+    else:
+        assert torch.allclose(res.image, render(tiny_cnn, objective, start=16, steps=1, lr=0.0, seed=3).image)
+    # each step's after operation saw that step's objective and tracked values (the rows of the history)
+    assert [i for i, _, _ in stop.seen] == list(range(k + 1))
+    for i, score, tracked in stop.seen[:k]:
+        assert torch.equal(score, res.history[i]) and torch.equal(tracked["c"], res.tracked["c"][i])

@@ -140,3 +140,18 @@ def test_probability_objectives_as_attribution_targets_give_the_class_and_loss_m
         assert torch.equal(by_objective[0], by_class[i])
     assert torch.equal(saliency_map(tiny_cnn, images, O.class_log_probability([1, 3])),
                        saliency_map(tiny_cnn, images, [1, 3], loss=True))
+
+
+def test_per_layer_weights_errors_name_the_argument_of_the_function_called(tiny_cnn):
+    """One word for one thing: objectives call them weights=, deep_dream and synthesize_texture layer_weights=."""
+    from helpers import deep_dream
+
+    layers = ["features.1", "features.6"]
+    with pytest.raises(ValueError, match=r"2 layers .* but 1 weights in weights=: give one weight per layer"):
+        O.layer_rms(layers, [1.0])
+    with pytest.raises(ValueError, match=r"2 layers .* but 3 weights in weights="):
+        O.gram_match(layers, {name: torch.eye(2)[None] for name in layers}, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"weights= has no weight for layer\(s\) \['features.6'\]"):
+        O.gram_match(layers, {name: torch.eye(2)[None] for name in layers}, {"features.1": 1.0})
+    with pytest.raises(ValueError, match=r"1 layers .* but 2 weights in layer_weights="):
+        deep_dream(tiny_cnn, torch.rand(1, 3, 16, 16), ["features.3"], layer_weights=[1.0, 2.0])

@@ -51,14 +51,15 @@ def test_known_by_construction():
     assert torch.allclose(occlusion_map(RegionMean(), x, 1, patch=2, stride=2)[0], -drop)
 
 
-def test_fill_value_and_per_channel_fill():
+def test_baseline_value_and_per_channel_baseline():
     x = torch.ones(1, 3, 12, 12)
-    assert torch.equal(occlusion_map(RegionMean(), x, 0, patch=4, stride=4, fill=1.0), torch.zeros(1, 12, 12))
+    assert torch.equal(occlusion_map(RegionMean(), x, 0, patch=4, stride=4, baseline=1.0), torch.zeros(1, 12, 12))
     per_channel = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # only the red channel is read by the model
-    assert torch.equal(occlusion_map(RegionMean(), x, 0, patch=4, stride=4, fill=per_channel), torch.zeros(1, 12, 12))
-    assert torch.equal(occlusion_map(RegionMean(), x, 0, patch=4, stride=4, fill=per_channel.flatten()),
+    assert torch.equal(occlusion_map(RegionMean(), x, 0, patch=4, stride=4, baseline=per_channel),
                        torch.zeros(1, 12, 12))
-    assert (occlusion_map(RegionMean(), x, 0, patch=4, stride=4, fill=per_channel.flip(0)) > 0).any()
+    assert torch.equal(occlusion_map(RegionMean(), x, 0, patch=4, stride=4, baseline=per_channel.flatten()),
+                       torch.zeros(1, 12, 12))
+    assert (occlusion_map(RegionMean(), x, 0, patch=4, stride=4, baseline=per_channel.flip(0)) > 0).any()
 
 
 def test_matches_a_plain_loop_and_batching_does_not_matter(tiny_cnn):
@@ -127,7 +128,18 @@ def test_progress_bar_counts_the_batches(monkeypatch, tiny_cnn):
 
 @pytest.mark.parametrize("kwargs, match", [({"patch": 13}, "larger than the image"), ({"stride": 0}, "stride"),
                                            ({"patch": (2, 2, 2)}, "patch"), ({"batch_size": 0}, "batch_size"),
-                                           ({"fill": torch.zeros(2)}, "fill")])
+                                           ({"baseline": torch.zeros(2)}, "baseline")])
 def test_bad_arguments(tiny_cnn, kwargs, match):
     with pytest.raises(ValueError, match=match):
         occlusion_map(tiny_cnn, torch.randn(1, 3, 12, 12), 0, **({"patch": 4} | kwargs))
+
+
+def test_fill_is_the_deprecated_name_of_baseline(tiny_cnn):
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(4))
+    grey = torch.tensor([0.5, -0.2, 0.1])
+    new = occlusion_map(tiny_cnn, x, [1, 3], patch=4, stride=4, baseline=grey)
+    with pytest.warns(DeprecationWarning, match=r"occlusion_map\(baseline=\.\.\.\)"):
+        old = occlusion_map(tiny_cnn, x, [1, 3], patch=4, stride=4, fill=grey)
+    assert torch.equal(new, old) and not torch.equal(new, occlusion_map(tiny_cnn, x, [1, 3], patch=4, stride=4))
+    with pytest.raises(TypeError, match="baseline= only"):
+        occlusion_map(tiny_cnn, x, 1, patch=4, baseline=grey, fill=grey)

@@ -159,3 +159,23 @@ def test_gradient_check_errors():
     nn.init.zeros_(zero.weight)
     with pytest.raises(ValueError, match="zero everywhere"):
         input_gradient_support(zero, (1, 8, 8), (2, 2))
+
+
+def test_input_gradient_freezes_the_weights_and_restores_mixed_flags_also_on_errors():
+    model, _ = positive_stack([(3, 1, 1, 0), (3, 2, 1, 0)])
+    model.train()
+    model[0].eval()  # mixed train/eval flags and requires_grad must come back exactly
+    model[0].weight.requires_grad_(False)
+    before = model_state(model)
+    seen = []
+    handle = model.register_forward_hook(
+        lambda m, i, o: seen.append((m.training, [p.requires_grad for p in m.parameters()], o.grad_fn is not None)))
+    try:
+        input_gradient(model, (1, 12, 12), (1, 2))
+        with pytest.raises(ValueError, match="outside the output"):
+            input_gradient(model, (1, 12, 12), (40, 0))
+    finally:
+        handle.remove()
+    # inside: eval mode, frozen weights (no weight-gradient graph), a graph to the input only
+    assert seen == [(False, [False] * len(list(model.parameters())), True)] * 2
+    assert_same_state(before, model_state(model))

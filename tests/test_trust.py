@@ -89,12 +89,12 @@ def test_deleting_in_the_order_of_a_perfect_map_drops_the_score_fastest():
     auc = {name: deletion_curve(model, images, 1, m, steps=16).auc for name, m in
            [("perfect", perfect), ("random", random), ("inverse", inverse)]}
     assert (auc["perfect"] < auc["random"]).all() and (auc["random"] < auc["inverse"]).all()
-    ins = {name: insertion_curve(model, images, 1, m, steps=16, fill=0.0).auc for name, m in
+    ins = {name: insertion_curve(model, images, 1, m, steps=16, baseline=0.0).auc for name, m in
            [("perfect", perfect), ("random", random), ("inverse", inverse)]}
     assert (ins["perfect"] > ins["random"]).all() and (ins["random"] > ins["inverse"]).all()
 
 
-def test_curve_ends_are_the_image_and_the_fill_and_batching_does_not_matter(tiny_cnn):
+def test_curve_ends_are_the_image_and_the_baseline_and_batching_does_not_matter(tiny_cnn):
     images = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
     maps = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(3))
     before = model_state(tiny_cnn)
@@ -260,7 +260,7 @@ def test_grey_rgba_and_too_small_images_are_explained_at_the_boundary(tiny_cnn):
     tiny = torch.rand(2, 3, 1, 1)  # TinyCNN pools by 2: it needs 2x2 px
     for curve in (deletion_curve, insertion_curve):
         with pytest.raises(ValueError, match="too small .* at least 2x2 px"):
-            curve(tiny_cnn, tiny, 1, torch.rand(2, 1, 1), fill=0.0)
+            curve(tiny_cnn, tiny, 1, torch.rand(2, 1, 1), baseline=0.0)
     with pytest.raises(ValueError, match="too small .* at least 2x2 px"):
         localization_scores(tiny_cnn, tiny, 1, torch.ones(2, 1, 1, dtype=torch.bool), {"ones": lambda m, x, t: x[:, 0]})
     with pytest.raises(ValueError, match="class index"):
@@ -294,3 +294,17 @@ def test_target_is_the_word_and_the_old_keyword_and_order_still_work_with_a_warn
         assert localization_scores(model, images, masks[:, 0], 0, methods, steps=4) == new
     with pytest.warns(DeprecationWarning, match=r"localization_scores\(target=\.\.\.\)"):
         assert localization_scores(model, images, masks=masks[:, 0], targets=0, methods=methods, steps=4) == new
+
+
+@pytest.mark.parametrize("curve, value", [(deletion_curve, -0.5), (insertion_curve, 0.3), (insertion_curve, "blur")])
+def test_fill_is_the_deprecated_name_of_the_curves_baseline(tiny_cnn, curve, value):
+    images = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    maps = torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(6))
+    new = curve(tiny_cnn, images, [0, 1], maps, steps=4, baseline=value)
+    with pytest.warns(DeprecationWarning, match=rf"{curve.__name__}\(baseline=\.\.\.\)"):
+        old = curve(tiny_cnn, images, [0, 1], maps, steps=4, fill=value)
+    assert torch.equal(new.scores, old.scores) and torch.equal(new.auc, old.auc)
+    default = curve(tiny_cnn, images, [0, 1], maps, steps=4)
+    assert torch.equal(new.scores, default.scores) == (value == "blur")
+    with pytest.raises(TypeError, match="baseline= only"):
+        curve(tiny_cnn, images, [0, 1], maps, baseline=torch.tensor(0.1), fill=value)
