@@ -64,7 +64,7 @@ def test_synthesis_matches_the_texture_grams(tiny_cnn):
 
 
 def test_other_size_and_layer_weights(tiny_cnn):
-    res = synthesize_texture(tiny_cnn, stripes()[0], LAYERS, size=(12, 20), layer_weights=[1.0, 0.0], steps=5)
+    res = synthesize_texture(tiny_cnn, stripes()[0], LAYERS, start=(12, 20), layer_weights=[1.0, 0.0], steps=5)
     assert res.image.shape == (1, 3, 12, 20)
     with pytest.raises(ValueError, match="layer_weights"):
         synthesize_texture(tiny_cnn, stripes(), LAYERS, layer_weights=[1.0], steps=1)
