@@ -7,7 +7,7 @@ import torch
 from .images import denormalize
 
 
-def _safe_pow(s: torch.Tensor, exponent: float) -> torch.Tensor:
+def safe_pow(s: torch.Tensor, exponent: float) -> torch.Tensor:
     """``s ** exponent`` for ``s >= 0`` with a zero (sub)gradient where ``s == 0`` instead of inf/NaN."""
     positive = s > 0
     safe = torch.where(positive, s, torch.ones_like(s))  # keeps the unused branch's gradient finite
@@ -37,7 +37,7 @@ def total_variation(img: torch.Tensor, beta: float = 1.0, *, per_image: bool = F
         raise ValueError(f"total_variation needs an image (..., H, W), got shape {tuple(img.shape)}")
     dv = img[..., 1:, :-1] - img[..., :-1, :-1]  # I[i+1, j] - I[i, j]
     dh = img[..., :-1, 1:] - img[..., :-1, :-1]  # I[i, j+1] - I[i, j]
-    terms = _safe_pow(dv.pow(2) + dh.pow(2), beta / 2)
+    terms = safe_pow(dv.pow(2) + dh.pow(2), beta / 2)
     return terms.flatten(1).sum(dim=1) if per_image else terms.sum()
 
 

@@ -1,6 +1,7 @@
 """Committed notebooks are sources: no images, no widget state; only nbval-checked cells keep text output."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,14 @@ def test_ignored_folders_hold_no_tracked_files():
     tracked = subprocess.run(["git", "ls-files", "data", "figures", "build", "submissions"], cwd=ROOT,
                              capture_output=True, text=True).stdout.split()
     assert set(tracked) <= {"data/.gitkeep", "figures/.gitkeep"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebooks_use_public_names_only(path):
+    # a notebook calls the package's public API: no `H.module._private` and no `from helpers.x import _private`
+    nb = json.loads(path.read_text())
+    private = re.compile(r"\bH\.(?:\w+\.)*_[A-Za-z]\w*|from helpers[\w.]* import [^\n]*\b_[A-Za-z]")
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            hits = private.findall("".join(cell["source"]))
+            assert not hits, f"cell {i} uses private names: {hits}"
