@@ -150,7 +150,7 @@ def case_filter(model: nn.Module, layer: str, size: int, steps: int, repeats: in
     channel = 7
 
     def ours(amp: bool) -> Callable[[], H.AscentResult]:
-        return lambda: H.visualize_filter(model, layer, channel, steps=steps, size=size, amp=amp, clamp=False,
+        return lambda: H.visualize_filter(model, layer, channel, steps=steps, start=size, amp=amp, clamp=False,
                                           show_progress=False)
 
     runs = {"baseline": lambda: textbook_filter_loop(model, layer, channel, size, steps), "ours": ours(False)}
@@ -236,7 +236,7 @@ def case_top10(model: nn.Module, size: int, steps: int, photos: int, k: int) -> 
     def ours() -> None:
         for img in images:
             _, channels = H.top_filters(model, img, layer, k)
-            H.visualize_filter(model, layer, channels[0].tolist(), steps=steps, size=size, clamp=False,
+            H.visualize_filter(model, layer, channels[0].tolist(), steps=steps, start=size, clamp=False,
                                show_progress=False)
 
     b, o = timed(baseline), timed(ours)

@@ -199,3 +199,27 @@ def renamed(value: object, old_value: object, name: str, old_name: str, where: s
     warnings.warn(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", DeprecationWarning,
                   stacklevel=3)
     return old_value
+
+
+def deprecated(message: str, stacklevel: int = 3) -> None:
+    """A ``DeprecationWarning`` saying ``message`` (the new spelling), pointing at the caller of the public
+    function that called this (``stacklevel`` 3; one more per helper in between)."""
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
+
+
+def old_start_order(where: str, names: str, args: tuple, legacy: tuple, start: object,
+                    default: object) -> tuple[tuple, object]:
+    """``(args, start)`` of an ascent ``where(model, <names>, *legacy, start=...)``, also accepting its old
+    positional order ``where(model, start, <names>)`` (one positional more: ``legacy``) with a
+    ``DeprecationWarning``. ``default`` is ``start``'s default (a given start and an old-order call conflict)."""
+    if not legacy:
+        return args, start
+    if len(legacy) > 1:
+        raise TypeError(f"{where}() takes model, {names} and keywords; got {len(args) + len(legacy)} positional "
+                        f"arguments after the model")
+    if isinstance(start, torch.Tensor) or start != default:
+        raise TypeError(f"{where}() got start= and the old positional order (model, start, {names}); call it "
+                        f"{where}(model, {names}, start=...)")
+    deprecated(f"{where}(model, start, {names}) is deprecated: call it {where}(model, {names}, start=...)",
+               stacklevel=4)
+    return (*args[1:], *legacy), args[0]

@@ -16,25 +16,63 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import GIVEN_NOT, Indices, as_batch, indices, not_a_channel_layer, positive_int, renamed
-from .engine import NOISE, OptimizerSpec, RenderResult, jittered, renamed_field, render, technique_result
+from ._checks import GIVEN_NOT, Indices, as_batch, deprecated, indices, not_a_channel_layer, positive_int
+from .engine import Fill, OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
 
-StartSpec = float | tuple[float, float] | torch.Tensor
-InitSpec = StartSpec  # its old name
 COURSE_NOISE = (150 / 255, 180 / 255)  # the course code's start: uniform noise in [150, 180] grey levels
+OLD_START = ("visualize_filter(start=<pixel value or (low, high)>) is deprecated: pass it as fill=...; start= is "
+             "now the start image or its size S / (H, W), as in render")
 
 
-def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 0.0,
-                pixels: int = 1) -> Objective:
-    """``score - tv_weight * TV(I) / pixels - l2_weight * ||I||^2 / pixels``, leaving out zero-weight terms."""
+def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 0.0) -> Objective:
+    """``score - tv_weight * TV(I) / (H*W) - l2_weight * ||I||^2 / (H*W)``, both priors per pixel (their weights
+    do not depend on the image size), leaving out zero-weight terms."""
     objective = score
     if tv_weight:
-        objective = objective - (tv_weight / pixels) * total_variation()
+        objective = objective - total_variation(tv_weight, per_pixel=True)
     if l2_weight:
-        objective = objective - (l2_weight / pixels) * l2()
+        objective = objective - l2(l2_weight, per_pixel=True)
     return objective
+
+
+def _is_fill(value: object) -> bool:
+    """Whether an old ``visualize_filter(start=...)`` is a fill: a float, or a pair holding a float (a pair of
+    ints is a size; an int was never a valid old start above 1)."""
+    if isinstance(value, float):
+        return True
+    return isinstance(value, tuple | list) and len(value) == 2 and any(isinstance(v, float) for v in value)
+
+
+def _filter_start(start: Start, fill: Fill, size: object, init: object) -> tuple[Start, Fill]:
+    """``visualize_filter``'s ``(start, fill)``, its old spellings mapped with a DeprecationWarning: ``init=`` and
+    ``start=<value or (low, high)>`` were the fill (or a start image), ``size=`` the start's size."""
+    start_given = isinstance(start, torch.Tensor) or start != 128
+    old = init if init is not GIVEN_NOT else start if _is_fill(start) else GIVEN_NOT
+    if init is not GIVEN_NOT:
+        if start_given:
+            raise TypeError("visualize_filter() got both start= and its old name init=; pass start= (the start "
+                            "image or its size) and fill= (its pixel value or noise range)")
+        deprecated("visualize_filter(init=...) is deprecated: pass a pixel value or (low, high) noise range as "
+                   "fill=..., a start image as start=...", stacklevel=4)
+    elif old is not GIVEN_NOT:
+        deprecated(OLD_START, stacklevel=4)
+    if isinstance(old, torch.Tensor):
+        start = old
+    elif old is not GIVEN_NOT:
+        if fill is not COURSE_NOISE:
+            raise TypeError("visualize_filter() got both fill= and a pixel value or noise range as start=; "
+                            "pass fill= only")
+        start, fill = 128, old
+    if size is not GIVEN_NOT:
+        deprecated("visualize_filter(size=...) is deprecated: call it visualize_filter(start=...) (a size S or "
+                   "(H, W), or a start image)", stacklevel=4)
+        if not isinstance(start, torch.Tensor):  # with a start image, size was ignored (as before)
+            if start != 128:
+                raise TypeError("visualize_filter() got both start= (a size) and its old name size=; pass start=")
+            start = size
+    return start, fill
 
 
 @dataclass(kw_only=True)
@@ -56,43 +94,44 @@ class AscentResult(RenderResult):
     objective = renamed_field("score")
 
 
-def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: int = 100,
-                     lr: float = 0.1, optimizer: OptimizerSpec = "adam", start: StartSpec = COURSE_NOISE,
-                     size: int | tuple[int, int] = 128, tv_weight: float = 0.0, l2_weight: float = 0.0,
-                     jitter: int = 0, clamp: bool = True, seed: int = 0, amp: bool = False,
-                     channels_last: bool | None = None, show_progress: bool | None = None,
-                     init: StartSpec = GIVEN_NOT) -> AscentResult:
+def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: Start = 128,
+                     fill: Fill = COURSE_NOISE, steps: int = 100, lr: float = 0.1, optimizer: OptimizerSpec = "adam",
+                     tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0, clamp: bool = True,
+                     seed: int = 0, amp: bool = False, channels_last: bool | None = None,
+                     show_progress: bool | None = None, size: object = GIVEN_NOT,
+                     init: object = GIVEN_NOT) -> AscentResult:
     """Find input images that maximize the mean activation of one or several channels of a layer.
 
     Gradient ascent on the pixels (activation maximization): :func:`helpers.render` of the objective
-    ``channel_mean(layer, channel) - tv_weight / (H*W) * total_variation() - l2_weight / (H*W) * l2()``
+    ``channel_mean(layer, channel) - total_variation(tv_weight, per_pixel=True) - l2(l2_weight, per_pixel=True)``
     (:mod:`helpers.objectives`), so with the same seed both give the same image. For each channel ``c`` the
     loss minimized is
 
         ``-mean_{y,x} A[c, y, x] + tv_weight * TV(I) / (H*W) + l2_weight * ||I||^2 / (H*W)``
 
     with ``A`` the output of ``layer`` and ``TV`` Eq. (1) of sheet 5 (:func:`helpers.total_variation`); both
-    priors are per pixel, so their weights do not depend on ``size``. Several channels are optimized as one
-    batch, one image per channel; all images start from the same start image and share the jitter, so a
-    channel's result does not depend on which channels share its batch. Only the layers up to ``layer`` run
-    and no weight gradients are built; when ``layer`` is a convolution, only its requested channels are
-    computed. The model's flags, weights and ``.grad`` are left as found.
+    priors are per pixel, as in every ascent, so their weights do not depend on the image size. Several channels
+    are optimized as one batch, one image per channel; all images start from the same start image and share the
+    jitter, so a channel's result does not depend on which channels share its batch. Only the layers up to
+    ``layer`` run and no weight gradients are built; when ``layer`` is a convolution, only its requested channels
+    are computed. The model's flags, weights and ``.grad`` are left as found.
 
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
         layer: dotted module name, e.g. ``"features.28"`` (see :func:`helpers.layer_names`).
         channel: a channel index, or several (one image each): an int, a list, an integer tensor or numpy value,
             e.g. a row ``idx[0]`` of ``top_filters(...).indices``.
+        start: the start image, as in every ascent: a size ``S`` / ``(H, W)`` for an image made of ``fill``, or a
+            normalized image ``(1 or N, 3, H, W)`` (e.g. :func:`helpers.load_image`; copied, not modified).
+        fill: the pixel values (in ``[0, 1]``, before normalization) of a start made from a size: a number ``v``
+            for a constant image (``128 / 255`` for the sheet's "image filled with 128") or ``(low, high)`` for
+            uniform noise. The default ``COURSE_NOISE = (150/255, 180/255)`` is the course code's start; the
+            other ascents start from :func:`helpers.render`'s mid-gray ``(0.4, 0.6)``.
         steps: number of optimizer steps.
         lr: learning rate of a named optimizer, in normalized units (1 pixel step of 1.0 is about 4.4 units).
         optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> torch.optim.Optimizer``.
-        start: the start image in pixel units before normalization: a float ``v`` fills it with ``v``
-            (``128 / 255`` for the sheet's "image filled with 128"), a pair ``(low, high)`` draws uniform
-            noise in ``[low, high]`` (default ``(150/255, 180/255)``, as in the course code), a tensor
-            ``(1 or N, 3, H, W)`` in normalized space starts from that image (``size`` is then ignored).
-        size: side (or ``(H, W)``) of the image.
-        tv_weight: weight of the total-variation prior (0 = off).
-        l2_weight: weight of the squared-L2 prior (0 = off).
+        tv_weight: weight of the total-variation prior, per pixel (0 = off).
+        l2_weight: weight of the squared-L2 prior, per pixel (0 = off).
         jitter: roll the image by a random shift in ``[-jitter, jitter]`` px before each forward pass.
         clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step (the
             default, as everywhere in the package; False lets an SGD step at a huge learning rate leave the range).
@@ -101,7 +140,10 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: i
         channels_last: run the convolutions in channels-last memory format (:mod:`helpers.speed`); None: on
             the CPU yes, on a GPU no. The same arithmetic in another order: results agree to float rounding.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
-        init: deprecated name of ``start`` (a DeprecationWarning).
+        size: deprecated name of ``start`` given as a size (a DeprecationWarning).
+        init: deprecated: a pixel value or noise range is now ``fill``, a start image ``start`` (a
+            DeprecationWarning). So is ``start=<float or (float, float)>``, the old meaning of ``start``: it
+            still works as ``fill`` with a DeprecationWarning (a pair of ints is a size).
 
     Returns:
         :class:`AscentResult`: ``image`` ``(N, 3, H, W)`` (on the start tensor's device, else the model's);
@@ -114,16 +156,13 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, steps: i
         FloatingPointError: the image became NaN/inf (learning rate too high).
     """
     channels = list(indices(channel, "a channel"))
-    init = renamed(start, init, "start", "init", "visualize_filter", default=COURSE_NOISE)
+    start, fill = _filter_start(start, fill, size, init)
     score = channel_mean(layer, channels)
-    start = init if isinstance(init, torch.Tensor) else size
-    h, w = init.shape[-2:] if isinstance(init, torch.Tensor) else (size, size) if isinstance(size, int) else size
-    objective = with_priors(score, tv_weight=tv_weight, l2_weight=l2_weight, pixels=h * w)
-    res = render(model, objective, start=start, fill=NOISE if isinstance(init, torch.Tensor) else init,
-                 n=len(channels), steps=steps, lr=lr, optimizer=optimizer, transforms=jittered(jitter), clamp=clamp,
-                 seed=seed, amp=amp, channels_last=channels_last, show_progress=show_progress,
-                 track=None if objective is score else {"score": score}, desc=f"{layer} x{len(channels)}",
-                 too_small_fix="pass size={n} or larger")
+    objective = with_priors(score, tv_weight=tv_weight, l2_weight=l2_weight)
+    res = render(model, objective, start=start, fill=fill, n=len(channels), steps=steps, lr=lr, optimizer=optimizer,
+                 transforms=jittered(jitter), clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
+                 show_progress=show_progress, track=None if objective is score else {"score": score},
+                 desc=f"{layer} x{len(channels)}")
     return technique_result(AscentResult, res, layer=layer, channels=channels)
 
 

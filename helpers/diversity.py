@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import index, positive_int
+from ._checks import index, old_start_order, positive_int
 from .ascent import with_priors
-from .engine import OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
+from .engine import NOISE, Fill, OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import channel_mean, diversity, gram_similarity
 
@@ -50,10 +50,11 @@ class DiversityResult(RenderResult):
     channel = renamed_field("channels", lambda r: r.channels[0], advice="use .channels[0]")
 
 
-def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, *, n: int = 4,
-                      diversity_weight: float = 1.0, diversity_layer: str | None = None, steps: int = 200,
-                      lr: float = 0.05, tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0,
-                      clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
+def visualize_diverse(model: nn.Module, layer: str, channel: int, *legacy: object, start: Start = 128,
+                      fill: Fill = NOISE, n: int = 4, diversity_weight: float = 1.0,
+                      diversity_layer: str | None = None, steps: int = 200, lr: float = 0.05,
+                      tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0, clamp: bool = True,
+                      optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
                       channels_last: bool | None = None, show_progress: bool | None = None) -> DiversityResult:
     """Optimize a batch of ``n`` images for one channel, with a Gram-matrix diversity penalty.
 
@@ -63,23 +64,29 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         + tv_weight * TV(I) / (H*W) + l2_weight * ||I||^2 / (H*W)``
 
     with ``A`` the output of ``layer``, ``G_i`` the flattened :func:`helpers.gram_matrix` of image ``i`` at
-    ``diversity_layer`` (default ``layer``) and TV Eq. (1) of sheet 5. The images start from independent
-    noise. ``diversity_weight=0`` is plain activation maximization of ``n`` images. Only the layers up to the
-    deeper of the two run; weights get no gradients; the model is left as found.
+    ``diversity_layer`` (default ``layer``) and TV Eq. (1) of sheet 5, both priors per pixel (as every
+    ``tv_weight`` and ``l2_weight`` of the package). The images start from independent noise.
+    ``diversity_weight=0`` is plain activation maximization of ``n`` images. Only the layers up to the deeper
+    of the two run; weights get no gradients; the model is left as found.
     Paper: https://distill.pub/2017/feature-visualization/#diversity
 
     Args:
         model: a CNN taking ImageNet-normalized images.
-        start: a size ``S`` / ``(H, W)`` for independent noise images, or normalized start images ``(n, 3, H, W)``.
         layer: dotted module name of the channel.
         channel: channel index.
+        legacy: the old positional order ``visualize_diverse(model, start, layer, channel)`` still works, with a
+            DeprecationWarning: pass ``start=`` as a keyword.
+        start: a size ``S`` / ``(H, W)`` for ``n`` independent start images made of ``fill``, or normalized start
+            images ``(1 or n, 3, H, W)``.
+        fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray
+            ``(0.4, 0.6)``, :func:`helpers.render`'s) or one value in ``[0, 1]``.
         n: batch size (number of facets, >= 2).
         diversity_weight: weight of the similarity penalty; the activation's scale sets how much is needed.
         diversity_layer: layer whose Gram matrices are compared (default ``layer``; the paper uses an earlier one).
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
-        tv_weight: weight of the total-variation prior (0 = off).
-        l2_weight: weight of the squared-L2 prior (0 = off).
+        tv_weight: weight of the total-variation prior, per pixel (0 = off).
+        l2_weight: weight of the squared-L2 prior, per pixel (0 = off).
         jitter: roll the batch by a random shift in ``[-jitter, jitter]`` px before each forward pass.
         clamp: clamp pixels to the displayable range after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
@@ -98,18 +105,18 @@ def visualize_diverse(model: nn.Module, start: Start, layer: str, channel: int, 
         ValueError: unknown layer (with close names), channel out of range (with the valid range), ``n < 2``.
         FloatingPointError: the image became NaN/inf.
     """
+    (layer, channel), start = old_start_order("visualize_diverse", "layer, channel", (layer, channel), legacy,
+                                              start, 128)
     channel = index(channel, "channel")
     n = positive_int(n, "n (the number of images; diversity is between them)", minimum=2)
     steps = positive_int(steps, "steps")
     style = layer if diversity_layer is None else diversity_layer
     score = channel_mean(layer, channel)
     similar = diversity(style)  # image i: -sum_{j != i} cos(G_i, G_j) / n
-    h, w = start.shape[-2:] if isinstance(start, torch.Tensor) else (start, start) if isinstance(start, int) else start
-    objective = with_priors(score + diversity_weight * similar, tv_weight=tv_weight, l2_weight=l2_weight,
-                            pixels=h * w)
-    res = render(model, objective, start=start, n=n, shared_noise=False, steps=steps, lr=lr, optimizer=optimizer,
-                 transforms=jittered(jitter), clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
-                 track={"score": score, "similar": similar}, show_progress=show_progress,
+    objective = with_priors(score + diversity_weight * similar, tv_weight=tv_weight, l2_weight=l2_weight)
+    res = render(model, objective, start=start, fill=fill, n=n, shared_noise=False, steps=steps, lr=lr,
+                 optimizer=optimizer, transforms=jittered(jitter), clamp=clamp, seed=seed, amp=amp,
+                 channels_last=channels_last, track={"score": score, "similar": similar}, show_progress=show_progress,
                  desc=f"diverse {layer}:{channel} x{n}")
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, style) as forward:
         final_sim = gram_similarity(forward(res.image.to(model_device(model)))[style])

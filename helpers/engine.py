@@ -300,8 +300,9 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             (e.g. ``[jitter(8)]``); a transform with a ``bind(generator, steps)`` method draws its randomness
             from the run's generator.
         after: ``(image, Step) -> image`` operations applied in order after each optimizer step, before the
-            clamp (e.g. L2++'s blur and clips, :mod:`helpers.classviz`); one may raise :class:`StopRender` to end
-            the run there (that step undone), e.g. once every image has reached its goal.
+            clamp (e.g. ``L2PlusPlus(l2_weight=w)``, L2++'s blur and clips, for an objective with the prior
+            ``l2(w, per_pixel=True)``: :class:`helpers.L2PlusPlus`); one may raise :class:`StopRender` to end the run
+            there (that step undone), e.g. once every image has reached its goal.
         clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         seed: seeds the start noise and the transforms' randomness (a local generator, or a generator to
             continue; the global RNG is untouched).
@@ -312,7 +313,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
         desc: label of the progress bar (default: the objective's repr).
         too_small_fix: the remedy the error for an image too small for the layers names, with ``{n}`` for the
-            smallest side that works; a wrapper names its own size argument (e.g. ``"pass size={n} or larger"``).
+            smallest side that works; a wrapper without ``start=`` names its own remedy (``deep_dream``: its octaves).
 
     Returns:
         :class:`RenderResult`: ``image`` ``(N, 3, H, W)`` normalized, on the start tensor's device (the model's

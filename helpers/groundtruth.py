@@ -221,13 +221,13 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
         raise TypeError("synthesis_checks() needs target=, the (N,) or (N, K) classes present in each image")
     images = as_batch(images, model)
     fast = {"amp": amp, "channels_last": channels_last}
-    viz = visualize_class(model, size, [VERTICAL, HORIZONTAL], steps=class_steps, lr=0.05, l2_weight=1e-2, seed=seed,
-                          **fast)
+    viz = visualize_class(model, [VERTICAL, HORIZONTAL], start=size, steps=class_steps, lr=0.05,
+                          l2_weight=1e-2 * size * size, seed=seed, **fast)  # per pixel: 1e-2 on the sum at `size` px
     ratio = axis_energy_ratio(viz.image)
     conv = model.get_submodule(first_conv)
     angles, coherence = orientation(conv.weight, size=16)
     channel = int(coherence.argmax())
-    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, size=size, clamp=True, seed=seed,
+    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, start=size, clamp=True, seed=seed,
                             **fast)
     seen = orientation(filt.image)[0]
     with torch.no_grad(), frozen_eval(model):

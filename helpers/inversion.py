@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch, positive_int
-from .engine import LossResult, OptimizerSpec, render, technique_result
+from ._checks import as_batch, int_pair, positive_int
+from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
 from .objectives import feature_loss as feature_loss  # its home was this module
@@ -34,13 +34,14 @@ class InversionResult(LossResult):
     layer: str  # dotted layer name
 
 
-def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps: int = 200, lr: float = 0.05,
-                    tv_weight: float = 0.05, beta: float = 2.0, alpha_weight: float = 0.0, alpha: float = 6.0,
-                    clamp: bool = True, optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
+def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, start: Start | None = None,
+                    fill: Fill = NOISE, steps: int = 200, lr: float = 0.05, tv_weight: float = 0.05,
+                    beta: float = 2.0, alpha_weight: float = 0.0, alpha: float = 6.0, clamp: bool = True,
+                    optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
                     channels_last: bool | None = None, show_progress: bool | None = None) -> InversionResult:
     """Reconstruct images from the features of ``layer`` (Mahendran & Vedaldi 2015).
 
-    Each reconstruction ``I`` starts from mid-gray noise and minimizes
+    Each reconstruction ``I`` starts from mid-gray noise (or ``start``) and minimizes
 
         ``||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 + tv_weight * TV^beta(I) / (H*W)
         + alpha_weight * ||I||_alpha^alpha / (H*W)``
@@ -54,6 +55,11 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
         model: a CNN taking ImageNet-normalized images.
         image: ``(N, 3, H, W)`` or ``(3, H, W)`` normalized photos (e.g. :func:`helpers.load_image`).
         layer: dotted module name, e.g. ``"features.3"`` (early) or ``"features.29"`` (late).
+        start: the start image, as in every ascent: None (default) for the photos' size, a size ``S`` /
+            ``(H, W)`` (it must be the photos' size: the features are compared position by position), or
+            normalized start images ``(1 or N, 3, H, W)`` of that size.
+        fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray
+            ``(0.4, 0.6)``, :func:`helpers.render`'s) or one value in ``[0, 1]``.
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
         tv_weight: weight of the ``TV^beta`` prior (0 = off); deeper layers need more.
@@ -85,13 +91,18 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, steps:
     if dead:
         raise ValueError(f"the features of {layer!r} are all zero for image(s) {dead}: nothing to invert; "
                          "choose another layer")
+    start = (h, w) if start is None else start
+    size = tuple(start.shape[-2:]) if isinstance(start, torch.Tensor) else int_pair(start, "start")
+    if size != (h, w):
+        raise ValueError(f"start must have the photos' size {h}x{w} px (their features are compared position by "
+                         f"position), got {size[0]}x{size[1]}; leave start=None for noise of that size")
     fit = feature_match(layer, target)  # minus the relative feature distance
     objective = fit
     if tv_weight:
-        objective = objective - (tv_weight / (h * w)) * total_variation(beta=beta)
+        objective = objective - total_variation(tv_weight, beta=beta, per_pixel=True)
     if alpha_weight:
-        objective = objective - (alpha_weight / (h * w)) * alpha_norm(alpha=alpha)
-    res = render(model, objective, start=(h, w), n=n, steps=steps, lr=lr, optimizer=optimizer, clamp=clamp,
+        objective = objective - alpha_norm(alpha_weight, alpha=alpha, per_pixel=True)
+    res = render(model, objective, start=start, fill=fill, n=n, steps=steps, lr=lr, optimizer=optimizer, clamp=clamp,
                  seed=seed, amp=amp, channels_last=channels_last, track={"score": fit}, show_progress=show_progress,
                  desc=f"invert {layer}")
     return technique_result(InversionResult, res, image=res.image.to(image.device), layer=layer)

@@ -13,17 +13,17 @@ the pixels instead of L-BFGS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ._checks import as_batch, positive_int
-from .engine import LossResult, OptimizerSpec, render, technique_result
+from ._checks import GIVEN_NOT, as_batch, positive_int, renamed
+from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import gram_loss as gram_loss  # its home was this module
-from .objectives import gram_match, gram_matrix
+from .objectives import gram_match, gram_matrix, per_layer_weights
 
 
 @dataclass(kw_only=True)
@@ -41,10 +41,11 @@ class TextureResult(LossResult):
 
 
 def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Sequence[str], *,
-                       size: int | tuple[int, int] | None = None, n: int = 1, steps: int = 200, lr: float = 0.05,
-                       layer_weights: Sequence[float] | None = None, clamp: bool = True,
+                       start: Start | None = None, fill: Fill = NOISE, n: int = 1, steps: int = 200, lr: float = 0.05,
+                       layer_weights: Sequence[float] | Mapping[str, float] | None = None, clamp: bool = True,
                        optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
-                       channels_last: bool | None = None, show_progress: bool | None = None) -> TextureResult:
+                       channels_last: bool | None = None, show_progress: bool | None = None,
+                       size: object = GIVEN_NOT) -> TextureResult:
     """Synthesize a texture from noise by matching the Gram matrices of ``layers`` of a texture image.
 
     The loss minimized is :func:`gram_loss`, ``sum_l w_l * ||G_l(I) - G_l(T)||^2 / ||G_l(T)||^2`` with
@@ -57,17 +58,22 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         model: a CNN taking ImageNet-normalized images.
         texture: ``(1, 3, h, w)`` or ``(3, h, w)`` normalized texture image (e.g. :func:`helpers.load_image`).
         layers: one dotted layer name or several, e.g. ``["features.3", "features.8", "features.15"]``.
-        size: side or ``(H, W)`` of the output (default: the texture's size).
+        start: the start image, as in every ascent: None (default) for noise of the texture's size, a size ``S``
+            / ``(H, W)`` of the output, or normalized start images ``(1 or n, 3, H, W)``.
+        fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray
+            ``(0.4, 0.6)``, :func:`helpers.render`'s) or one value in ``[0, 1]``.
         n: how many textures (independent start noise each).
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
-        layer_weights: one weight per layer (default all 1).
+        layer_weights: the per-layer weights ``w_l``, one per layer or ``{layer: w_l}`` (default all 1; the
+            ``weights`` of :func:`helpers.objectives.gram_match`).
         clamp: clamp pixels to the displayable range after each step.
         optimizer: ``"adam"``, ``"sgd"`` or a factory ``params -> Optimizer``.
         seed: seeds the start noise (a local generator).
         amp: run the network in bfloat16 autocast (the image stays float32).
         channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
+        size: deprecated name of ``start`` given as a size (a DeprecationWarning).
 
     Returns:
         :class:`TextureResult`: ``image`` ``(n, 3, H, W)`` on the texture's device; ``history`` ``(steps, n)``
@@ -79,21 +85,19 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         FloatingPointError: the image became NaN/inf.
     """
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-    weights = [1.0] * len(names) if layer_weights is None else [float(w) for w in layer_weights]
-    if len(weights) != len(names):
-        raise ValueError(f"{len(names)} layers but {len(weights)} layer_weights")
+    weights = per_layer_weights(names, layer_weights, "layer_weights")
     tex = as_batch(texture, model)  # (3, h, w) -> (1, 3, h, w); a grey/RGBA tensor says how to convert it
     if tex.dim() != 4 or tex.shape[:2] != (1, 3):
         raise ValueError(f"texture must be one normalized image (1, 3, h, w), got {tuple(texture.shape)}")
     n, steps = positive_int(n, "n"), positive_int(steps, "steps")
-    hw = tuple(tex.shape[-2:]) if size is None else (size, size) if isinstance(size, int) else tuple(size)
+    start = renamed(start, size, "start", "size", "synthesize_texture")
+    start = tuple(tex.shape[-2:]) if start is None else start
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
         targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(model_device(model), torch.float32)).items()}
     dead = [k for k, t in targets.items() if not bool(t.abs().sum() > 0)]
     if dead:
         raise ValueError(f"the texture's activations are all zero at {dead}; choose other layers")
-    res = render(model, gram_match(names, targets, weights), start=hw, n=n, shared_noise=False, steps=steps, lr=lr,
-                 optimizer=optimizer, clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
-                 show_progress=show_progress, desc=f"texture {'+'.join(names)}",
-                 too_small_fix="pass size={n} or larger")
+    res = render(model, gram_match(names, targets, weights), start=start, fill=fill, n=n, shared_noise=False,
+                 steps=steps, lr=lr, optimizer=optimizer, clamp=clamp, seed=seed, amp=amp, channels_last=channels_last,
+                 show_progress=show_progress, desc=f"texture {'+'.join(names)}")
     return technique_result(TextureResult, res, image=res.image.to(texture.device), layers=names)

@@ -14,7 +14,7 @@ from helpers import (
     visualize_filter,
 )
 
-FAST = dict(steps=20, size=16, lr=0.1)
+FAST = dict(steps=20, start=16, lr=0.1)
 
 
 class Boom(nn.Module):
@@ -55,7 +55,7 @@ def test_objective_rises(tiny_cnn):
 
 def test_edge_detector_visualization_shows_its_orientation():
     model = edge_model()
-    res = visualize_filter(model, "1", [0, 1], steps=60, size=32, lr=0.05, start=(0.45, 0.55), clamp=True)
+    res = visualize_filter(model, "1", [0, 1], steps=60, start=32, lr=0.05, fill=(0.45, 0.55), clamp=True)
     g = gray(res.image)
     d_along_x = (g[:, :, 1:] - g[:, :, :-1]).abs().mean(dim=(1, 2))
     d_along_y = (g[:, 1:, :] - g[:, :-1, :]).abs().mean(dim=(1, 2))
@@ -99,10 +99,10 @@ def test_global_rng_untouched(tiny_cnn):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_init_options(tiny_cnn):
-    const = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=1, lr=0.0, size=8, start=128 / 255)
+def test_start_and_fill_options(tiny_cnn):
+    const = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=1, lr=0.0, start=8, fill=128 / 255)
     assert torch.allclose(const.image, normalize(torch.full((2, 3, 8, 8), 128 / 255)))
-    low = visualize_filter(tiny_cnn, "features.0", 0, steps=1, lr=0.0, size=8, start=(0.0, 0.1))
+    low = visualize_filter(tiny_cnn, "features.0", 0, steps=1, lr=0.0, start=8, fill=(0.0, 0.1))
     pix = denormalize(low.image)
     assert pix.min() >= -1e-6 and pix.max() <= 0.1 + 1e-6 and pix.std() > 0.01
     start = torch.randn(1, 3, 12, 12)
@@ -110,17 +110,19 @@ def test_init_options(tiny_cnn):
     res = visualize_filter(tiny_cnn, "features.0", [0, 1], steps=3, start=start)
     assert res.image.shape == (2, 3, 12, 12)
     assert torch.equal(start, copy)  # the caller's tensor is not modified
+    # start=128 means 128 px, as in render (it was an error when start was the fill)
+    assert visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=128).image.shape == (1, 3, 128, 128)
     with pytest.raises(ValueError, match="128/255"):
-        visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=128)
+        visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=8, fill=128)
     with pytest.raises(ValueError, match="low <= high"):
-        visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=(0.6, 0.4))
+        visualize_filter(tiny_cnn, "features.0", 0, steps=1, start=8, fill=(0.6, 0.4))
 
 
 def test_clamp_keeps_pixels_displayable(tiny_cnn):
-    res = visualize_filter(tiny_cnn, "features.5", [0, 1], steps=20, size=16, lr=1.0, clamp=True)
+    res = visualize_filter(tiny_cnn, "features.5", [0, 1], steps=20, start=16, lr=1.0, clamp=True)
     low, high = valid_range(res.image)
     assert (res.image >= low - 1e-6).all() and (res.image <= high + 1e-6).all()
-    free = visualize_filter(tiny_cnn, "features.5", [0, 1], steps=20, size=16, lr=1.0, clamp=False)
+    free = visualize_filter(tiny_cnn, "features.5", [0, 1], steps=20, start=16, lr=1.0, clamp=False)
     assert ((free.image < low) | (free.image > high)).any()
 
 
@@ -149,7 +151,7 @@ def test_bad_layer_and_channel(tiny_cnn):
 def test_diverging_learning_rate_is_an_error(tiny_cnn, steps):
     before = model_state(tiny_cnn)
     with pytest.raises(FloatingPointError, match="lr=1e"):
-        visualize_filter(tiny_cnn, "features.5", 0, steps=steps, size=16, optimizer="sgd", lr=1e30, l2_weight=1.0,
+        visualize_filter(tiny_cnn, "features.5", 0, steps=steps, start=16, optimizer="sgd", lr=1e30, l2_weight=1.0,
                          clamp=False)
     assert_same_state(before, model_state(tiny_cnn))
 

@@ -2,7 +2,9 @@
 
 import importlib
 import pkgutil
+import re
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -143,7 +145,7 @@ def test_tiny_cnn_too_small_and_a_layer_without_channels(tiny_cnn):
 
     with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2"):
         grad_cam(tiny_cnn, torch.zeros(1, 3, 1, 1), 0, layer="features.0")
-    for call in (lambda: visualize_filter(tiny_cnn, "classifier.2", 1, steps=1, size=8),
+    for call in (lambda: visualize_filter(tiny_cnn, "classifier.2", 1, steps=1, start=8),
                  lambda: render(tiny_cnn, channel_mean("classifier.2", 1), start=8, steps=1),
                  lambda: guided_backprop(tiny_cnn, photo(), channel_max("classifier.2", 1))):
         with pytest.raises(ValueError, match=r"'classifier.2' \(Linear\) gives \(N, 5\).*no channels.*'features.5'"):
@@ -166,16 +168,89 @@ def test_a_grey_or_rgba_tensor_says_how_to_convert_it(tiny_cnn, channels, fix):
 
 # ---------------------------------------------------------------- one argument vocabulary (issue 13 step 4)
 
-def test_visualize_filter_init_is_a_deprecated_alias_of_start(tiny_cnn):
-    from helpers import visualize_filter
+def test_visualize_filter_old_spellings_warn_and_give_the_same_image(tiny_cnn):
+    """start= is the start image or its size and fill= its pixels, as in render; the old spellings (start=<value
+    or (low, high)>, size=, init=) still work, warn at the caller's line and give the identical image."""
+    from helpers import normalize, visualize_filter
 
-    opts = dict(steps=2, size=8, lr=0.1)
-    with pytest.warns(DeprecationWarning, match=r"visualize_filter\(start=...\)"):
-        old = visualize_filter(tiny_cnn, "features.5", [1, 2], init=(0.2, 0.3), **opts)
-    new = visualize_filter(tiny_cnn, "features.5", [1, 2], start=(0.2, 0.3), **opts)
-    assert torch.equal(old.image, new.image)
-    with pytest.raises(TypeError, match="both start= and its old name init="):
-        visualize_filter(tiny_cnn, "features.5", 1, start=0.5, init=0.5, **opts)
+    opts = dict(steps=2, lr=0.1)
+    cases = [(dict(start=0.5, size=8), dict(start=8, fill=0.5), r"visualize_filter\(start=<pixel value or "
+              r"\(low, high\)>\) is deprecated: pass it as fill=\.\.\.; start= is now the start image or its size"),
+             (dict(start=(0.2, 0.3)), dict(fill=(0.2, 0.3)), r"pass it as fill="),
+             (dict(size=(8, 12)), dict(start=(8, 12)), r"visualize_filter\(size=\.\.\.\) is deprecated: call it "
+              r"visualize_filter\(start=\.\.\.\)"),
+             (dict(init=(0.2, 0.3), size=8), dict(start=8, fill=(0.2, 0.3)), r"visualize_filter\(init=\.\.\.\) is "
+              r"deprecated: pass a pixel value or \(low, high\) noise range as fill=")]
+    for old, new, message in cases:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            before = visualize_filter(tiny_cnn, "features.5", [1, 2], **old, **opts)
+        assert any(re.search(message, str(w.message)) for w in caught), old
+        assert all(w.category is DeprecationWarning and w.filename == __file__ for w in caught)  # at the caller
+        now = visualize_filter(tiny_cnn, "features.5", [1, 2], **new, **opts)
+        assert torch.equal(before.image, now.image), old
+    photo = normalize(torch.rand(1, 3, 8, 8))
+    with pytest.warns(DeprecationWarning, match="a start image as start="):
+        before = visualize_filter(tiny_cnn, "features.5", 1, init=photo, **opts)
+    assert torch.equal(before.image, visualize_filter(tiny_cnn, "features.5", 1, start=photo, **opts).image)
+    with warnings.catch_warnings():  # the new spellings do not warn; a pair of ints is a size
+        warnings.simplefilter("error")
+        assert visualize_filter(tiny_cnn, "features.5", 1, start=(8, 12), fill=0.5, **opts).image.shape == (1, 3, 8, 12)
+    for bad, message in ((dict(start=0.5, fill=0.3), "both fill= and a pixel value"),
+                         (dict(start=12, size=8), "both start= .a size. and its old name size="),
+                         (dict(start=8, init=0.5), "both start= and its old name init=")):
+        with pytest.raises(TypeError, match=message), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            visualize_filter(tiny_cnn, "features.5", 1, **bad, **opts)
+
+
+def test_the_old_positional_start_warns_and_gives_the_same_image(tiny_cnn):
+    """visualize_class/activation/diverse take (model, target) / (model, layer, channel) and start= as a keyword;
+    the old order (model, start, ...) still works with a warning at the caller's line."""
+    from helpers import normalize, synthesize_texture, visualize_activation, visualize_class, visualize_diverse
+
+    opts = dict(steps=2, lr=0.1)
+    photo = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    cases = [(lambda: visualize_class(tiny_cnn, 8, [1, 2], **opts),
+              lambda: visualize_class(tiny_cnn, [1, 2], start=8, **opts),
+              r"visualize_class\(model, start, target\) is deprecated: call it visualize_class\(model, target, "
+              r"start=\.\.\.\)"),
+             (lambda: visualize_class(tiny_cnn, photo, 3, **opts),
+              lambda: visualize_class(tiny_cnn, 3, start=photo, **opts), "visualize_class"),
+             (lambda: visualize_activation(tiny_cnn, (8, 12), "features.5", [0, 3], **opts),
+              lambda: visualize_activation(tiny_cnn, "features.5", [0, 3], start=(8, 12), **opts),
+              r"visualize_activation\(model, start, layer, channel\) is deprecated: call it "
+              r"visualize_activation\(model, layer, channel, start=\.\.\.\)"),
+             (lambda: visualize_diverse(tiny_cnn, 8, "features.5", 3, n=2, **opts),
+              lambda: visualize_diverse(tiny_cnn, "features.5", 3, start=8, n=2, **opts),
+              r"visualize_diverse\(model, start, layer, channel\) is deprecated"),
+             (lambda: synthesize_texture(tiny_cnn, photo, "features.3", size=6, **opts),
+              lambda: synthesize_texture(tiny_cnn, photo, "features.3", start=6, **opts),
+              r"synthesize_texture\(size=\.\.\.\) is deprecated: call it synthesize_texture\(start=\.\.\.\)")]
+    for old, new, message in cases:
+        with pytest.warns(DeprecationWarning, match=message) as caught:
+            before = old()
+        assert all(w.filename == __file__ for w in caught)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            now = new()
+        assert torch.equal(before.image, now.image), message
+    with pytest.raises(TypeError, match=r"got start= and the old positional order"):
+        visualize_class(tiny_cnn, 8, 1, start=16, **opts)
+    with pytest.raises(TypeError, match=r"takes model, layer, channel and keywords"):
+        visualize_activation(tiny_cnn, 8, "features.5", 1, 2, **opts)
+
+
+def test_every_ascent_takes_start_and_fill():
+    import inspect
+
+    import helpers
+
+    for name in ("visualize_filter", "visualize_class", "visualize_activation", "visualize_diverse",
+                 "invert_features", "synthesize_texture", "render"):
+        params = inspect.signature(getattr(helpers, name)).parameters
+        assert params["start"].kind is inspect.Parameter.KEYWORD_ONLY and "fill" in params, name
+        assert "size" not in params or params["size"].default is helpers._checks.GIVEN_NOT, name  # deprecated only
 
 
 def test_clamp_is_on_by_default_everywhere(tiny_cnn):
@@ -188,7 +263,7 @@ def test_clamp_is_on_by_default_everywhere(tiny_cnn):
                  "invert_features", "synthesize_texture", "deep_dream", "render"):
         assert inspect.signature(getattr(helpers, name)).parameters["clamp"].default is True, name
     # the issue's case: SGD at lr 1e30 used to return a 1e27-valued image; clamped, it stays a picture
-    res = visualize_filter(tiny_cnn, "features.5", 0, steps=3, size=8, optimizer="sgd", lr=1e30)
+    res = visualize_filter(tiny_cnn, "features.5", 0, steps=3, start=8, optimizer="sgd", lr=1e30)
     low, high = valid_range(res.image)
     assert ((res.image >= low - 1e-6) & (res.image <= high + 1e-6)).all()
 
@@ -203,8 +278,8 @@ def test_every_ascent_wrapper_takes_amp_and_channels_last(tiny_cnn):
                  "invert_features", "synthesize_texture", "deep_dream", "render"):
         params = inspect.signature(getattr(helpers, name)).parameters
         assert params["amp"].default is False and params["channels_last"].default is None, name
-    a = visualize_class(tiny_cnn, 8, 1, steps=3, channels_last=True)
-    b = visualize_class(tiny_cnn, 8, 1, steps=3, channels_last=False)
+    a = visualize_class(tiny_cnn, 1, start=8, steps=3, channels_last=True)
+    b = visualize_class(tiny_cnn, 1, start=8, steps=3, channels_last=False)
     assert torch.allclose(a.image, b.image, atol=1e-5)
 
 
@@ -293,23 +368,23 @@ def test_the_sheet5_workflow_feeds_top_filters_indices_to_every_channel_argument
     x = photo(1, 16)
     _, idx = top_filters_of(tiny_cnn, x)
     c0, c1 = idx[0].tolist()
-    one = visualize_filter(tiny_cnn, "features.3", idx[0], steps=2, size=8)
+    one = visualize_filter(tiny_cnn, "features.3", idx[0], steps=2, start=8)
     assert one.channels == [c0, c1] and all(type(c) is int for c in one.channels)
-    assert torch.equal(one.image, visualize_filter(tiny_cnn, "features.3", [c0, c1], steps=2, size=8).image)
-    assert visualize_filter(tiny_cnn, "features.3", idx[0, 0], steps=1, size=8).channels == [c0]
-    assert visualize_filter(tiny_cnn, "features.3", np.int64(c1), steps=1, size=8).channels == [c1]
+    assert torch.equal(one.image, visualize_filter(tiny_cnn, "features.3", [c0, c1], steps=2, start=8).image)
+    assert visualize_filter(tiny_cnn, "features.3", idx[0, 0], steps=1, start=8).channels == [c0]
+    assert visualize_filter(tiny_cnn, "features.3", np.int64(c1), steps=1, start=8).channels == [c1]
     values, _, _ = top_activations(tiny_cnn, x, "features.3", idx[0], k=1)
     assert torch.equal(values, top_activations(tiny_cnn, x, "features.3", [c0, c1], k=1)[0])
-    assert visualize_class(tiny_cnn, 8, torch.tensor([1, 2]), steps=1).classes == [1, 2]
-    assert visualize_activation(tiny_cnn, 8, "features.3", idx[0, 1], steps=1).channels == [c1]
+    assert visualize_class(tiny_cnn, torch.tensor([1, 2]), start=8, steps=1).classes == [1, 2]
+    assert visualize_activation(tiny_cnn, "features.3", idx[0, 1], start=8, steps=1).channels == [c1]
     assert repr(objectives.class_logit(torch.tensor(1))) == "class_logit(1)"
     assert repr(objectives.channel_mean("features.3", np.int64(2))) == "channel_mean('features.3', 2)"
     with pytest.raises(ValueError, match=r"channel\(s\) \[9\] out of range .* 0 to 7"):  # plain ints, not tensor(9)
         top_activations(tiny_cnn, x, "features.3", torch.tensor([9]), k=1)
     with pytest.raises(ValueError, match=r"class\(es\) \[7\] out of range"):
-        visualize_class(tiny_cnn, 8, torch.tensor([7]), steps=1)
+        visualize_class(tiny_cnn, torch.tensor([7]), start=8, steps=1)
     with pytest.raises(ValueError, match=r"pick one row, e.g. idx\[0\]"):
-        visualize_filter(tiny_cnn, "features.3", idx, steps=1, size=8)
+        visualize_filter(tiny_cnn, "features.3", idx, steps=1, start=8)
 
 
 def top_filters_of(model, x):
@@ -331,8 +406,8 @@ def test_counts_are_checked_as_positive_ints(tiny_cnn):
     from helpers import invert_features, synthesize_texture, top_activations, visualize_diverse
 
     x = photo(1, 8)
-    for call, name in ((lambda: visualize_diverse(tiny_cnn, 8, "features.5", 1, n="2", steps=1), "n"),
-                       (lambda: visualize_diverse(tiny_cnn, 8, "features.5", 1, n=2, steps=0), "steps"),
+    for call, name in ((lambda: visualize_diverse(tiny_cnn, "features.5", 1, start=8, n="2", steps=1), "n"),
+                       (lambda: visualize_diverse(tiny_cnn, "features.5", 1, start=8, n=2, steps=0), "steps"),
                        (lambda: synthesize_texture(tiny_cnn, x, "features.3", steps="3"), "steps"),
                        (lambda: synthesize_texture(tiny_cnn, x, "features.3", n=0, steps=1), "n"),
                        (lambda: invert_features(tiny_cnn, x, "features.3", steps=2.0), "steps"),

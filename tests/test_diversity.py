@@ -24,8 +24,8 @@ def test_gram_similarity_by_hand():
 
 
 def test_diversity_term_lowers_gram_similarity(tiny_cnn):
-    plain = visualize_diverse(tiny_cnn, 16, "features.5", 3, n=4, diversity_weight=0.0, **FAST)
-    diverse = visualize_diverse(tiny_cnn, 16, "features.5", 3, n=4, diversity_weight=1.0, **FAST)
+    plain = visualize_diverse(tiny_cnn, "features.5", 3, start=16, n=4, diversity_weight=0.0, **FAST)
+    diverse = visualize_diverse(tiny_cnn, "features.5", 3, start=16, n=4, diversity_weight=1.0, **FAST)
     assert diverse.image.shape == (4, 3, 16, 16) and diverse.history.shape == (60, 4)
     # independent measurement of the returned images' style similarity
     with torch.no_grad(), capture_activations(tiny_cnn, "features.5") as acts:
@@ -39,7 +39,7 @@ def test_diversity_term_lowers_gram_similarity(tiny_cnn):
 
 
 def test_diversity_layer_can_differ(tiny_cnn):
-    res = visualize_diverse(tiny_cnn, 16, "features.5", 3, n=3, diversity_layer="features.1", steps=40)
+    res = visualize_diverse(tiny_cnn, "features.5", 3, start=16, n=3, diversity_layer="features.1", steps=40)
     with torch.no_grad(), capture_activations(tiny_cnn, "features.1") as acts:
         tiny_cnn(res.image)
     assert torch.allclose(gram_similarity(acts["features.1"]), res.final_similarity, atol=1e-5)
@@ -48,13 +48,13 @@ def test_diversity_layer_can_differ(tiny_cnn):
 
 def test_errors(tiny_cnn):
     with pytest.raises(ValueError, match=r"^n \(the number of images.* must be an integer >= 2, got 1"):
-        visualize_diverse(tiny_cnn, 16, "features.5", 3, n=1, steps=1)
+        visualize_diverse(tiny_cnn, "features.5", 3, start=16, n=1, steps=1)
     with pytest.raises(ValueError, match="0 to 15"):
-        visualize_diverse(tiny_cnn, 16, "features.5", 16, steps=1)
+        visualize_diverse(tiny_cnn, "features.5", 16, start=16, steps=1)
     with pytest.raises(ValueError, match="features"):
-        visualize_diverse(tiny_cnn, 16, "feature.5", 0, steps=1)
+        visualize_diverse(tiny_cnn, "feature.5", 0, start=16, steps=1)
     with pytest.raises(ValueError, match="features"):
-        visualize_diverse(tiny_cnn, 16, "features.5", 0, diversity_layer="features.99", steps=1)
+        visualize_diverse(tiny_cnn, "features.5", 0, start=16, diversity_layer="features.99", steps=1)
 
 
 def test_deterministic_and_state_unchanged(tiny_cnn):
@@ -62,13 +62,13 @@ def test_deterministic_and_state_unchanged(tiny_cnn):
     tiny_cnn.classifier = Boom()  # after the target: must never run
     before = model_state(tiny_cnn)
     opts = dict(n=3, steps=10, jitter=2, tv_weight=0.1, l2_weight=0.01)
-    a = visualize_diverse(tiny_cnn, 16, "features.5", 1, seed=5, **opts)
-    b = visualize_diverse(tiny_cnn, 16, "features.5", 1, seed=5, **opts)
-    c = visualize_diverse(tiny_cnn, 16, "features.5", 1, seed=6, **opts)
+    a = visualize_diverse(tiny_cnn, "features.5", 1, start=16, seed=5, **opts)
+    b = visualize_diverse(tiny_cnn, "features.5", 1, start=16, seed=5, **opts)
+    c = visualize_diverse(tiny_cnn, "features.5", 1, start=16, seed=6, **opts)
     assert torch.equal(a.image, b.image) and not torch.allclose(a.image, c.image)
     assert_same_state(before, model_state(tiny_cnn))
     tiny_cnn.features[4] = Boom(KeyboardInterrupt)
     before = model_state(tiny_cnn)
     with pytest.raises(KeyboardInterrupt):
-        visualize_diverse(tiny_cnn, 16, "features.5", 1, steps=2)
+        visualize_diverse(tiny_cnn, "features.5", 1, start=16, steps=2)
     assert_same_state(before, model_state(tiny_cnn))

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from conftest import TwoBranches, assert_same_state, model_state
 from test_deepdream import InterruptAtForward
 
+import helpers as H
 from helpers import (
-    L2PlusPlus,
     capture_activations,
     deep_dream,
     invert_features,
@@ -17,38 +17,90 @@ from helpers import (
     visualize_filter,
 )
 from helpers import objectives as O
-from helpers.classviz import l2pp_step
 from helpers.deepdream import DreamStep
 from helpers.engine import RenderResult, Step, StopRender, jitter, objective_score, render
 
 
 def test_visualize_filter_is_render(tiny_cnn):
     opts = dict(steps=12, lr=0.1, seed=5)
-    res = visualize_filter(tiny_cnn, "features.5", [3, 8], size=16, jitter=2, tv_weight=0.3, clamp=False, **opts)
-    objective = O.channel_mean("features.5", [3, 8]) - (0.3 / 256) * O.total_variation()
+    res = visualize_filter(tiny_cnn, "features.5", [3, 8], start=16, jitter=2, tv_weight=0.3, l2_weight=0.2,
+                           clamp=False, **opts)
+    objective = (O.channel_mean("features.5", [3, 8]) - O.total_variation(0.3, per_pixel=True)
+                 - O.l2(0.2, per_pixel=True))
     direct = render(tiny_cnn, objective, start=16, fill=(150 / 255, 180 / 255), transforms=[jitter(2)],
                     clamp=False, track={"score": O.channel_mean("features.5", [3, 8])}, **opts)
     assert torch.equal(res.image, direct.image)
     assert torch.equal(res.history, direct.tracked["score"])
-    assert torch.equal(res.score, direct.tracked_score["score"])  # the channel means, without the TV prior
+    assert torch.equal(res.score, direct.tracked_score["score"])  # the channel means, without the priors
     assert torch.equal(res.tracked["total"], direct.history) and torch.equal(res.tracked_score["total"], direct.score)
     assert isinstance(res, RenderResult) and not res.interrupted and res.channels == [3, 8]
+    # per pixel means (weight / (H*W)) * the sum: the same image as the sum-weighted prior at 16 px
+    by_sum = render(tiny_cnn, O.channel_mean("features.5", [3, 8]) - (0.3 / 256) * O.total_variation()
+                    - (0.2 / 256) * O.l2(), start=16, fill=(150 / 255, 180 / 255), transforms=[jitter(2)],
+                    clamp=False, **opts)
+    assert torch.equal(res.image, by_sum.image)
 
 
-def test_visualize_class_is_render(tiny_cnn):
-    ops = L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0)
-    res = visualize_class(tiny_cnn, 16, [1, 4], steps=8, l2_weight=1e-3, l2pp=ops, jitter=3, seed=2)
+def test_visualize_filter_start_and_fill_are_renders(tiny_cnn):
+    """start= is the start image or its size, fill= its pixel value or noise range: as in render."""
+    opts = dict(steps=3, lr=0.1, seed=1)
+    objective = O.channel_mean("features.5", 2)
+    for start, fill in (((12, 16), 0.5), (12, (0.2, 0.3))):
+        res = visualize_filter(tiny_cnn, "features.5", 2, start=start, fill=fill, **opts)
+        assert torch.equal(res.image, render(tiny_cnn, objective, start=start, fill=fill, **opts).image)
+    photo = normalize(torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(4)))
+    res = visualize_filter(tiny_cnn, "features.5", [2, 3], start=photo, **opts)
+    direct = render(tiny_cnn, O.channel_mean("features.5", [2, 3]), start=photo, **opts)
+    assert torch.equal(res.image, direct.image) and res.image.shape == (2, 3, 12, 12)
 
-    def after(img: torch.Tensor, step: Step) -> torch.Tensor:
-        return l2pp_step(img, 2 * 1e-3 * step.before - step.grad, step.index, ops)
 
-    direct = render(tiny_cnn, O.class_logit([1, 4]) - 1e-3 * O.l2(), start=16, steps=8, transforms=[jitter(3)],
-                    after=[after], seed=2, track={"score": O.class_logit([1, 4])})
+def test_l2_weight_means_one_thing(tiny_cnn):
+    """The review's repro: the same objective, start, fill, lr and l2_weight through visualize_filter and
+    visualize_activation give the same image (they differed by a factor H*W)."""
+    opts = dict(start=16, fill=(0.4, 0.6), steps=5, lr=0.1, l2_weight=2.0, seed=3)
+    a = visualize_filter(tiny_cnn, "features.3", 1, **opts)
+    b = visualize_activation(tiny_cnn, "features.3", 1, **opts)
+    assert torch.equal(a.image, b.image)
+    c = visualize_diverse(tiny_cnn, "features.3", 1, n=2, diversity_weight=0.0, **opts)
+    d = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0, per_pixel=True), n=2, shared_noise=False,
+               start=16, fill=(0.4, 0.6), steps=5, lr=0.1, seed=3)
+    assert torch.equal(c.image, d.image)
+    assert not torch.equal(a.image, visualize_filter(tiny_cnn, "features.3", 1, **dict(opts, l2_weight=0)).image)
+
+
+def test_visualize_class_with_l2pp_is_render_with_the_l2pp_op(tiny_cnn):
+    """L2++ is an `after` op of render: the wrapper's image rebuilt from public names only."""
+    w = 20.0  # large enough that the L2 gradient, 2 w I / (H*W), changes which pixels the contribution clip keeps
+    # contrib_pct > norm_pct: else the pixels the norm clip set to 0 would be all the contribution clip removes
+    ops = H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=30.0)
+    res = visualize_class(tiny_cnn, [1, 4], start=16, steps=8, l2_weight=w, l2pp=ops, jitter=3, seed=2)
+    direct = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w, per_pixel=True), start=16, steps=8,
+                      transforms=[H.jitter(3)], after=[H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=30.0,
+                                                                   l2_weight=w)],
+                      seed=2, track={"score": O.class_logit([1, 4])})
     assert torch.equal(res.image, direct.image)
     assert torch.equal(res.score, direct.tracked_score["score"]) and torch.equal(res.history, direct.tracked["score"])
     assert torch.equal(res.tracked_score["total"], direct.score) and not res.interrupted and res.classes == [1, 4]
-    assert not torch.equal(res.image, visualize_class(tiny_cnn, 16, [1, 4], steps=8, l2_weight=1e-3, jitter=3,
+    assert not torch.equal(res.image, visualize_class(tiny_cnn, [1, 4], start=16, steps=8, l2_weight=w, jitter=3,
                                                       seed=2).image)  # the L2++ operations ran
+    # the contribution clip needs the prior's weight: without it, dS/dI is wrong and so is the image
+    wrong = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w, per_pixel=True), start=16, steps=8,
+                     transforms=[H.jitter(3)], after=[ops], seed=2)
+    assert not torch.equal(res.image, wrong.image)
+
+
+def test_l2pp_op_uses_the_score_gradient(tiny_cnn):
+    """The contribution clip of the op keeps the pixels with the largest |sum_rgb I * dS/dI|, dS/dI recovered
+    from the loss gradient of `score - l2(w, per_pixel=True)`: compare with autograd of the score alone."""
+    img = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    w = 0.7
+    (ds,) = torch.autograd.grad(tiny_cnn(img)[:, 2].sum(), img)  # dS/dI of the logit alone
+    l2_grad = 2 * (w / 64) * img.detach()
+    ops = H.L2PlusPlus(blur_every=0, norm_pct=0.0, contrib_pct=50.0, l2_weight=w)
+    out = ops(img.detach(), Step(0, img.detach(), l2_grad - ds))
+    contribution = (img.detach() * ds).sum(dim=1).abs()
+    kept = out.abs().sum(dim=1) > 0
+    assert torch.equal(kept, contribution >= contribution.flatten().quantile(0.5))
 
 
 def test_deep_dream_octave_is_render(tiny_cnn):
@@ -64,48 +116,62 @@ def test_deep_dream_octave_is_render(tiny_cnn):
 
 
 def test_visualize_activation_is_render(tiny_cnn):
-    res = visualize_activation(tiny_cnn, 16, "features.6", [2, 7], steps=7, lr=0.1, l2_weight=1e-3, jitter=2, seed=3)
-    objective = O.channel_mean("features.6", [2, 7]) - 1e-3 * O.l2()
-    direct = render(tiny_cnn, objective, start=16, steps=7, lr=0.1, transforms=[jitter(2)], seed=3,
+    res = visualize_activation(tiny_cnn, "features.6", [2, 7], start=(16, 12), fill=0.3, steps=7, lr=0.1,
+                               l2_weight=0.5, jitter=2, seed=3)
+    objective = O.channel_mean("features.6", [2, 7]) - O.l2(0.5, per_pixel=True)
+    direct = render(tiny_cnn, objective, start=(16, 12), fill=0.3, steps=7, lr=0.1, transforms=[jitter(2)], seed=3,
                     track={"score": O.channel_mean("features.6", [2, 7])})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
     assert torch.equal(res.tracked_score["total"], direct.score) and not res.interrupted
 
 
 def test_visualize_diverse_is_render(tiny_cnn):
-    res = visualize_diverse(tiny_cnn, 12, "features.5", 4, n=3, diversity_weight=0.5, diversity_layer="features.3",
-                            steps=6, lr=0.1, tv_weight=0.2, l2_weight=0.1, jitter=1, seed=7)
-    objective = (O.channel_mean("features.5", 4) + 0.5 * O.diversity("features.3") - (0.2 / 144) * O.total_variation()
-                 - (0.1 / 144) * O.l2())
-    direct = render(tiny_cnn, objective, start=12, n=3, shared_noise=False, steps=6, lr=0.1, transforms=[jitter(1)],
-                    seed=7, track={"score": O.channel_mean("features.5", 4)})
+    res = visualize_diverse(tiny_cnn, "features.5", 4, start=12, fill=(0.3, 0.7), n=3, diversity_weight=0.5,
+                            diversity_layer="features.3", steps=6, lr=0.1, tv_weight=0.2, l2_weight=0.1, jitter=1,
+                            seed=7)
+    objective = (O.channel_mean("features.5", 4) + 0.5 * O.diversity("features.3")
+                 - O.total_variation(0.2, per_pixel=True) - O.l2(0.1, per_pixel=True))
+    direct = render(tiny_cnn, objective, start=12, fill=(0.3, 0.7), n=3, shared_noise=False, steps=6, lr=0.1,
+                    transforms=[jitter(1)], seed=7, track={"score": O.channel_mean("features.5", 4)})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
     assert torch.equal(res.tracked_score["total"], direct.score) and res.channels == [4, 4, 4]
 
 
 def test_invert_features_is_render(tiny_cnn):
     photo = normalize(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(1)))
-    res = invert_features(tiny_cnn, photo, "features.3", steps=6, lr=0.1, tv_weight=0.5, beta=2.0, seed=2)
+    res = invert_features(tiny_cnn, photo, "features.3", steps=6, lr=0.1, tv_weight=0.5, beta=2.0, alpha_weight=0.1,
+                          seed=2)
     with torch.no_grad(), capture_activations(tiny_cnn, "features.3") as acts:
         tiny_cnn(photo)
-    objective = O.feature_match("features.3", acts["features.3"]) - (0.5 / 144) * O.total_variation(beta=2.0)
+    objective = (O.feature_match("features.3", acts["features.3"]) - O.total_variation(0.5, beta=2.0, per_pixel=True)
+                 - O.alpha_norm(0.1, per_pixel=True))
     direct = render(tiny_cnn, objective, start=(12, 12), n=2, steps=6, lr=0.1, seed=2,
                     track={"score": O.feature_match("features.3", acts["features.3"])})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
     assert torch.equal(res.tracked_score["total"], direct.score)
+    # start= and fill= as in every ascent: a constant start, or a start image
+    priors = dict(tv_weight=0.5, beta=2.0, alpha_weight=0.1)
+    grey = invert_features(tiny_cnn, photo, "features.3", start=12, fill=0.5, steps=3, lr=0.1, seed=2, **priors)
+    assert torch.equal(grey.image, render(tiny_cnn, objective, start=12, fill=0.5, n=2, steps=3, lr=0.1, seed=2).image)
+    from_photo = invert_features(tiny_cnn, photo, "features.3", start=photo.flip(0), steps=3, lr=0.1, seed=2,
+                                 **priors)
+    assert torch.equal(from_photo.image, render(tiny_cnn, objective, start=photo.flip(0), steps=3, lr=0.1,
+                                                       seed=2).image)
+    with pytest.raises(ValueError, match="photos' size 12x12"):
+        invert_features(tiny_cnn, photo, "features.3", start=16, steps=1)
     assert torch.equal(res.loss, -res.score) and torch.equal(res.loss_history, -res.history) and (res.loss > 0).all()
 
 
 def test_synthesize_texture_is_render(tiny_cnn):
     texture = normalize(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2)))
     layers = ["features.1", "features.6"]
-    res = synthesize_texture(tiny_cnn, texture, layers, size=12, n=2, steps=6, lr=0.1, layer_weights=[1.0, 3.0],
-                             seed=5)
+    res = synthesize_texture(tiny_cnn, texture, layers, start=12, fill=(0.3, 0.5), n=2, steps=6, lr=0.1,
+                             layer_weights=[1.0, 3.0], seed=5)
     with torch.no_grad(), capture_activations(tiny_cnn, layers) as acts:
         tiny_cnn(texture)
     grams = {name: O.gram_matrix(acts[name]) for name in layers}
-    direct = render(tiny_cnn, O.gram_match(layers, grams, [1.0, 3.0]), start=12, n=2, shared_noise=False, steps=6,
-                    lr=0.1, seed=5)
+    direct = render(tiny_cnn, O.gram_match(layers, grams, [1.0, 3.0]), start=12, fill=(0.3, 0.5), n=2,
+                    shared_noise=False, steps=6, lr=0.1, seed=5)
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.score)
     assert torch.equal(res.history, direct.history) and torch.equal(res.loss, -direct.score)
 
@@ -197,9 +263,9 @@ def test_start_image_and_batch(tiny_cnn):
 def test_an_image_too_small_names_the_size_argument_of_the_function_called(tiny_cnn):
     texture = normalize(torch.rand(1, 3, 8, 8))
     cases = [(lambda: render(tiny_cnn, O.channel_mean("features.5", 1), start=1, steps=1), "pass start=2 "),
-             (lambda: visualize_class(tiny_cnn, 1, 1, steps=1), "pass start=2 "),
-             (lambda: visualize_filter(tiny_cnn, "features.5", 1, size=1, steps=1), "pass size=2 or larger$"),
-             (lambda: synthesize_texture(tiny_cnn, texture, "features.5", size=1, steps=1), "pass size=2 or larger$")]
+             (lambda: visualize_class(tiny_cnn, 1, start=1, steps=1), "pass start=2 "),
+             (lambda: visualize_filter(tiny_cnn, "features.5", 1, start=1, steps=1), "pass start=2 "),
+             (lambda: synthesize_texture(tiny_cnn, texture, "features.5", start=1, steps=1), "pass start=2 ")]
     for call, fix in cases:
         with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2 px; " + fix):
             call()
@@ -225,12 +291,12 @@ def test_channels_of_a_layer_without_out_channels_are_checked_on_the_real_image(
 
 
 WRAPPERS = {  # name -> (call, steps, the technique's objective without priors, for the returned images)
-    "visualize_filter": (lambda m: visualize_filter(m, "features.5", [1, 2], size=16, steps=6, tv_weight=0.2),
+    "visualize_filter": (lambda m: visualize_filter(m, "features.5", [1, 2], start=16, steps=6, tv_weight=0.2),
                          6, O.channel_mean("features.5", [1, 2])),
-    "visualize_class": (lambda m: visualize_class(m, 16, [0, 3], steps=6), 6, O.class_logit([0, 3])),
-    "visualize_activation": (lambda m: visualize_activation(m, 16, "features.6", 2, steps=6), 6,
+    "visualize_class": (lambda m: visualize_class(m, [0, 3], start=16, steps=6), 6, O.class_logit([0, 3])),
+    "visualize_activation": (lambda m: visualize_activation(m, "features.6", 2, start=16, steps=6), 6,
                              O.channel_mean("features.6", 2)),
-    "visualize_diverse": (lambda m: visualize_diverse(m, 12, "features.5", 4, n=2, steps=6), 6,
+    "visualize_diverse": (lambda m: visualize_diverse(m, "features.5", 4, start=12, n=2, steps=6), 6,
                           O.channel_mean("features.5", 4)),
     "deep_dream": (lambda m: deep_dream(m, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=4, octaves=2),
                    8, O.layer_rms("features.3")),
@@ -271,9 +337,9 @@ def test_loss_techniques_pass_ctrl_c_through(tiny_cnn, loss_technique):
 
 
 def test_deprecated_result_fields_warn_and_name_the_new_one(tiny_cnn):
-    filt = visualize_filter(tiny_cnn, "features.5", 1, size=12, steps=2)
-    cls = visualize_class(tiny_cnn, 12, [0, 2], steps=2)
-    div = visualize_diverse(tiny_cnn, 12, "features.5", 3, n=2, steps=2)
+    filt = visualize_filter(tiny_cnn, "features.5", 1, start=12, steps=2)
+    cls = visualize_class(tiny_cnn, [0, 2], start=12, steps=2)
+    div = visualize_diverse(tiny_cnn, "features.5", 3, start=12, n=2, steps=2)
     dream = deep_dream(tiny_cnn, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=2, octaves=2)
     cases = [(filt, "objective", filt.score, r"AscentResult.objective is deprecated: use .score$"),
              (cls, "objective", cls.score, r"ClassResult.objective is deprecated: use .score$"),

@@ -126,7 +126,7 @@ def test_roomy_malloc_leaves_a_user_tuned_allocator_alone(monkeypatch):
 
 def test_loops_agree_with_and_without_channels_last(tiny_cnn):
     before = model_state(tiny_cnn)
-    opts = dict(steps=10, size=16, lr=0.05, jitter=2)
+    opts = dict(steps=10, start=16, lr=0.05, jitter=2)
     a = visualize_filter(tiny_cnn, "features.5", [1, 4], channels_last=True, **opts)
     b = visualize_filter(tiny_cnn, "features.5", [1, 4], channels_last=False, **opts)
     assert torch.allclose(a.image, b.image, atol=1e-4)

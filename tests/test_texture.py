@@ -64,10 +64,15 @@ def test_synthesis_matches_the_texture_grams(tiny_cnn):
 
 
 def test_other_size_and_layer_weights(tiny_cnn):
-    res = synthesize_texture(tiny_cnn, stripes()[0], LAYERS, size=(12, 20), layer_weights=[1.0, 0.0], steps=5)
+    res = synthesize_texture(tiny_cnn, stripes()[0], LAYERS, start=(12, 20), layer_weights=[1.0, 0.0], steps=5)
     assert res.image.shape == (1, 3, 12, 20)
     with pytest.raises(ValueError, match="layer_weights"):
         synthesize_texture(tiny_cnn, stripes(), LAYERS, layer_weights=[1.0], steps=1)
+    by_name = synthesize_texture(tiny_cnn, stripes()[0], LAYERS, start=(12, 20), steps=5,
+                                 layer_weights={LAYERS[1]: 0.0, LAYERS[0]: 1.0})   # a mapping: the same weights
+    assert torch.equal(by_name.image, res.image)
+    with pytest.raises(ValueError, match=r"layer_weights= has no weight for layer"):
+        synthesize_texture(tiny_cnn, stripes(), LAYERS, layer_weights={LAYERS[0]: 1.0}, steps=1)
     with pytest.raises(ValueError, match="features"):
         synthesize_texture(tiny_cnn, stripes(), ["features.77"], steps=1)
     with pytest.raises(ValueError, match=r"\(1, 3, h, w\)"):
