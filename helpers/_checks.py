@@ -208,10 +208,11 @@ def deprecated(message: str, stacklevel: int = 3) -> None:
 
 
 def old_start_order(where: str, names: str, args: tuple, legacy: tuple, start: object,
-                    default: object) -> tuple[tuple, object]:
+                    default: object, note: str = "") -> tuple[tuple, object]:
     """``(args, start)`` of an ascent ``where(model, <names>, *legacy, start=...)``, also accepting its old
-    positional order ``where(model, start, <names>)`` (one positional more: ``legacy``) with a
-    ``DeprecationWarning``. ``default`` is ``start``'s default (a given start and an old-order call conflict)."""
+    positional order ``where(model, start, <names>)`` (all positional: one positional more, ``legacy``) with a
+    ``DeprecationWarning`` ending in ``note`` (e.g. what else changed since that order). ``default`` is
+    ``start``'s default (a given start and an old-order call conflict)."""
     if not legacy:
         return args, start
     if len(legacy) > 1:
@@ -220,6 +221,6 @@ def old_start_order(where: str, names: str, args: tuple, legacy: tuple, start: o
     if isinstance(start, torch.Tensor) or start != default:
         raise TypeError(f"{where}() got start= and the old positional order (model, start, {names}); call it "
                         f"{where}(model, {names}, start=...)")
-    deprecated(f"{where}(model, start, {names}) is deprecated: call it {where}(model, {names}, start=...)",
+    deprecated(f"{where}(model, start, {names}) is deprecated: call it {where}(model, {names}, start=...){note}",
                stacklevel=4)
     return (*args[1:], *legacy), args[0]

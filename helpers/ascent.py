@@ -104,15 +104,16 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: S
 
     Gradient ascent on the pixels (activation maximization): :func:`helpers.render` of the objective
     ``channel_mean(layer, channel) - total_variation(tv_weight, per_pixel=True) - l2(l2_weight, per_pixel=True)``
-    (:mod:`helpers.objectives`), so with the same seed both give the same image. For each channel ``c`` the
+    (:mod:`helpers.objectives`), so with the same seed and settings (start, fill, steps, lr, optimizer, jitter) both
+    give the same image. For each channel ``c`` the
     loss minimized is
 
         ``-mean_{y,x} A[c, y, x] + tv_weight * TV(I) / (H*W) + l2_weight * ||I||^2 / (H*W)``
 
     with ``A`` the output of ``layer`` and ``TV`` Eq. (1) of sheet 5 (:func:`helpers.total_variation`); both
-    priors are per pixel, as in every ascent, so their weights do not depend on the image size. Several channels
-    are optimized as one batch, one image per channel; all images start from the same start image and share the
-    jitter, so a channel's result does not depend on which channels share its batch. Only the layers up to
+    priors are per pixel, as in every ascent: means over pixels, so they do not grow with the image size. Several
+    channels are optimized as one batch, one image per channel; all images start from the same start image and
+    share the jitter, so a channel's result does not depend on which channels share its batch. Only the layers up to
     ``layer`` run and no weight gradients are built; when ``layer`` is a convolution, only its requested channels
     are computed. The model's flags, weights and ``.grad`` are left as found.
 

@@ -1,9 +1,9 @@
 """Class-score visualization with the L2 prior, and the "L2++" regularizers of Yosinski et al.
 
-``I* = argmax_I S_c(I) - lambda * ||I||^2`` on the unnormalized class score (the logit), from noise or from a
-photo (Simonyan et al. 2014, https://arxiv.org/abs/1312.6034); the loss minimized is exactly
+``I* = argmax_I S_c(I) - lambda * ||I||^2 / (H*W)`` on the unnormalized class score (the logit), from noise or
+from a photo (Simonyan et al. 2014, https://arxiv.org/abs/1312.6034); the loss minimized is exactly
 ``-S_c(I) + lambda * ||I||^2 / (H*W)``, ``||I||^2`` summed over all pixels and channels in normalized space and
-``lambda`` per pixel (so it means the same at any image size, like Yosinski et al.'s L2 decay). L2++ adds,
+``lambda`` per pixel (the prior is a mean over pixels, so it does not grow with the image size). L2++ adds,
 between the ascent steps, Yosinski et al.'s image operations besides the decay: a periodic Gaussian blur,
 clipping of pixels with a small norm and of pixels with a small contribution ``|sum_rgb I * dS_c/dI|`` to the
 score (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
@@ -38,6 +38,9 @@ from .engine import (
     technique_result,
 )
 from .objectives import Objective, channel_mean, class_logit
+
+L2_NOW_PER_PIXEL = ("; l2_weight is now per pixel (on ||I||^2 / (H*W)): an old value times H*W gives the old image, "
+                    "and the default is the old 1e-4 at {size} px only")  # said with the old positional order
 
 
 @dataclass(kw_only=True)
@@ -171,18 +174,20 @@ def visualize_class(model: nn.Module, target: Indices, *legacy: object, start: S
 
     The loss minimized is exactly ``-S_c(I) + l2_weight * ||I||^2 / (H*W)``, the squared norm summed over all
     pixels and channels in normalized space (so the prior pulls towards the dataset mean colour) and its weight
-    per pixel, as every ``l2_weight`` of the package: the same weight shrinks each pixel alike at any image size
-    (Yosinski et al.'s L2 decay). With ``l2pp`` (e.g. ``L2PlusPlus()``) each step is followed by Yosinski et al.'s
-    image operations (:class:`L2PlusPlus`, with its ``l2_weight`` set to this one); the contribution clip uses
-    the gradient of ``S_c`` alone. Several classes are optimized as one batch, one image each; every image's
-    result is independent of the others in the batch. Weights get no gradients; the model is left as found.
+    per pixel, as every ``l2_weight`` of the package: the prior is a mean over pixels, so it does not grow with the
+    image size (against a spatially pooled score it weighs the same at any size). With ``l2pp`` (e.g.
+    ``L2PlusPlus()``) each step is followed by Yosinski et al.'s image operations (:class:`L2PlusPlus`, with its
+    ``l2_weight`` set to this one); the contribution clip uses the gradient of ``S_c`` alone. Several classes are
+    optimized as one batch, one image each; every image's result is independent of the others in the batch.
+    Weights get no gradients; the model is left as found.
     Paper: https://arxiv.org/abs/1506.06579 (L2++), https://arxiv.org/abs/1312.6034 (L2).
 
     Args:
         model: a classifier taking ImageNet-normalized ``(N, 3, H, W)`` images, returning ``(N, K)`` logits.
         target: a class index, or several (one image each): an int, a list, an integer tensor or numpy value.
-        legacy: the old positional order ``visualize_class(model, start, target)`` still works, with a
-            DeprecationWarning: pass ``start=`` as a keyword.
+        legacy: the old positional order ``visualize_class(model, start, target)``, all three positional, still
+            works, with a DeprecationWarning: pass ``start=`` as a keyword (``(model, start, target=c)`` is a
+            TypeError from Python).
         start: a size ``S`` / ``(H, W)`` for a start image made of ``fill``, or a normalized photo
             ``(1, 3, H, W)`` to start from (e.g. :func:`helpers.load_image`; not modified).
         fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray
@@ -211,7 +216,8 @@ def visualize_class(model: nn.Module, target: Indices, *legacy: object, start: S
         ValueError: class index out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    (target,), start = old_start_order("visualize_class", "target", (target,), legacy, start, 224)
+    (target,), start = old_start_order("visualize_class", "target", (target,), legacy, start, 224,
+                                       L2_NOW_PER_PIXEL.format(size=224))
     targets = list(indices(target, "a class"))
     res = _ascent(model, start, fill, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight,
                   l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
@@ -229,15 +235,16 @@ def visualize_activation(model: nn.Module, layer: str, channel: Indices, *legacy
     The loss is ``-mean_{y,x} A_c(I)[y, x] + l2_weight * ||I||^2 / (H*W)`` with ``A`` the output of ``layer``,
     followed by the L2++ operations when ``l2pp`` is given. Only the layers up to ``layer`` run. (Sheet 5's
     :func:`helpers.visualize_filter` is the same objective with TV instead of L2++: with the same ``start``,
-    ``fill``, ``lr`` and ``l2_weight`` and no ``l2pp`` both give the same image.)
+    ``fill``, ``steps``, ``lr``, ``l2_weight``, ``jitter``, ``optimizer`` and ``seed`` and no ``l2pp`` both give the
+    same image; the defaults of ``steps``, ``fill``, ``lr`` and ``l2_weight`` differ.)
     Paper: https://arxiv.org/abs/1506.06579
 
     Args:
         model: a CNN taking ImageNet-normalized images.
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
         channel: a channel index or several (one image each), as ``target`` of :func:`visualize_class`.
-        legacy: the old positional order ``visualize_activation(model, start, layer, channel)`` still works,
-            with a DeprecationWarning: pass ``start=`` as a keyword.
+        legacy: the old positional order ``visualize_activation(model, start, layer, channel)``, all positional,
+            still works, with a DeprecationWarning: pass ``start=`` as a keyword.
         start: a size ``S`` / ``(H, W)`` for a start image made of ``fill``, or a normalized start photo
             ``(1, 3, H, W)``.
         l2_weight: ``lambda`` of the L2 prior, per pixel (0 = off). Per pixel since this release; an old value
@@ -255,7 +262,7 @@ def visualize_activation(model: nn.Module, layer: str, channel: Indices, *legacy
         FloatingPointError: the image became NaN/inf.
     """
     (layer, channel), start = old_start_order("visualize_activation", "layer, channel", (layer, channel), legacy,
-                                              start, 128)
+                                              start, 128, L2_NOW_PER_PIXEL.format(size=128))
     channels = list(indices(channel, "a channel"))
     res = _ascent(model, start, fill, channel_mean(layer, channels), channels, steps=steps, lr=lr,
                   l2_weight=l2_weight, l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed,

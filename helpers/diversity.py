@@ -74,8 +74,8 @@ def visualize_diverse(model: nn.Module, layer: str, channel: int, *legacy: objec
         model: a CNN taking ImageNet-normalized images.
         layer: dotted module name of the channel.
         channel: channel index.
-        legacy: the old positional order ``visualize_diverse(model, start, layer, channel)`` still works, with a
-            DeprecationWarning: pass ``start=`` as a keyword.
+        legacy: the old positional order ``visualize_diverse(model, start, layer, channel)``, all positional,
+            still works, with a DeprecationWarning: pass ``start=`` as a keyword.
         start: a size ``S`` / ``(H, W)`` for ``n`` independent start images made of ``fill``, or normalized start
             images ``(1 or n, 3, H, W)``.
         fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray

@@ -116,7 +116,8 @@ def start_images(start: Start, n: int, generator: torch.Generator, device: torch
         raise ValueError(f"start must be a normalized image tensor or a size S or (H, W), got {type(start).__name__}")
     h, w = (start, start) if isinstance(start, int) else tuple(start)
     if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-        raise ValueError(f"a start size must be positive integers S or (H, W), got {start!r}")
+        raise ValueError(f"a start size must be positive integers S or (H, W), got {start!r} (a pixel value or a "
+                         "(low, high) noise range is fill=, e.g. fill=(0.0, 1.0))")
     if isinstance(fill, int | float):
         if not 0.0 <= fill <= 1.0:
             raise ValueError(f"a constant start is a pixel value in [0, 1] (128/255 for 'filled with 128'), "
@@ -285,7 +286,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
 
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
-        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - 1e-4 * l2()``
+        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - l2(1.0, per_pixel=True)``
             (:mod:`helpers.objectives`).
         start: a normalized start image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(N, 3, H, W)`` (copied), or a size
             ``S`` / ``(H, W)`` for a start image made of ``fill``.

@@ -376,22 +376,22 @@ def _prior(fn: Callable[[torch.Tensor], torch.Tensor], label: str, weight: float
 
     def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         img = acts[IMAGE]
-        return (w / (img.shape[-2] * img.shape[-1])) * fn(img)  # the weight per pixel: size-independent
+        return (w / (img.shape[-2] * img.shape[-1])) * fn(img)  # per pixel: a mean that does not grow with the size
     return Objective(score, {IMAGE: None}, name)
 
 
 def total_variation(weight: float = 1.0, beta: float = 1.0, *, per_pixel: bool = False) -> Objective:
     """``weight * TV^beta(I)`` per image, :func:`helpers.total_variation` (Eq. (1) of sheet 5 for ``beta=1``);
-    ``per_pixel=True``: ``weight * TV^beta(I) / (H*W)``, a weight that does not depend on the image size (the
-    ``tv_weight`` of every ascent). A penalty: subtract it (``channel_mean(...) - 0.1 * total_variation()``)."""
+    ``per_pixel=True``: ``weight * TV^beta(I) / (H*W)``, a mean over pixels that does not grow with the image size
+    (the ``tv_weight`` of every ascent). A penalty: subtract it (``channel_mean(...) - 0.1 * total_variation()``)."""
     label = "total_variation" if beta == 1.0 else f"total_variation(beta={beta:g})"
     return _prior(lambda img: tv_norm(img, beta, per_image=True), label, weight, per_pixel)
 
 
 def l2(weight: float = 1.0, *, per_pixel: bool = False) -> Objective:
     """``weight * ||I||^2`` per image, :func:`helpers.l2`, in normalized space; ``per_pixel=True``:
-    ``weight * ||I||^2 / (H*W)``, a weight that does not depend on the image size (the ``l2_weight`` of every
-    ascent). A penalty: subtract it."""
+    ``weight * ||I||^2 / (H*W)``, a mean over pixels that does not grow with the image size (the ``l2_weight`` of
+    every ascent). A penalty: subtract it."""
     return _prior(lambda img: l2_norm(img, per_image=True), "l2", weight, per_pixel)
 
 

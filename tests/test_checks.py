@@ -207,20 +207,28 @@ def test_visualize_filter_old_spellings_warn_and_give_the_same_image(tiny_cnn):
 def test_the_old_positional_start_warns_and_gives_the_same_image(tiny_cnn):
     """visualize_class/activation/diverse take (model, target) / (model, layer, channel) and start= as a keyword;
     the old order (model, start, ...) still works with a warning at the caller's line."""
-    from helpers import normalize, synthesize_texture, visualize_activation, visualize_class, visualize_diverse
+    from helpers import (
+        normalize,
+        synthesize_texture,
+        visualize_activation,
+        visualize_class,
+        visualize_diverse,
+        visualize_filter,
+    )
 
     opts = dict(steps=2, lr=0.1)
     photo = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
     cases = [(lambda: visualize_class(tiny_cnn, 8, [1, 2], **opts),
               lambda: visualize_class(tiny_cnn, [1, 2], start=8, **opts),
               r"visualize_class\(model, start, target\) is deprecated: call it visualize_class\(model, target, "
-              r"start=\.\.\.\)"),
+              r"start=\.\.\.\); l2_weight is now per pixel \(on \|\|I\|\|\^2 / \(H\*W\)\): an old value times H\*W"),
              (lambda: visualize_class(tiny_cnn, photo, 3, **opts),
               lambda: visualize_class(tiny_cnn, 3, start=photo, **opts), "visualize_class"),
              (lambda: visualize_activation(tiny_cnn, (8, 12), "features.5", [0, 3], **opts),
               lambda: visualize_activation(tiny_cnn, "features.5", [0, 3], start=(8, 12), **opts),
               r"visualize_activation\(model, start, layer, channel\) is deprecated: call it "
-              r"visualize_activation\(model, layer, channel, start=\.\.\.\)"),
+              r"visualize_activation\(model, layer, channel, start=\.\.\.\); l2_weight is now per pixel .* the "
+              r"default is the old 1e-4 at 128 px only"),
              (lambda: visualize_diverse(tiny_cnn, 8, "features.5", 3, n=2, **opts),
               lambda: visualize_diverse(tiny_cnn, "features.5", 3, start=8, n=2, **opts),
               r"visualize_diverse\(model, start, layer, channel\) is deprecated"),
@@ -239,6 +247,8 @@ def test_the_old_positional_start_warns_and_gives_the_same_image(tiny_cnn):
         visualize_class(tiny_cnn, 8, 1, start=16, **opts)
     with pytest.raises(TypeError, match=r"takes model, layer, channel and keywords"):
         visualize_activation(tiny_cnn, 8, "features.5", 1, 2, **opts)
+    with pytest.raises(ValueError, match=r"a start size must be positive .* is fill=, e\.g\. fill=\(0\.0, 1\.0\)"):
+        visualize_filter(tiny_cnn, "features.5", 1, start=(0, 1), **opts)   # its old noise range: names fill=
 
 
 def test_every_ascent_takes_start_and_fill():
