@@ -207,14 +207,7 @@ def test_visualize_filter_old_spellings_warn_and_give_the_same_image(tiny_cnn):
 def test_the_old_positional_start_warns_and_gives_the_same_image(tiny_cnn):
     """visualize_class/activation/diverse take (model, target) / (model, layer, channel) and start= as a keyword;
     the old order (model, start, ...) still works with a warning at the caller's line."""
-    from helpers import (
-        normalize,
-        synthesize_texture,
-        visualize_activation,
-        visualize_class,
-        visualize_diverse,
-        visualize_filter,
-    )
+    from helpers import normalize, synthesize_texture, visualize_activation, visualize_class, visualize_diverse
 
     opts = dict(steps=2, lr=0.1)
     photo = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
@@ -248,7 +241,7 @@ def test_the_old_positional_start_warns_and_gives_the_same_image(tiny_cnn):
     with pytest.raises(TypeError, match=r"takes model, layer, channel and keywords"):
         visualize_activation(tiny_cnn, 8, "features.5", 1, 2, **opts)
     with pytest.raises(ValueError, match=r"a start size must be positive .* is fill=, e\.g\. fill=\(0\.0, 1\.0\)"):
-        visualize_filter(tiny_cnn, "features.5", 1, start=(0, 1), **opts)   # its old noise range: names fill=
+        helpers.visualize_filter(tiny_cnn, "features.5", 1, start=(0, 1), **opts)   # its old noise range: names fill=
 
 
 def test_every_ascent_takes_start_and_fill():
