@@ -196,8 +196,7 @@ def renamed(value: object, old_value: object, name: str, old_name: str, where: s
         return value
     if value is not default:
         raise TypeError(f"{where}() got both {name}= and its old name {old_name}=; pass {name}= only")
-    warnings.warn(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", DeprecationWarning,
-                  stacklevel=3)
+    deprecated(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", stacklevel=4)
     return old_value
 
 

@@ -16,7 +16,6 @@ and removes them on exit.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -24,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, indices, target_objective, target_scores
+from ._checks import Target, as_batch, deprecated, indices, target_objective, target_scores
 from .hooks import capture, frozen_eval
 from .objectives import Objective, channel_max
 
@@ -130,8 +129,8 @@ def _layer_target(target: Target, layer: str | None) -> Target:
         return target
     if isinstance(target, Objective):
         raise ValueError("give the layer inside the objective (target=channel_max(layer, c)), not as layer=")
-    warnings.warn(f"target=c with layer={layer!r} is deprecated: pass target=helpers.objectives.channel_max("
-                  f"{layer!r}, c)", DeprecationWarning, stacklevel=3)
+    deprecated(f"target=c with layer={layer!r} is deprecated: pass target=helpers.objectives.channel_max("
+               f"{layer!r}, c)", stacklevel=4)
     return channel_max(layer, indices(target, "target (a channel of layer=)"))
 
 

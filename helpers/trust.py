@@ -11,7 +11,6 @@ returns one value per image; the model runs on many perturbed copies at once.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ._checks import GIVEN_NOT, Target, as_batch, renamed, target_objective, target_scores
+from ._checks import GIVEN_NOT, Target, as_batch, deprecated, renamed, target_objective, target_scores
 from .gradcam import grad_cam, guided_grad_cam
 from .guided import deconvnet, guided_backprop
 from .hooks import capture, frozen_eval
@@ -55,8 +54,8 @@ def _new_order(target: object, masks: object, target_dims: int, where: str) -> t
         return isinstance(value, torch.Tensor | np.ndarray) and value.ndim > target_dims
 
     if is_masks(target) and not is_masks(masks):
-        warnings.warn(f"{where}(model, images, masks, target, ...) is the old argument order: call "
-                      f"{where}(model, images, target, masks, ...)", DeprecationWarning, stacklevel=3)
+        deprecated(f"{where}(model, images, masks, target, ...) is the old argument order: call "
+                   f"{where}(model, images, target, masks, ...)", stacklevel=4)
         return masks, target
     return target, masks
 
