@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_batch, not_a_channel_layer
+from ._checks import as_batch, deprecated, not_a_channel_layer
 from .hooks import TruncatedForward, frozen_eval, model_device
 
 
@@ -82,8 +80,8 @@ def mean_over_channels(act: torch.Tensor) -> torch.Tensor:
 def channel_mean(act: torch.Tensor) -> torch.Tensor:
     """Deprecated name of :func:`mean_over_channels` (it clashed with the objective
     :func:`helpers.objectives.channel_mean`); a DeprecationWarning."""
-    warnings.warn("helpers.channel_mean(act) is deprecated: call helpers.mean_over_channels(act) (the objective "
-                  "of one channel is helpers.objectives.channel_mean(layer, c))", DeprecationWarning, stacklevel=2)
+    deprecated("helpers.channel_mean(act) is deprecated: call helpers.mean_over_channels(act) (the objective "
+               "of one channel is helpers.objectives.channel_mean(layer, c))", stacklevel=3)
     return mean_over_channels(act)
 
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ._checks import as_batch, rgb_fix
+from ._checks import as_batch, deprecated, rgb_fix
 from .config import progress
 from .hooks import capture, frozen_eval, model_device
 from .images import normalize, valid_range
@@ -230,8 +230,7 @@ class renamed_field:  # noqa: N801 - used like a property: objective = renamed_f
     def __get__(self, result: object, owner: type | None = None) -> object:
         if result is None:
             return self
-        warnings.warn(f"{type(result).__name__}.{self.old} is deprecated: {self.advice}", DeprecationWarning,
-                      stacklevel=2)
+        deprecated(f"{type(result).__name__}.{self.old} is deprecated: {self.advice}", stacklevel=3)
         return getattr(result, self.new) if self.get is None else self.get(result)
 
     def __set__(self, result: object, value: object) -> None:
