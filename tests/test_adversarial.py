@@ -210,7 +210,10 @@ def test_one_image_in_one_image_out_and_amp_channels_last_accepted():
     assert torch.equal(one.image, batch.image[0]) and one.steps.tolist() == batch.steps.tolist() == [int(batch.steps)]
     assert one.perturbation.shape == (3, 16, 16) and one.image.device == x.device
     plain = fooling_image(model, x, t, lr=0.05, max_steps=100, channels_last=False)
-    assert torch.allclose(plain.image, one.image, atol=1e-5) and plain.steps.tolist() == one.steps.tolist()
+    # Other kernels (NCHW): ReLUs and max-pools that switch within rounding along the 100-step path move the image
+    # by up to ~4% of the perturbation (measured with --fp-noise); a broken path would not fool or differ wholly.
+    assert plain.fooled.all() and abs(int(plain.steps) - int(one.steps)) <= 1
+    assert (plain.image - one.image).abs().max() <= 0.1 * one.perturbation.abs().max()
     fast = fooling_image(model, x, t, lr=0.05, max_steps=100, amp=True)  # bfloat16: close, not equal
     assert fast.fooled.all() and fast.image.shape == (3, 16, 16)
     assert abs(int(fast.steps) - int(one.steps)) <= max(2, int(one.steps) // 4)

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import assert_same_state, model_state
+from conftest import assert_mostly_close, assert_same_numbers, assert_same_state, model_state
 from torch import nn
 
 from helpers import (
@@ -71,10 +71,15 @@ def test_edge_detector_visualization_shows_its_orientation():
 def test_batch_of_channels_equals_one_by_one(tiny_cnn):
     opts = dict(FAST, jitter=2, seed=3, l2_weight=0.01, tv_weight=0.1)
     batch = visualize_filter(tiny_cnn, "features.5", [2, 7, 11], **opts)
+    # A batch of 3 convolves with other kernels than a batch of 1, so the two agree up to rounding, which Adam's
+    # lr * g / (|g| + eps) amplifies at pixels whose gradient is near zero, and a max-pool whose two inputs are
+    # within rounding of each other may pick the other one (measured with --fp-noise: up to 6% of the pixels part
+    # by up to 4e-3). So: 90% of the pixels within 1e-4, none by more than one step (lr = 0.1), the scores within
+    # 1e-4 of their size. One wrong channel moves the median pixel by about 0.05 and the largest by 1.2.
     for i, c in enumerate([2, 7, 11]):
         single = visualize_filter(tiny_cnn, "features.5", c, **opts)
-        assert torch.allclose(batch.image[i], single.image[0], atol=1e-4)
-        assert torch.allclose(batch.history[:, i], single.history[:, 0], atol=1e-4)
+        assert_mostly_close(batch.image[i], single.image[0], tight=1e-4, share=0.1, loose=0.1)
+        assert_same_numbers(batch.history[:, i], single.history[:, 0], rel=1e-4)
 
 
 def test_works_inside_no_grad(tiny_cnn):
