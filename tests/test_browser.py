@@ -184,6 +184,19 @@ def kernel_idle(page, timeout: float) -> None:
     pytest.fail(f"the kernel was not idle within {timeout:.0f} s (status: {kernel_status(page)})")
 
 
+def slowdown(cpu_seconds: float = 0.3) -> float:
+    """How many times longer CPU work takes here now than on an idle core: wall time over CPU time of a busy loop
+    (1.0 when this process has a core to itself, about k when k runnable processes share each core).
+
+    The explorers must respond within RESPONSE_LIMIT on idle cores; on a busy machine the limit is scaled by this
+    ratio, measured in this process around the response, so the test judges the explorer, not the machine's load.
+    """
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    while time.process_time() - cpu0 < cpu_seconds and time.perf_counter() - wall0 < 30:
+        sum(i * i for i in range(10_000))
+    return max(1.0, (time.perf_counter() - wall0) / max(time.process_time() - cpu0, 1e-9))
+
+
 def image_source(explorer) -> str | None:
     images = explorer.locator("img")
     return images.first.get_attribute("src") if images.count() else None
@@ -227,11 +240,14 @@ def test_sheet4_channel_browser_responds(tmp_path, chromium_executable):
         wait_for_new_image(explorer, None, RUN_ALL_TIMEOUT)  # interact draws once on creation
         page.screenshot(path=str(ARTIFACTS / "sheet4-explorer-before.png"))
         before = image_source(explorer)
+        load = slowdown()
         step_slider(explorer, "channel")
         took = wait_for_new_image(explorer, before, RESPONSE_LIMIT)
+        load = max(load, slowdown())
         page.screenshot(path=str(ARTIFACTS / "sheet4-explorer-after.png"))
     assert seen["progress"], "no progress widget appeared while the sheet 4 cells ran (training shows one)"
-    assert took <= RESPONSE_LIMIT, f"the channel browser took {took:.1f} s to re-render (limit {RESPONSE_LIMIT} s)"
+    assert took <= RESPONSE_LIMIT * load, (f"the channel browser took {took:.1f} s to re-render (limit "
+                                          f"{RESPONSE_LIMIT} s on idle cores, times {load:.1f} for the load now)")
 
 
 def test_sheet5_explorer_responds(tmp_path, chromium_executable):
@@ -243,9 +259,12 @@ def test_sheet5_explorer_responds(tmp_path, chromium_executable):
         wait_for_new_image(explorer, before, RESPONSE_LIMIT)
         page.screenshot(path=str(ARTIFACTS / "sheet5-explorer-before.png"))
         before = image_source(explorer)
+        load = slowdown()
         step_slider(explorer, "channel")
         button.click()
         took = wait_for_new_image(explorer, before, RESPONSE_LIMIT)
+        load = max(load, slowdown())
         page.screenshot(path=str(ARTIFACTS / "sheet5-explorer-after.png"))
     assert seen["progress"], "no progress widget appeared while the sheet 5 cells ran (the ascent shows one)"
-    assert took <= RESPONSE_LIMIT, f"the explorer took {took:.1f} s to re-render (limit {RESPONSE_LIMIT} s)"
+    assert took <= RESPONSE_LIMIT * load, (f"the explorer took {took:.1f} s to re-render (limit {RESPONSE_LIMIT} s on "
+                                          f"idle cores, times {load:.1f} for the machine's load now)")
