@@ -76,7 +76,8 @@ def _array_to_float(arr: np.ndarray) -> np.ndarray:
     elif arr.dtype == np.uint16:
         out = arr.astype(np.float32) / 65535.0
     elif np.issubdtype(arr.dtype, np.floating):
-        out = np.clip(arr.astype(np.float32), 0.0, 1.0)
+        check_float_pixels(arr)
+        out = np.clip(arr.astype(np.float32), 0.0, 1.0)  # only rounding overshoot is left to clip
     else:
         raise ValueError(f"unsupported image array dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
     if out.shape[2] == 4:  # composite on white, like PIL images with transparency
@@ -84,6 +85,23 @@ def _array_to_float(arr: np.ndarray) -> np.ndarray:
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
     return out
+
+
+FLOAT_SLACK = 1e-3  # how far a float image may overshoot [0, 1] (resampling, rounding) and still be clipped
+
+
+def check_float_pixels(arr: np.ndarray) -> None:
+    """``ValueError`` with the fix when a float image array is not pixels in [0, 1] (up to :data:`FLOAT_SLACK`):
+    NaN/inf, 0-255 values (clipping would make them white) or normalized values."""
+    if not np.isfinite(arr).all():
+        raise ValueError(f"the image array holds {int((~np.isfinite(arr)).sum())} NaN/inf value(s): pass finite "
+                         "pixels (np.nan_to_num repairs them)")
+    low, high = float(arr.min()), float(arr.max())
+    if low >= -FLOAT_SLACK and high <= 1 + FLOAT_SLACK:
+        return
+    fix = ("it looks like 0-255 values: pass arr / 255 or arr.astype(np.uint8)" if low >= -FLOAT_SLACK and high <= 255
+           else "rescale it to [0, 1] (an ImageNet-normalized tensor is already what the techniques take)")
+    raise ValueError(f"a float image array must hold pixels in [0, 1], got values in [{low:g}, {high:g}]: {fix}")
 
 
 def _open(path: Path) -> Image.Image:
@@ -127,7 +145,8 @@ def load_image(source: ImageSource, size: int | None = 224, *, fit: str = "crop"
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not an image, is truncated, or the array has an unsupported shape/dtype.
+        ValueError: the file is not an image, is truncated, or the array has an unsupported shape/dtype or float
+            values outside [0, 1] (0-255 floats: divide by 255).
     """
     if fit not in FITS:
         raise ValueError(f"fit must be 'crop' (centre crop) or 'pad' (letterbox, nothing cut away), got {fit!r}")
