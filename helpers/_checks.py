@@ -21,6 +21,7 @@ from torch import nn
 from ._indices import Indices as Indices
 from ._indices import index as index
 from ._indices import indices as indices
+from .images import image_values as image_values  # the pixel check (its home: images, which _checks imports)
 from .images import rgb_fix as rgb_fix  # how to convert a grey/RGBA image (its home: images)
 from .objectives import LOGITS, Objective, class_logit
 
@@ -138,27 +139,6 @@ def check_optimizer(opt: object, where: str,
 def first_conv(model: nn.Module) -> str | None:
     """The dotted name of the model's first ``nn.Conv2d`` in ``named_modules()`` order (None without one)."""
     return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-
-
-NORMALIZE_FIX = "helpers.normalize(x.float() / 255) for 0-255 pixels, helpers.normalize(x) for pixels in [0, 1]"
-"""How to turn raw pixels into the ImageNet-normalized float images every technique takes."""
-
-
-def image_values(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """``image`` when it holds real pixel values: a floating-point tensor with data (not on the ``meta`` device),
-    every value finite; else a one-line ``ValueError`` naming ``name`` and the fix (one host sync)."""
-    if image.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (a shape without data): pass real pixels, e.g. from "
-                         "helpers.load_image, or move the model and image off the meta device first")
-    if not image.is_floating_point():
-        raise ValueError(f"{name} has dtype {image.dtype}, but images are ImageNet-normalized floats: convert it "
-                         f"with {NORMALIZE_FIX}")
-    finite = torch.isfinite(image)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name} holds {bad} NaN/inf value(s) of {image.numel()}: pass finite pixels (reload the "
-                         "image with helpers.load_image, or repair it with torch.nan_to_num)")
-    return image
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:

@@ -272,6 +272,27 @@ def rgb_fix(channels: int, *, batched: bool = True) -> str:
             }.get(channels, "load it with helpers.load_image, which always gives 3 channels")
 
 
+NORMALIZE_FIX = "helpers.normalize(x.float() / 255) for 0-255 pixels, helpers.normalize(x) for pixels in [0, 1]"
+"""How to turn raw pixels into the ImageNet-normalized float images every technique takes."""
+
+
+def image_values(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """``image`` when it holds real pixel values: a floating-point tensor with data (not on the ``meta`` device),
+    every value finite; else a one-line ``ValueError`` naming ``name`` and the fix (one host sync)."""
+    if image.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data): pass real pixels, e.g. from "
+                         "helpers.load_image, or move the model and image off the meta device first")
+    if not image.is_floating_point():
+        raise ValueError(f"{name} has dtype {image.dtype}, but images are ImageNet-normalized floats: convert it "
+                         f"with {NORMALIZE_FIX}")
+    finite = torch.isfinite(image)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} holds {bad} NaN/inf value(s) of {image.numel()}: pass finite pixels (reload the "
+                         "image with helpers.load_image, or repair it with torch.nan_to_num)")
+    return image
+
+
 class LazyImages:
     """Random access to normalized images ``(3, H, W)`` from any :data:`ImageCollection`, loaded lazily; a
     single ``(3, H, W)`` tensor is a collection of one image."""
@@ -324,7 +345,7 @@ class LazyImages:
         if item.dim() != 3 or item.shape[0] != 3:
             fix = f"; {rgb_fix(item.shape[0], batched=False)}" if item.dim() == 3 else ""
             raise ValueError(f"image {i} must be a normalized (3, H, W) tensor, got shape {tuple(item.shape)}{fix}")
-        return item.detach()
+        return image_values(item.detach(), f"image {i}")
 
     def name(self, i: int) -> str:
         return self.files[i].name if self.files is not None else f"#{i}"

@@ -34,6 +34,8 @@ IMAGE_ENTRIES = {
     "deep_dream": lambda m, x: helpers.deep_dream(m, x, "features.3", steps=1, octaves=1),
     "visualize_filter start": lambda m, x: helpers.visualize_filter(m, "features.3", 0, start=x, steps=1),
     "render start": lambda m, x: render(m, channel_mean("features.3", 0), start=x, steps=1),
+    "top_activations": lambda m, x: helpers.top_activations(m, [photo()[0], x[0]], "features.3", 0, k=1),
+    "extract_features": lambda m, x: helpers.extract_features(m, x, "features.3"),
 }
 
 
@@ -42,7 +44,7 @@ IMAGE_ENTRIES = {
 def test_a_non_finite_pixel_is_refused_naming_the_argument(tiny_cnn, entry, bad):
     x = photo()
     x[0, 1, 3, 5] = bad
-    with pytest.raises(ValueError, match=r"(image|start) holds 1 NaN/inf value") as error:
+    with pytest.raises(ValueError, match=r"(image|start|image [01]) holds 1 NaN/inf value") as error:
         IMAGE_ENTRIES[entry](tiny_cnn, x)
     assert "nan_to_num" in one_line(error)
 
