@@ -8,9 +8,12 @@ module is private): ``from ._checks import as_batch``.
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +21,7 @@ from torch import nn
 from ._indices import Indices as Indices
 from ._indices import index as index
 from ._indices import indices as indices
+from .images import image_values as image_values  # the pixel check (its home: images, which _checks imports)
 from .images import rgb_fix as rgb_fix  # how to convert a grey/RGBA image (its home: images)
 from .objectives import LOGITS, Objective, class_logit
 
@@ -80,19 +84,54 @@ def image_too_small(layer: str, shape: tuple[int, ...], smallest: int, *, logits
 
 # ---------------------------------------------------------------- numbers
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is one integer: a Python int or a numpy integer (numbers.Integral), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
 def positive_int(value: object, name: str, minimum: int = 1) -> int:
-    """``value`` when it is an integer (not a bool) ``>= minimum``, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` as a plain int when it is an integer (an int or a numpy integer, not a bool) ``>= minimum``,
+    else ``ValueError`` naming ``name``."""
+    if not is_integer(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def int_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     """A positive int ``v`` as ``(v, v)``, or a pair ``(height, width)`` of positive ints, else ``ValueError``."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+    pair = (value, value) if is_integer(value) else tuple(value)
+    if len(pair) != 2 or any(not is_integer(v) or v < 1 for v in pair):
         raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return int(pair[0]), int(pair[1])
+
+
+def finite_number(value: object, name: str, *, positive: bool = False, minimum: float | None = None) -> float:
+    """``value`` as a float when it is a finite real number (int, float or numpy number, not a bool or a string),
+    ``> 0`` with ``positive``, ``>= minimum`` when given; else ``ValueError`` (``TypeError`` for a non-number)
+    naming ``name``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and number <= 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be a number >= {minimum:g}, got {value!r}")
+    return number
+
+
+def check_optimizer(opt: object, where: str,
+                    instead: str = "'adam', 'sgd' or a factory of torch.optim.Adam") -> torch.optim.Optimizer:
+    """``opt`` when it is a first-order ``torch.optim.Optimizer``; a one-line error for anything else and for
+    L-BFGS, whose ``step`` needs a closure that re-evaluates the loss (``where`` names the function, ``instead``
+    what to pass)."""
+    if isinstance(opt, torch.optim.LBFGS):
+        raise ValueError(f"{where} does not support torch.optim.LBFGS (its step needs a closure re-evaluating the "
+                         f"loss): pass a first-order optimizer, {instead}")
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"{where}'s optimizer factory must return a torch.optim.Optimizer, got {type(opt).__name__}")
+    return opt
 
 
 # ---------------------------------------------------------------- images
@@ -102,11 +141,21 @@ def first_conv(model: nn.Module) -> str | None:
     return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter or buffer (None without one)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
 def as_batch(image: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
     """``(C, H, W)`` -> ``(1, C, H, W)``; ``(N, C, H, W)`` unchanged; anything else is a ValueError.
 
-    With ``model``, the channel count must be what the model's first convolution takes: a grey ``(N, 1, H, W)``
-    or an RGBA ``(N, 4, H, W)`` image given to an RGB model is refused with the conversion in the message.
+    The pixels are checked by :func:`image_values` (floating point, finite, not meta). With ``model``, a
+    floating-point image of another precision (float64, float16, bfloat16) is cast to the model's dtype, and the
+    channel count must be what the model's first convolution takes: a grey ``(N, 1, H, W)`` or an RGBA
+    ``(N, 4, H, W)`` image given to an RGB model is refused with the conversion in the message.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a tensor (N, 3, H, W), e.g. from load_image, not {type(image).__name__}")
@@ -114,8 +163,12 @@ def as_batch(image: torch.Tensor, model: nn.Module | None = None) -> torch.Tenso
         image = image.unsqueeze(0)
     if image.dim() != 4:
         raise ValueError(f"image must be (N, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
+    image_values(image)
     if model is not None:
         check_image_channels(model, image)
+        dtype = model_dtype(model)
+        if dtype is not None and image.dtype != dtype:
+            image = image.to(dtype)
     return image
 
 

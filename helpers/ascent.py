@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import GIVEN_NOT, Indices, as_batch, deprecated, indices, not_a_channel_layer, positive_int
+from ._checks import GIVEN_NOT, Indices, as_batch, deprecated, finite_number, indices, not_a_channel_layer, positive_int
 from .engine import Fill, OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
@@ -28,7 +28,9 @@ OLD_START = ("visualize_filter(start=<pixel value or (low, high)>) is deprecated
 
 def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 0.0) -> Objective:
     """``score - tv_weight * TV(I) / (H*W) - l2_weight * ||I||^2 / (H*W)``, both priors per pixel (their weights
-    do not depend on the image size), leaving out zero-weight terms."""
+    do not depend on the image size), leaving out zero-weight terms; a non-finite weight is a ``ValueError``."""
+    tv_weight = finite_number(tv_weight, "tv_weight")
+    l2_weight = finite_number(l2_weight, "l2_weight")
     objective = score
     if tv_weight:
         objective = objective - total_variation(tv_weight, per_pixel=True)

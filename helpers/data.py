@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
 from .config import DATA_DIR, default_device, offline_opt_in
@@ -263,6 +264,47 @@ def cifar10_transform(augment: bool = False, normalize: bool = False) -> v2.Comp
     return v2.Compose(steps)
 
 
+REAL_FILES = [*CIFAR10.train_list, *CIFAR10.test_list, (CIFAR10.meta["filename"], CIFAR10.meta["md5"])]
+"""The files of the real CIFAR-10 on-disk format and torchvision's md5 sum of each."""
+
+
+def damaged_files(root: Path) -> list[str]:
+    """What is wrong with the real CIFAR-10 the user has in ``root``: each file of ``<root>/cifar-10-batches-py/``
+    that is missing or fails torchvision's md5 check, and the archive when it fails its own. Empty when there is
+    no real data at all (no archive, no real file) or the folder is a synthetic set (it holds ``SYNTHETIC.txt``)."""
+    folder = root / CIFAR10.base_folder
+    archive = root / CIFAR10.filename
+    present = [name for name, _ in REAL_FILES if (folder / name).is_file()]
+    problems = []
+    if present and not (folder / "SYNTHETIC.txt").exists():
+        for name, md5 in REAL_FILES:
+            path = folder / name
+            if not path.is_file():
+                problems.append(f"{path} is missing")
+            elif not check_integrity(str(path), md5):
+                problems.append(f"{path} fails torchvision's md5 check ({path.stat().st_size:,} bytes)")
+    if archive.is_file() and not check_integrity(str(archive), CIFAR10.tgz_md5):
+        problems.append(f"{archive} fails its md5 check ({archive.stat().st_size:,} bytes)")
+    return problems
+
+
+def _damaged_message(root: Path, problems: list[str]) -> str:
+    return (f"CIFAR-10 in {root} is damaged: {'; '.join(problems)}. Delete the damaged file(s) and download "
+            f"{CIFAR10.url} again into {root}/ (it is unpacked on first use); CNNVIS_OFFLINE=1 does not replace "
+            "damaged real data with the synthetic stand-in")
+
+
+def unreadable_file(folder: Path) -> Path | None:
+    """The first file of a CIFAR-format ``folder`` that does not unpickle (e.g. truncated), else None."""
+    for name, _ in REAL_FILES:
+        try:
+            with open(folder / name, "rb") as f:
+                pickle.load(f, encoding="latin1")
+        except Exception:  # noqa: BLE001 - any failure to read makes the file the one to name
+            return folder / name
+    return None
+
+
 def _unavailable_message(root: Path, reason: str) -> str:
     return (
         f"CIFAR-10 is not in {root} and could not be downloaded ({reason}). Place it by hand: download "
@@ -297,12 +339,17 @@ def cifar10_dataset(root: str | Path | None = None, train: bool = True, *, augme
     try:
         dataset = CIFAR10(root, train=train, transform=transform, download=False)
     except RuntimeError:
+        damaged = damaged_files(root)  # before a download attempt that may overwrite them
         if (root / CIFAR10.filename).exists() or not offline_opt_in():
             try:
                 dataset = CIFAR10(root, train=train, transform=transform, download=True)
             except (URLError, OSError, RuntimeError) as e:
+                if damaged:
+                    raise DataUnavailableError(_damaged_message(root, damaged)) from e
                 if not offline_opt_in():
                     raise DataUnavailableError(_unavailable_message(root, str(e))) from e
+        elif damaged:  # offline opt-in: never a synthetic set beside the user's broken real data
+            raise DataUnavailableError(_damaged_message(root, damaged)) from None
     if dataset is not None:
         dataset.is_synthetic = False
     else:
@@ -313,7 +360,15 @@ def cifar10_dataset(root: str | Path | None = None, train: bool = True, *, augme
             f"OFFLINE STAND-IN: CIFAR-10 is not in {root}, so CNNVIS_OFFLINE=1 uses SYNTHETIC data from "
             f"{synthetic_root} (shapes and stripes, not CIFAR-10 photographs).", OfflineStandInWarning,
             stacklevel=2)
-        dataset = SyntheticCIFAR10(synthetic_root, train=train, transform=transform)
+        try:
+            dataset = SyntheticCIFAR10(synthetic_root, train=train, transform=transform)
+        except Exception as e:  # a truncated or overwritten file of the stand-in
+            bad = unreadable_file(synthetic_root / CIFAR10.base_folder)
+            if bad is None:
+                raise
+            raise DataUnavailableError(f"the synthetic stand-in file {bad} is unreadable ({type(e).__name__}, e.g. "
+                                       f"truncated): delete the folder {synthetic_root} and it is written again on "
+                                       "the next call") from e
     if subset is not None and subset < len(dataset):
         keep = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:subset])
         dataset.data = dataset.data[keep]

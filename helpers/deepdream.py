@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import GIVEN_NOT, as_batch, image_too_small, positive_int, renamed
+from ._checks import GIVEN_NOT, as_batch, finite_number, image_too_small, positive_int, renamed
 from .engine import RenderResult, Transform, jitter, objective_score, renamed_field, render
 from .hooks import deepest_layer, model_device
 from .images import valid_range
@@ -170,6 +170,10 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
                              "helpers.layer_names(model)")
         layers = DREAM_LAYERS
     names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("layers=[] names no layer to amplify: pass one dotted layer name or several, e.g. ReLU "
+                         "names from helpers.layer_names(model), or None for DREAM_LAYERS")
+    tv_step = finite_number(tv_step, "tv_step")
     weights = per_layer_weights(names, layer_weights, "layer_weights")
     image = as_batch(image, model)
     positive_int(steps, "steps")

@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from ._checks import as_batch, deprecated, rgb_fix
+from ._checks import (
+    as_batch,
+    check_optimizer,
+    deprecated,
+    finite_number,
+    image_values,
+    is_integer,
+    positive_int,
+    rgb_fix,
+)
 from .config import progress
 from .hooks import capture, frozen_eval, model_device
 from .images import normalize, valid_range
@@ -44,12 +53,12 @@ START_FIX = "pass start={n} or a start image of at least {n}x{n} px"  # render's
 
 # ---------------------------------------------------------------- the pieces of one step
 
-def check_finite(img: torch.Tensor, step: int, lr: float) -> None:
-    """Stop with a clear error when the optimized image holds NaN or inf (one host sync)."""
+def check_finite(img: torch.Tensor, step: int, lr: float, clamp: bool = True) -> None:
+    """Stop with a clear error when the optimized image holds NaN or inf (one host sync). The start, ``lr`` and
+    the prior weights were checked to be finite before the first step, so this is a diverging ascent."""
     if not bool(torch.isfinite(img).all()):
-        raise FloatingPointError(
-            f"the image became NaN/inf by step {step} (lr={lr:g}): the ascent diverged. Lower the learning "
-            "rate, add an l2_weight or clamp=True, and try again.")
+        fix = "lower lr" if clamp else "lower lr or pass clamp=True"
+        raise FloatingPointError(f"the image became NaN/inf by step {step} (lr={lr:g}): the ascent diverged; {fix}")
 
 
 def image_step(opt: torch.optim.Optimizer, loss: torch.Tensor, img: torch.Tensor, step: int, lr: float,
@@ -67,14 +76,22 @@ def image_step(opt: torch.optim.Optimizer, loss: torch.Tensor, img: torch.Tensor
         if bounds is not None:
             img.clamp_(*bounds)
     if (step + 1) % CHECK_EVERY == 0:
-        check_finite(img, step + 1, lr)
+        check_finite(img, step + 1, lr, bounds is not None)
 
 
 def jitter_shifts(steps: int, jitter: int, generator: torch.Generator) -> list[tuple[int, int]]:
-    """``steps`` random ``(dy, dx)`` rolls in ``[-jitter, jitter]``, drawn on the CPU (no device sync)."""
+    """``steps`` random ``(dy, dx)`` rolls in ``[-jitter, jitter]``, drawn on the CPU (no device sync): the
+    shifts :class:`jitter` draws one step at a time from the same generator."""
+    return [jitter_shift(jitter, generator) for _ in range(steps)]
+
+
+def jitter_shift(jitter: int, generator: torch.Generator) -> tuple[int, int]:
+    """One random ``(dy, dx)`` roll in ``[-jitter, jitter]`` from ``generator`` (CPU, no device sync);
+    ``(0, 0)`` without drawing for ``jitter <= 0``."""
     if jitter <= 0:
-        return [(0, 0)] * steps
-    return [tuple(s) for s in torch.randint(-jitter, jitter + 1, (steps, 2), generator=generator).tolist()]
+        return (0, 0)
+    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+    return dy, dx
 
 
 def make_optimizer(optimizer: OptimizerSpec, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -104,6 +121,7 @@ def start_images(start: Start, n: int, generator: torch.Generator, device: torch
     ``generator``, one noise image repeated ``n`` times (``shared=True``) or ``n`` independent ones.
     """
     if isinstance(start, torch.Tensor):
+        image_values(start, "start")  # floating point, finite, with data
         x = start.unsqueeze(0) if start.dim() == 3 else start
         if x.dim() == 4 and x.shape[1] != 3:
             raise ValueError(f"a start image must be RGB, got {x.shape[1]} channels ({tuple(start.shape)}); "
@@ -112,21 +130,25 @@ def start_images(start: Start, n: int, generator: torch.Generator, device: torch
             raise ValueError(f"a start image must be (1, 3, H, W) or ({n}, 3, H, W) in normalized space "
                              f"(e.g. helpers.load_image), got {tuple(start.shape)}")
         return x.detach().to(device=device, dtype=torch.float32).expand(n, -1, -1, -1).clone()
-    if isinstance(start, bool) or not isinstance(start, int | tuple | list):
-        raise ValueError(f"start must be a normalized image tensor or a size S or (H, W), got {type(start).__name__}")
-    h, w = (start, start) if isinstance(start, int) else tuple(start)
-    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+    if not (is_integer(start) or isinstance(start, tuple | list)):
+        raise ValueError(f"start must be a normalized image tensor or an integer size S or (H, W), got "
+                         f"{type(start).__name__} {start!r} (a pixel value or a (low, high) noise range is fill=, "
+                         "e.g. fill=128/255)")
+    h, w = (start, start) if is_integer(start) else tuple(start)
+    if not (is_integer(h) and is_integer(w) and h > 0 and w > 0):
         raise ValueError(f"a start size must be positive integers S or (H, W), got {start!r} (a pixel value or a "
                          "(low, high) noise range is fill=, e.g. fill=(0.0, 1.0))")
-    if isinstance(fill, int | float):
-        if not 0.0 <= fill <= 1.0:
-            raise ValueError(f"a constant start is a pixel value in [0, 1] (128/255 for 'filled with 128'), "
-                             f"got {fill}")
+    h, w = int(h), int(w)
+    if isinstance(fill, int | float) and not isinstance(fill, bool):
+        if not 0.0 <= fill <= 1.0:  # also refuses NaN
+            raise ValueError(f"fill={fill!r} is outside [0, 1]: the fill of a start made from a size is a pixel value "
+                             "in [0, 1] (128/255 for 'filled with 128') or a (low, high) noise range")
         pixels = torch.full((1, 3, h, w), float(fill))
     else:
         low, high = fill
         if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"start noise (low, high) needs 0 <= low <= high <= 1 (pixel values), got {fill}")
+            raise ValueError(f"fill=(low, high) is start noise and needs 0 <= low <= high <= 1 (pixel values), "
+                             f"got {fill}")
         pixels = low + (high - low) * torch.rand(1 if shared else n, 3, h, w, generator=generator)
     return normalize(pixels).expand(n, -1, -1, -1).to(device).clone()
 
@@ -139,21 +161,24 @@ class jitter:  # noqa: N801 - used like a function: transforms=[jitter(8)]
     """
 
     def __init__(self, pixels: int, *, unrolled_first: bool = False) -> None:
-        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+        if not is_integer(pixels) or pixels < 0:
             raise ValueError(f"jitter is a shift in pixels, an integer >= 0 (0 = off), got {pixels!r}")
-        self.pixels = pixels
+        self.pixels = int(pixels)
         self.unrolled_first = unrolled_first
-        self._shifts: Iterator[tuple[int, int]] = iter(())
+        self._generator = torch.Generator().manual_seed(0)
+        self._calls = 0
 
     def bind(self, generator: torch.Generator, steps: int) -> None:
-        """Draw the shifts of a run of ``steps`` steps (called by :func:`render` before the first step)."""
-        shifts = jitter_shifts(steps, self.pixels, generator)
-        if self.unrolled_first:
-            shifts[0] = (0, 0)
-        self._shifts = iter(shifts)
+        """Draw this run's shifts from ``generator``, one per step as the run goes (called by :func:`render`
+        before the first step; ``steps`` is unused: nothing is precomputed)."""
+        self._generator, self._calls = generator, 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.roll(x, shifts=next(self._shifts), dims=(-2, -1))
+        shift = jitter_shift(self.pixels, self._generator)
+        if self.unrolled_first and self._calls == 0:
+            shift = (0, 0)  # drawn all the same, so the later shifts do not depend on unrolled_first
+        self._calls += 1
+        return torch.roll(x, shifts=shift, dims=(-2, -1))
 
     def __repr__(self) -> str:
         return f"jitter({self.pixels})"
@@ -331,8 +356,10 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
     if not isinstance(objective, Objective):
         raise ValueError(f"objective must be a helpers.objectives.Objective (e.g. channel_mean('features.28', 5)), "
                          f"got {type(objective).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    steps = positive_int(steps, "steps")
+    lr = finite_number(lr, "lr", minimum=0)
+    if n is not None:
+        n = positive_int(n, "n")
     track = dict(track or {})
     device = model_device(model)
     generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
@@ -352,7 +379,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
     low, high = valid_range(img)
     history = torch.empty(steps, n, device=device)
     tracked = {name: torch.empty(steps, n, device=device) for name in track}
-    opt = make_optimizer(optimizer, [img], lr)
+    opt = check_optimizer(make_optimizer(optimizer, [img], lr), "render")
     done, interrupted = 0, False
 
     def step_after(step: int, before: torch.Tensor | None, score: torch.Tensor,
@@ -377,6 +404,9 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
                 x = img
                 for t in transforms:
                     x = t(x)
+                    if not isinstance(x, torch.Tensor):
+                        raise TypeError(f"the transform {t!r} returned {type(x).__name__}, not a tensor: a transform "
+                                        "is a function tensor -> tensor (return the new image)")
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     acts = forward(x, img)
                     score = objective(acts)
@@ -406,7 +436,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         finally:
             if hasattr(bar, "close"):
                 bar.close()
-        check_finite(img, done, lr)
+        check_finite(img, done, lr, clamp)
         try:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 acts = forward(img, img)

@@ -30,12 +30,13 @@ def save_figure(fig: Figure | SubFigure, name: str, *, dpi: float = 110, pad_inc
     Returns:
         The path written.
     """
-    if not name or Path(name).name != name or name.endswith(".png"):
+    if not name.strip(".") or Path(name).name != name or name.endswith(".png"):
         raise ValueError(f"name must be a bare file name without folder or .png, e.g. 'sheet5_filters'; got {name!r}")
     folder = Path(config.FIGURES_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    fig.get_figure(root=True).savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=pad_inches)
+    # format= given: matplotlib then writes exactly `path` (it would append .png to a name it sees no suffix in)
+    fig.get_figure(root=True).savefig(path, format="png", dpi=dpi, bbox_inches="tight", pad_inches=pad_inches)
     return path
 
 

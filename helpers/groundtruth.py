@@ -12,7 +12,9 @@ Inputs are ImageNet-normalized like every other model of the project (:func:`hel
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import GIVEN_NOT, as_batch, renamed
+from ._checks import GIVEN_NOT, as_batch, finite_number, positive_int, renamed
 from .ascent import visualize_filter
 from .classviz import visualize_class
 from .config import DATA_DIR
@@ -69,6 +71,12 @@ class StandInSettings:
     lr: float = 3e-3  # Adam's learning rate
     width: int = 16  # channels of the first convolution (GapCNN doubles it twice)
     seed: int = 0  # seeds the data, the initial weights and the batch order
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test", "epochs", "batch_size", "width"):  # 0 epochs would cache an untrained model
+            positive_int(getattr(self, name), f"StandInSettings.{name}")
+        positive_int(self.seed, "StandInSettings.seed", minimum=0)
+        finite_number(self.lr, "StandInSettings.lr", positive=True)
 
     def key(self) -> str:
         text = repr(sorted(asdict(self).items())) + f"v{VERSION}"
@@ -122,7 +130,10 @@ def trained_stand_in(settings: StandInSettings | None = None, *, root: str | Pat
     (deterministic by ``settings.seed``) and cached there when the file is missing.
 
     Training uses :func:`helpers.fit` (Adam, cross-entropy) with one torch thread count fixed per call and
-    the global RNG forked, so the caller's random state is untouched.
+    the global RNG forked, so the caller's random state is untouched. The cache is written to a temporary file of
+    its own (unique per writer) and moved into place with an atomic ``os.replace``, so two processes training the
+    same stand-in both succeed and a reader never sees half a file. An unreadable cache file is an error naming it
+    and ``retrain=True``, never silently overwritten (it is not a half-write of ours, so something else changed it).
 
     Args:
         settings: data and training settings; default :class:`StandInSettings()`.
@@ -132,16 +143,32 @@ def trained_stand_in(settings: StandInSettings | None = None, *, root: str | Pat
 
     Returns:
         :class:`StandIn` with the model (eval mode, CPU) and its test accuracy.
+
+    Raises:
+        ValueError: ``root`` is not a folder; the cache file cannot be read (delete it or pass ``retrain=True``).
     """
     settings = StandInSettings() if settings is None else settings
+    if not isinstance(settings, StandInSettings):
+        raise TypeError(f"settings must be a StandInSettings (or None), got {type(settings).__name__}")
     folder = Path(DATA_DIR if root is None else root).expanduser()
+    try:  # before training: a root that is a file fails now, not after a minute of training
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"root={str(folder)!r} is not a folder (it or a parent is a file): pass the folder to keep "
+                         "the stand-in's cache in, or None for the project's data/") from None
     path = folder / f"groundtruth-{settings.key()}.pt"
     if path.exists() and not retrain:
         with torch.random.fork_rng(devices=[]):  # the initial weights drawn here are overwritten at once
             model = GapCNN(len(SYNTHETIC_CLASSES), settings.width)
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["state_dict"])
-        return StandIn(model.eval(), float(saved["test_accuracy"]), settings, path, 0.0, True)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            accuracy = float(saved["test_accuracy"])
+        except Exception as e:  # garbage, empty, truncated, another format: the file, not the code, is wrong
+            raise ValueError(f"the stand-in cache {path} is unreadable (empty, truncated or not this stand-in's "
+                             f"torch.save file: {type(e).__name__}); delete it or call trained_stand_in(..., "
+                             "retrain=True) to train and write it again") from e
+        return StandIn(model.eval(), accuracy, settings, path, 0.0, True)
     x, y, _ = synthetic_split(settings.n_train, settings.seed)
     x_test, y_test, _ = synthetic_split(settings.n_test, settings.seed + 1)
     start = time.perf_counter()
@@ -155,11 +182,15 @@ def trained_stand_in(settings: StandInSettings | None = None, *, root: str | Pat
         model.eval()
         # (a DataLoader draws a seed from the global RNG even when it does not shuffle: inside the fork too)
         accuracy = evaluate(model, DataLoader(TensorDataset(x_test, y_test), batch_size=500))
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save({"state_dict": model.state_dict(), "test_accuracy": accuracy, "settings": asdict(settings),
-                "version": VERSION}, partial)
-    partial.replace(path)  # an interrupted save leaves no half-written cache behind
+    # a temporary name of this writer's own, then an atomic replace: an interrupted save leaves no half-written
+    # cache behind, and two processes training the same stand-in never rename each other's file
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:
+        torch.save({"state_dict": model.state_dict(), "test_accuracy": accuracy, "settings": asdict(settings),
+                    "version": VERSION}, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return StandIn(model, accuracy, settings, path, seconds, False)
 
 

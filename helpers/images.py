@@ -76,7 +76,8 @@ def _array_to_float(arr: np.ndarray) -> np.ndarray:
     elif arr.dtype == np.uint16:
         out = arr.astype(np.float32) / 65535.0
     elif np.issubdtype(arr.dtype, np.floating):
-        out = np.clip(arr.astype(np.float32), 0.0, 1.0)
+        check_float_pixels(arr)
+        out = np.clip(arr.astype(np.float32), 0.0, 1.0)  # only rounding overshoot is left to clip
     else:
         raise ValueError(f"unsupported image array dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
     if out.shape[2] == 4:  # composite on white, like PIL images with transparency
@@ -84,6 +85,23 @@ def _array_to_float(arr: np.ndarray) -> np.ndarray:
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
     return out
+
+
+FLOAT_SLACK = 1e-3  # how far a float image may overshoot [0, 1] (resampling, rounding) and still be clipped
+
+
+def check_float_pixels(arr: np.ndarray) -> None:
+    """``ValueError`` with the fix when a float image array is not pixels in [0, 1] (up to :data:`FLOAT_SLACK`):
+    NaN/inf, 0-255 values (clipping would make them white) or normalized values."""
+    if not np.isfinite(arr).all():
+        raise ValueError(f"the image array holds {int((~np.isfinite(arr)).sum())} NaN/inf value(s): pass finite "
+                         "pixels (np.nan_to_num repairs them)")
+    low, high = float(arr.min()), float(arr.max())
+    if low >= -FLOAT_SLACK and high <= 1 + FLOAT_SLACK:
+        return
+    fix = ("it looks like 0-255 values: pass arr / 255 or arr.astype(np.uint8)" if low >= -FLOAT_SLACK and high <= 255
+           else "rescale it to [0, 1] (an ImageNet-normalized tensor is already what the techniques take)")
+    raise ValueError(f"a float image array must hold pixels in [0, 1], got values in [{low:g}, {high:g}]: {fix}")
 
 
 def _open(path: Path) -> Image.Image:
@@ -127,7 +145,8 @@ def load_image(source: ImageSource, size: int | None = 224, *, fit: str = "crop"
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not an image, is truncated, or the array has an unsupported shape/dtype.
+        ValueError: the file is not an image, is truncated, or the array has an unsupported shape/dtype or float
+            values outside [0, 1] (0-255 floats: divide by 255).
     """
     if fit not in FITS:
         raise ValueError(f"fit must be 'crop' (centre crop) or 'pad' (letterbox, nothing cut away), got {fit!r}")
@@ -253,6 +272,27 @@ def rgb_fix(channels: int, *, batched: bool = True) -> str:
             }.get(channels, "load it with helpers.load_image, which always gives 3 channels")
 
 
+NORMALIZE_FIX = "helpers.normalize(x.float() / 255) for 0-255 pixels, helpers.normalize(x) for pixels in [0, 1]"
+"""How to turn raw pixels into the ImageNet-normalized float images every technique takes."""
+
+
+def image_values(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """``image`` when it holds real pixel values: a floating-point tensor with data (not on the ``meta`` device),
+    every value finite; else a one-line ``ValueError`` naming ``name`` and the fix (one host sync)."""
+    if image.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data): pass real pixels, e.g. from "
+                         "helpers.load_image, or move the model and image off the meta device first")
+    if not image.is_floating_point():
+        raise ValueError(f"{name} has dtype {image.dtype}, but images are ImageNet-normalized floats: convert it "
+                         f"with {NORMALIZE_FIX}")
+    finite = torch.isfinite(image)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} holds {bad} NaN/inf value(s) of {image.numel()}: pass finite pixels (reload the "
+                         "image with helpers.load_image, or repair it with torch.nan_to_num)")
+    return image
+
+
 class LazyImages:
     """Random access to normalized images ``(3, H, W)`` from any :data:`ImageCollection`, loaded lazily; a
     single ``(3, H, W)`` tensor is a collection of one image."""
@@ -305,7 +345,7 @@ class LazyImages:
         if item.dim() != 3 or item.shape[0] != 3:
             fix = f"; {rgb_fix(item.shape[0], batched=False)}" if item.dim() == 3 else ""
             raise ValueError(f"image {i} must be a normalized (3, H, W) tensor, got shape {tuple(item.shape)}{fix}")
-        return item.detach()
+        return image_values(item.detach(), f"image {i}")
 
     def name(self, i: int) -> str:
         return self.files[i].name if self.files is not None else f"#{i}"

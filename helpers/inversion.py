@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch, int_pair, positive_int
+from ._checks import as_batch, finite_number, int_pair, positive_int
 from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
@@ -97,6 +97,8 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, start:
         raise ValueError(f"start must have the photos' size {h}x{w} px (their features are compared position by "
                          f"position), got {size[0]}x{size[1]}; leave start=None for noise of that size")
     fit = feature_match(layer, target)  # minus the relative feature distance
+    tv_weight = finite_number(tv_weight, "tv_weight")
+    alpha_weight = finite_number(alpha_weight, "alpha_weight")
     objective = fit
     if tv_weight:
         objective = objective - total_variation(tv_weight, beta=beta, per_pixel=True)

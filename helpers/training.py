@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,7 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ._checks import check_optimizer, finite_number, positive_int
 from .config import progress
+
+SGD_EXAMPLE = "lambda p: torch.optim.SGD(p, lr=0.01)"
 
 
 @dataclass
@@ -31,9 +35,11 @@ class History:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None) -> float:
-    """Accuracy of ``model`` on ``loader`` in eval mode; the model's train/eval mode is restored afterwards."""
+    """Accuracy of ``model`` on ``loader`` in eval mode; every module's own train/eval flag is restored afterwards
+    (also on an error or Ctrl-C). A loader of length 0 is a ``ValueError``."""
     device = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
+    not_empty(loader, "loader")
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         correct = total = 0
@@ -42,8 +48,35 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str |
             correct += (model(x).argmax(1) == y).sum().item()
             total += y.numel()
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     return correct / max(total, 1)
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Set each module's ``training`` flag back to the one recorded in ``modes`` (``[(module, flag), ...]`` of
+    ``model.modules()``), as :func:`helpers.frozen_eval` does: ``model.train(flag)`` would overwrite a mixed
+    state, e.g. a BatchNorm kept in eval mode inside a model in train mode."""
+    for m, mode in modes:
+        m.training = mode
+
+
+def not_empty(loader: Iterable, name: str) -> None:
+    """``ValueError`` naming ``name`` for a loader of length 0 (e.g. a DataLoader over an empty dataset)."""
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise ValueError(f"{name} is empty (no batches): check its dataset, subset and batch_size")
+
+
+class CrossEntropy(nn.CrossEntropyLoss):
+    """``nn.CrossEntropyLoss`` whose error for a label outside the model's classes names their number."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        try:
+            return super().forward(logits, labels)
+        except IndexError:  # torch's "Target 10 is out of bounds." (on the CPU, raised at once)
+            classes = logits.shape[-1]
+            bad = labels[(labels < 0) | (labels >= classes)].unique().tolist()
+            raise ValueError(f"label(s) {bad} out of range: the model gives {classes} classes, so labels must be "
+                             f"0..{classes - 1}; fix the labels or give the model's last layer more outputs") from None
 
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None, epochs: int, *,
@@ -52,8 +85,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         show_progress: bool | None = None) -> History:
     """Train with cross-entropy and Adam (sheet 4: lr 1e-3), evaluating on the test set after every epoch.
 
-    ``model.train()`` while training, ``model.eval()`` while evaluating; the mode the model came in with is
-    restored at the end. Weights are updated in place (that is the point).
+    ``model.train()`` while training, ``model.eval()`` while evaluating; every module's own train/eval flag is
+    restored at the end, also on an error or Ctrl-C. Weights are updated in place (that is the point). The loss is
+    checked once per epoch: a NaN/inf loss (a diverging run, e.g. a far too large ``lr``) stops with a
+    ``FloatingPointError``.
 
     Args:
         model: classifier producing logits ``(N, classes)``.
@@ -61,7 +96,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         test_loader: evaluated after every epoch; None skips evaluation.
         epochs: number of passes over ``train_loader``.
         lr: learning rate of the default Adam optimizer.
-        optimizer: factory ``params -> Optimizer`` replacing Adam (e.g. ``lambda p: torch.optim.SGD(p, 0.01)``).
+        optimizer: factory ``params -> Optimizer`` replacing Adam (e.g. ``lambda p: torch.optim.SGD(p, 0.01)``;
+            not L-BFGS, whose step needs a closure).
         device: where to train; default the model's device.
         threads: CPU threads for the run (``torch.set_num_threads``, restored afterwards); None keeps
             torch's setting. ``"auto"``: at the start of every epoch, time a few steps on one thread and on
@@ -74,10 +110,19 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         :class:`History` with per-epoch train accuracy/loss and test accuracy.
     """
     device = next(model.parameters()).device if device is None else torch.device(device)
-    opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=lr)))(model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
+    epochs = positive_int(epochs, "epochs")
+    lr = finite_number(lr, "lr", minimum=0)
+    if optimizer is not None and not callable(optimizer):
+        raise TypeError(f"optimizer is a factory params -> Optimizer, e.g. optimizer={SGD_EXAMPLE}, not "
+                        f"{optimizer!r}; leave it None for Adam with lr={lr:g}")
+    not_empty(train_loader, "train_loader")
+    if test_loader is not None:
+        not_empty(test_loader, "test_loader")
+    opt = check_optimizer((optimizer or (lambda p: torch.optim.Adam(p, lr=lr)))(model.parameters()), "fit",
+                          f"e.g. optimizer={SGD_EXAMPLE}, or None for Adam")
+    loss_fn = CrossEntropy()
     history = History()
-    was_training, threads_before = model.training, torch.get_num_threads()
+    modes, threads_before = [(m, m.training) for m in model.modules()], torch.get_num_threads()
     auto = threads == "auto"
     if threads is not None and not auto:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -106,14 +151,24 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
                 seen += y.numel()
             history.threads.append(chooser.chosen if chooser is not None else torch.get_num_threads())
             history.train_loss.append(loss_sum.item() / max(seen, 1))
+            check_loss(history.train_loss[-1], epoch, lr if optimizer is None else None)
             history.train_acc.append(correct.item() / max(seen, 1))
             if test_loader is not None:
                 history.test_acc.append(evaluate(model, test_loader, device=device))
             history.seconds.append(time.perf_counter() - start)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
         torch.set_num_threads(threads_before)
     return history
+
+
+def check_loss(loss: float, epoch: int, lr: float | None) -> None:
+    """``FloatingPointError`` naming the learning rate when an epoch's mean loss is NaN/inf (``lr`` None: the
+    caller's optimizer factory set it)."""
+    if not math.isfinite(loss):
+        rate = f"lr={lr:g}" if lr is not None else "the learning rate of your optimizer factory"
+        raise FloatingPointError(f"the training loss became {loss} in epoch {epoch}: training diverged and the weights "
+                                 f"are no longer finite; lower {rate} and train a freshly initialized model")
 
 
 class _ThreadChooser:

@@ -191,3 +191,43 @@ def test_two_object_images_hold_two_different_classes_apart():
     assert all(np.array_equal(a, b) for a, b in zip(again, (images, labels, masks), strict=True))
     with pytest.raises(ValueError, match="at least 48"):
         synthetic_two_object_images(2, 0, width=40)
+
+
+# ---------------------------------------------------------------- broken files (issue 24)
+
+def _real_looking(root: Path) -> Path:
+    """A folder in the real CIFAR-10 layout without the synthetic marker: the user's own (here: wrong) files."""
+    folder = write_synthetic_cifar10(root, n_train=10, n_test=5, seed=1)
+    (folder / "SYNTHETIC.txt").unlink()
+    return folder
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_damaged_real_data_is_reported_by_file_and_check_never_replaced_by_the_stand_in(tmp_path, no_network,
+                                                                                        monkeypatch, offline):
+    folder = _real_looking(tmp_path)
+    batch = folder / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])  # truncated
+    (folder / "test_batch").unlink()
+    if offline:
+        monkeypatch.setenv("CNNVIS_OFFLINE", "1")
+    with pytest.raises(DataUnavailableError) as info:
+        cifar10_dataset(tmp_path, train=True)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"CIFAR-10 in {tmp_path} is damaged")
+    assert f"{batch} fails torchvision's md5 check (100 bytes)" in message
+    assert f"{folder / 'test_batch'} is missing" in message
+    assert "Delete the damaged file(s) and download" in message and CIFAR10.url in message
+    assert not (tmp_path / "cifar10-synthetic").exists()  # no 37 MB stand-in beside the user's data
+
+
+def test_a_truncated_stand_in_file_is_named_with_the_fix(tmp_path, no_network, monkeypatch):
+    write_synthetic_cifar10(tmp_path / "cifar10-synthetic", n_train=10, n_test=5)
+    batch = tmp_path / "cifar10-synthetic" / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:200])
+    monkeypatch.setenv("CNNVIS_OFFLINE", "1")
+    with (pytest.warns(OfflineStandInWarning),
+          pytest.raises(DataUnavailableError, match=f"stand-in file {batch} is unreadable .*delete the folder")):
+        cifar10_dataset(tmp_path, train=True)
+    with pytest.warns(OfflineStandInWarning):
+        assert len(cifar10_dataset(tmp_path, train=False)) == 5  # the test split's files are fine

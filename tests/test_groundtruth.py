@@ -90,3 +90,70 @@ def test_synthesis_checks_pass_amp_and_channels_last_to_the_ascents():
     for a, b in [(plain.class_images, fast.class_images), (plain.filter_image, fast.filter_image),
                  (plain.dream_images, fast.dream_images)]:
         assert not torch.equal(a, b) and (a - b).abs().max() < 0.5
+
+
+# ---------------------------------------------------------------- a broken cache (issue 24)
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "half-written"])
+def test_an_unreadable_cache_names_the_file_and_retrain(tmp_path, damage):
+    made = trained_stand_in(TINY, root=tmp_path)
+    data = made.path.read_bytes()
+    made.path.write_bytes({"garbage": b"not a torch file\n" * 10, "empty": b"",
+                           "half-written": data[:len(data) // 2]}[damage])
+    with pytest.raises(ValueError, match=r"stand-in cache .*groundtruth-.*\.pt is unreadable .*retrain=True") as error:
+        trained_stand_in(TINY, root=tmp_path)
+    assert str(made.path) in str(error.value) and "\n" not in str(error.value)
+    again = trained_stand_in(TINY, root=tmp_path, retrain=True)  # the fix the message names
+    assert not again.loaded and trained_stand_in(TINY, root=tmp_path).loaded
+
+
+def test_a_root_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch):
+    import helpers.groundtruth as groundtruth
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking root")
+
+    monkeypatch.setattr(groundtruth, "fit", no_training)
+    (tmp_path / "data").write_text("a file")
+    for root in (tmp_path / "data", tmp_path / "data" / "sub"):
+        with pytest.raises(ValueError, match=r"root=.* is not a folder"):
+            trained_stand_in(TINY, root=root)
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"epochs": -1}, {"n_train": 0}, {"batch_size": 0},
+                                 {"lr": float("nan")}, {"width": 2.5}])
+def test_settings_that_train_nothing_are_refused(bad):
+    with pytest.raises(ValueError, match=f"StandInSettings.{next(iter(bad))}"):
+        StandInSettings(**bad)
+
+
+def test_two_writers_of_the_same_stand_in_both_succeed(tmp_path, monkeypatch):
+    import threading
+
+    import helpers.groundtruth as groundtruth
+
+    real_save = torch.save
+    both_saved = threading.Barrier(2)
+
+    def slow_save(obj, f, *args, **kwargs):  # a slow disk: each writer finishes its file before either renames it
+        real_save(obj, f, *args, **kwargs)
+        both_saved.wait(timeout=60)
+
+    monkeypatch.setattr(groundtruth.torch, "save", slow_save)
+    results, errors = [], []
+
+    def train():
+        try:
+            results.append(trained_stand_in(TINY, root=tmp_path, retrain=True))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    writers = [threading.Thread(target=train) for _ in range(2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+    assert not errors and len(results) == 2
+    monkeypatch.setattr(groundtruth.torch, "save", real_save)
+    assert trained_stand_in(TINY, root=tmp_path).loaded
+    assert [p.name for p in tmp_path.iterdir()] == [results[0].path.name]  # no temporary file left behind

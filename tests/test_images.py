@@ -211,3 +211,18 @@ def test_photo_set_uses_folder_only_when_it_has_enough(tmp_path, rgb_array):
     assert list(photo_set(2, tmp_path, size=8, device="cpu")) == ["mine0.png", "mine1.png"]
     with pytest.raises(ValueError, match="sample photos"):
         photo_set(9, tmp_path / "none")
+
+
+def test_a_float_array_outside_0_1_is_refused_not_turned_white():
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (12, 10, 3))
+    with pytest.raises(ValueError, match=r"must hold pixels in \[0, 1\].*0-255 values: pass arr / 255"):
+        load_image(pixels, None, device="cpu")
+    torch.testing.assert_close(load_image(pixels / 255, None, device="cpu"),
+                               load_image(pixels.astype(np.float32) / 255, None, device="cpu"))
+    with pytest.raises(ValueError, match=r"got values in \[-2, 2\]: rescale it to \[0, 1\]"):  # e.g. normalized
+        load_image(np.linspace(-2, 2, 48).reshape(4, 4, 3), None, device="cpu")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        load_image(np.full((4, 4, 3), np.nan), None, device="cpu")
+    nearly = np.full((4, 4, 3), 1.0004)  # rounding overshoot is still clipped
+    assert torch.allclose(load_image(nearly, None, device="cpu"), load_image(np.ones((4, 4, 3)), None, device="cpu"))

@@ -188,3 +188,13 @@ def test_stand_in_note_is_printed_exactly_when_a_stand_in_is_used(capsys):
     out = capsys.readouterr().out
     assert out == helpers.stand_in_note(VGG(False), fake_data) + "\n" and out.startswith("OFFLINE STAND-IN")
     assert helpers.print_stand_in_note(VGG(False)) is None   # nothing for a notebook cell to echo
+
+
+def test_save_figure_refuses_dot_names_and_returns_the_file_it_wrote(tmp_path, monkeypatch):
+    monkeypatch.setattr(helpers.config, "FIGURES_DIR", str(tmp_path / "figures"))
+    fig = plt.figure(figsize=(1, 1))
+    for bad in ("..", ".", "..."):
+        with pytest.raises(ValueError, match="name must be"):
+            helpers.save_figure(fig, bad)
+    path = helpers.save_figure(fig, "a.b")
+    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["a.b.png"]

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -117,3 +118,90 @@ def test_fit_auto_threads_probes_one_and_torchs_setting_then_keeps_the_faster(mo
     assert seen[100:100 + w + p] == [1] * (w + p)  # every epoch probes anew
     with pytest.raises(ValueError, match="threads"):
         fit(Spy(3, 2), data, None, epochs=1, threads="fast")
+
+
+# ---------------------------------------------------------------- bad inputs (issue 24)
+
+def _mixed_modes() -> nn.Module:
+    """A model in train mode whose BatchNorm is kept in eval mode (frozen statistics): a mixed state."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).train()
+    model[1].eval()
+    return model
+
+
+def _flags(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+class _Breaks:
+    """A loader of two batches that raises ``error`` at the second."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self):
+        yield torch.randn(4, 3), torch.randint(0, 2, (4,))
+        raise self.error
+
+
+def test_fit_and_evaluate_restore_each_modules_own_flag_also_after_errors_and_ctrl_c():
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    model = _mixed_modes()
+    expected = _flags(model)
+    assert expected == [True, True, False, True]
+    fit(model, data, data, epochs=1)
+    assert _flags(model) == expected
+    evaluate(model, data)
+    assert _flags(model) == expected
+    for error in (RuntimeError("disk gone"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            fit(model, _Breaks(error), None, epochs=1)
+        assert _flags(model) == expected
+        with pytest.raises(type(error)):
+            evaluate(model, _Breaks(error))
+        assert _flags(model) == expected
+    with pytest.raises(ValueError, match="epochs"):
+        fit(model, data, None, epochs=0)
+    assert _flags(model) == expected
+
+
+def test_fit_stops_with_an_error_naming_lr_when_the_loss_becomes_non_finite():
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(64, 3), torch.randint(0, 2, (64,))), batch_size=8)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(FloatingPointError, match=r"loss became nan in epoch 1: .*lower lr=1e\+30"):
+        fit(model, data, None, epochs=3, lr=1e30)
+    with pytest.raises(FloatingPointError, match="the learning rate of your optimizer factory"):
+        fit(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)), data, None, epochs=1,
+            optimizer=lambda p: torch.optim.SGD(p, lr=1e30))
+
+
+def test_fit_refuses_bad_arguments_with_the_fix():
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    empty = DataLoader(TensorDataset(torch.randn(0, 3), torch.randint(0, 2, (0,))), batch_size=4)
+    model = nn.Linear(3, 2)
+    before = model.weight.detach().clone()
+    for epochs in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"^epochs must be an integer >= 1"):
+            fit(model, data, None, epochs=epochs)
+    with pytest.raises(ValueError, match="^train_loader is empty"):
+        fit(model, empty, None, epochs=1)
+    with pytest.raises(ValueError, match="^test_loader is empty"):
+        fit(model, data, empty, epochs=1)
+    with pytest.raises(ValueError, match="^loader is empty"):
+        evaluate(model, empty)
+    with pytest.raises(TypeError, match=r"optimizer is a factory .*torch\.optim\.SGD\(p, lr=0\.01\).*not 'sgd'"):
+        fit(model, data, None, epochs=1, optimizer="sgd")
+    with pytest.raises(ValueError, match="does not support torch.optim.LBFGS"):
+        fit(model, data, None, epochs=1, optimizer=torch.optim.LBFGS)
+    for lr, error in ((float("nan"), ValueError), (-1e-3, ValueError), ("1e-3", TypeError)):
+        with pytest.raises(error, match="^lr must be"):
+            fit(model, data, None, epochs=1, lr=lr)
+    assert torch.equal(model.weight, before)  # refused before any step
+    with pytest.raises(ValueError, match=r"label\(s\) \[10\] out of range: the model gives 2 classes, .*0\.\.1"):
+        fit(model, DataLoader(TensorDataset(torch.randn(4, 3), torch.tensor([0, 1, 10, 1])), batch_size=4), None,
+            epochs=1)
+    assert fit(model, data, None, epochs=np.int64(1)).epochs == [1]
