@@ -57,17 +57,16 @@ def test_synthesis_checks_leave_the_model_as_found():
     assert torch.isfinite(torch.tensor([checks.dream_gain_present, checks.dream_gain_absent])).all()
 
 
-def test_synthesis_checks_take_target_one_image_and_the_old_labels_keyword_with_a_warning():
+def test_synthesis_checks_take_target_and_one_image():
     torch.manual_seed(0)
     model = GapCNN(width=4).eval()
     x, labels, _ = two_object_split(1, 0)
     settings = {"class_steps": 2, "filter_steps": 2, "dream_steps": 1}
-    new = synthesis_checks(model, x[0], target=labels[0], **settings)  # one (3, H, W) image
-    with pytest.warns(DeprecationWarning, match=r"synthesis_checks\(target=\.\.\.\)"):
-        old = synthesis_checks(model, x, labels=labels, **settings)
-    assert new.dream_images.shape == x.shape and torch.equal(new.dream_images, old.dream_images)
-    assert new.dream_gain_present == pytest.approx(old.dream_gain_present, rel=1e-4, abs=1e-6)
-    assert new.dream_gain_absent == pytest.approx(old.dream_gain_absent, rel=1e-4, abs=1e-6)
+    one = synthesis_checks(model, x[0], target=labels[0], **settings)  # one (3, H, W) image
+    batch = synthesis_checks(model, x, labels, **settings)
+    assert one.dream_images.shape == x.shape and torch.equal(one.dream_images, batch.dream_images)
+    assert one.dream_gain_present == pytest.approx(batch.dream_gain_present, rel=1e-4, abs=1e-6)
+    assert one.dream_gain_absent == pytest.approx(batch.dream_gain_absent, rel=1e-4, abs=1e-6)
 
 
 def test_synthesis_checks_pass_amp_and_channels_last_to_the_ascents():
