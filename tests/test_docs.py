@@ -91,3 +91,8 @@ def test_each_signature_matches_the_real_one(name, signature):
         if value is ... or repr(p.default) == "<factory>":  # not shown, a named constant, a default factory
             continue
         assert value == p.default or (isinstance(value, float) and value == pytest.approx(p.default)), p.name
+
+
+def test_the_sample_photo_names_on_the_page_are_the_real_ones():
+    line = next(line for line in PAGE.read_text().splitlines() if line.startswith("- `SAMPLE_PHOTOS`"))
+    assert tuple(re.findall(r"`(\w+)`", line.partition(":")[2])) == helpers.SAMPLE_PHOTOS
