@@ -16,7 +16,6 @@ from .activations import (
     pca_rgb,
     upsample_map,
 )
-from .activations import channel_mean as channel_mean  # deprecated name of mean_over_channels, kept out of __all__
 from .adversarial import FoolingResult, fgsm, fooling_image
 from .ascent import AscentResult, top_filters, visualize_filter
 from .classviz import ClassResult, L2PlusPlus, visualize_activation, visualize_class
@@ -67,7 +66,6 @@ from .images import (
     SAMPLE_PHOTOS,
     course_photo,
     denormalize,
-    display_pixels,
     load_image,
     load_images,
     normalize,
@@ -134,7 +132,6 @@ from .trust import (
     insertion_curve,
     localization_scores,
     mask_energy,
-    orientation,
     pointing_game,
 )
 
@@ -204,7 +201,6 @@ __all__ = [
     "localization_scores",
     "attribution_methods",
     "as_map",
-    "orientation",
     "dominant_orientation",
     "angle_difference",
     "axis_energy_ratio",
@@ -254,7 +250,6 @@ __all__ = [
     "normalize",
     "denormalize",
     "to_image",
-    "display_pixels",
     "valid_range",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -233,46 +232,3 @@ def target_scores(objective: Objective, acts: Mapping[str, torch.Tensor], n: int
     if LOGITS in objective.reads:
         check_logits(acts[LOGITS], n)
     return objective(acts)
-
-
-# ---------------------------------------------------------------- renamed arguments
-
-GIVEN_NOT = object()
-"""Default of a renamed argument's old keyword: tells "not given" apart from every real value (None included)."""
-
-
-def renamed(value: object, old_value: object, name: str, old_name: str, where: str, default: object = None) -> object:
-    """The value of argument ``name`` of ``where()``, also accepted under its deprecated keyword ``old_name``
-    (``old_value``, :data:`GIVEN_NOT` when absent) with a ``DeprecationWarning`` naming the new word.
-    ``default`` is the new argument's default object (compared by identity: "not given")."""
-    if old_value is GIVEN_NOT:
-        return value
-    if value is not default:
-        raise TypeError(f"{where}() got both {name}= and its old name {old_name}=; pass {name}= only")
-    deprecated(f"{where}({old_name}=...) is deprecated: call it {where}({name}=...)", stacklevel=4)
-    return old_value
-
-
-def deprecated(message: str, stacklevel: int = 3) -> None:
-    """A ``DeprecationWarning`` saying ``message`` (the new spelling), pointing at the caller of the public
-    function that called this (``stacklevel`` 3; one more per helper in between)."""
-    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
-
-
-def old_start_order(where: str, names: str, args: tuple, legacy: tuple, start: object,
-                    default: object, note: str = "") -> tuple[tuple, object]:
-    """``(args, start)`` of an ascent ``where(model, <names>, *legacy, start=...)``, also accepting its old
-    positional order ``where(model, start, <names>)`` (all positional: one positional more, ``legacy``) with a
-    ``DeprecationWarning`` ending in ``note`` (e.g. what else changed since that order). ``default`` is
-    ``start``'s default (a given start and an old-order call conflict)."""
-    if not legacy:
-        return args, start
-    if len(legacy) > 1:
-        raise TypeError(f"{where}() takes model, {names} and keywords; got {len(args) + len(legacy)} positional "
-                        f"arguments after the model")
-    if isinstance(start, torch.Tensor) or start != default:
-        raise TypeError(f"{where}() got start= and the old positional order (model, start, {names}); call it "
-                        f"{where}(model, {names}, start=...)")
-    deprecated(f"{where}(model, start, {names}) is deprecated: call it {where}(model, {names}, start=...){note}",
-               stacklevel=4)
-    return (*args[1:], *legacy), args[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_batch, deprecated, not_a_channel_layer
+from ._checks import as_batch, not_a_channel_layer
 from .hooks import TruncatedForward, frozen_eval, model_device
 
 
@@ -75,14 +75,6 @@ def mean_over_channels(act: torch.Tensor) -> torch.Tensor:
     (Not :func:`helpers.objectives.channel_mean`, the mean over positions of one channel, an objective.)"""
     _check_maps(act)
     return act.detach().mean(1)
-
-
-def channel_mean(act: torch.Tensor) -> torch.Tensor:
-    """Deprecated name of :func:`mean_over_channels` (it clashed with the objective
-    :func:`helpers.objectives.channel_mean`); a DeprecationWarning."""
-    deprecated("helpers.channel_mean(act) is deprecated: call helpers.mean_over_channels(act) (the objective "
-               "of one channel is helpers.objectives.channel_mean(layer, c))", stacklevel=3)
-    return mean_over_channels(act)
 
 
 def upsample_map(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

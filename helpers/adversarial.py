@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import GIVEN_NOT, Target, as_batch, check_logits, positive_int, renamed, target_indices
+from ._checks import Target, as_batch, check_logits, positive_int, target_indices
 from .engine import TOTAL, RenderResult, Step, StopRender, render
 from .hooks import explain_small_image, frozen_eval
 from .images import IMAGENET_STD, denormalize, normalize
@@ -177,8 +177,8 @@ def _logits(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
     return check_logits(out, u.shape[0])
 
 
-def fgsm(model: nn.Module, image: torch.Tensor, target: Target | None = None, *, epsilon: float = 2 / 255,
-         targeted: bool = False, label: Target = GIVEN_NOT) -> torch.Tensor:
+def fgsm(model: nn.Module, image: torch.Tensor, target: Target, *, epsilon: float = 2 / 255,
+         targeted: bool = False) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015, https://arxiv.org/abs/1412.6572).
 
     One step of size ``epsilon`` per pixel along the sign of the cross-entropy's gradient: up the loss of the
@@ -193,7 +193,6 @@ def fgsm(model: nn.Module, image: torch.Tensor, target: Target | None = None, *,
         epsilon: the per-pixel change in pixel units (``2/255`` = two grey levels); the L-inf norm of the
             perturbation is at most ``epsilon``.
         targeted: move towards ``target`` instead of away from it.
-        label: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
         The adversarial image, normalized, of the image's shape, on its device.
@@ -201,9 +200,6 @@ def fgsm(model: nn.Module, image: torch.Tensor, target: Target | None = None, *,
     Raises:
         ValueError: bad image shape or range, target out of range, negative ``epsilon``.
     """
-    target = renamed(target, label, "target", "label", "fgsm")
-    if target is None:
-        raise TypeError("fgsm() needs target=, the true class (or the class to reach with targeted=True)")
     if not epsilon >= 0:
         raise ValueError(f"epsilon must be >= 0 (pixel units, e.g. 2/255), got {epsilon!r}")
     u = _pixels(image, model)

@@ -16,14 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import GIVEN_NOT, Indices, as_batch, deprecated, finite_number, indices, not_a_channel_layer, positive_int
-from .engine import Fill, OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
+from ._checks import Indices, as_batch, finite_number, indices, not_a_channel_layer, positive_int
+from .engine import Fill, OptimizerSpec, RenderResult, Start, jittered, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import Objective, channel_mean, l2, total_variation
 
 COURSE_NOISE = (150 / 255, 180 / 255)  # the course code's start: uniform noise in [150, 180] grey levels
-OLD_START = ("visualize_filter(start=<pixel value or (low, high)>) is deprecated: pass it as fill=...; start= is "
-             "now the start image or its size S / (H, W), as in render")
 
 
 def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 0.0) -> Objective:
@@ -39,44 +37,6 @@ def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 
     return objective
 
 
-def _is_fill(value: object) -> bool:
-    """Whether an old ``visualize_filter(start=...)`` is a fill: a float, or a pair holding a float (a pair of
-    ints is a size; an int was never a valid old start above 1)."""
-    if isinstance(value, float):
-        return True
-    return isinstance(value, tuple | list) and len(value) == 2 and any(isinstance(v, float) for v in value)
-
-
-def _filter_start(start: Start, fill: Fill, size: object, init: object) -> tuple[Start, Fill]:
-    """``visualize_filter``'s ``(start, fill)``, its old spellings mapped with a DeprecationWarning: ``init=`` and
-    ``start=<value or (low, high)>`` were the fill (or a start image), ``size=`` the start's size."""
-    start_given = isinstance(start, torch.Tensor) or start != 128
-    old = init if init is not GIVEN_NOT else start if _is_fill(start) else GIVEN_NOT
-    if init is not GIVEN_NOT:
-        if start_given:
-            raise TypeError("visualize_filter() got both start= and its old name init=; pass start= (the start "
-                            "image or its size) and fill= (its pixel value or noise range)")
-        deprecated("visualize_filter(init=...) is deprecated: pass a pixel value or (low, high) noise range as "
-                   "fill=..., a start image as start=...", stacklevel=4)
-    elif old is not GIVEN_NOT:
-        deprecated(OLD_START, stacklevel=4)
-    if isinstance(old, torch.Tensor):
-        start = old
-    elif old is not GIVEN_NOT:
-        if fill is not COURSE_NOISE:
-            raise TypeError("visualize_filter() got both fill= and a pixel value or noise range as start=; "
-                            "pass fill= only")
-        start, fill = 128, old
-    if size is not GIVEN_NOT:
-        deprecated("visualize_filter(size=...) is deprecated: call it visualize_filter(start=...) (a size S or "
-                   "(H, W), or a start image)", stacklevel=4)
-        if not isinstance(start, torch.Tensor):  # with a start image, size was ignored (as before)
-            if start != 128:
-                raise TypeError("visualize_filter() got both start= (a size) and its old name size=; pass start=")
-            start = size
-    return start, fill
-
-
 @dataclass(kw_only=True)
 class AscentResult(RenderResult):
     """What :func:`visualize_filter` and :func:`helpers.visualize_activation` return: a :class:`helpers.RenderResult`
@@ -87,21 +47,17 @@ class AscentResult(RenderResult):
     channel's mean activation) of the jittered image before each update and of the returned image, on the CPU;
     ``tracked["total"]``/``tracked_score["total"]`` the whole objective the engine maximized, priors included.
     ``image`` ``(N, 3, H, W)`` is ImageNet-normalized like :func:`helpers.load_image`, one per channel, on the
-    start image's device (the model's for a start made from a size). ``objective`` is the deprecated name of
-    ``score``."""
+    start image's device (the model's for a start made from a size)."""
 
     layer: str  # dotted layer name
     channels: list[int]  # the channel of each image
-
-    objective = renamed_field("score")
 
 
 def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: Start = 128,
                      fill: Fill = COURSE_NOISE, steps: int = 100, lr: float = 0.1, optimizer: OptimizerSpec = "adam",
                      tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0, clamp: bool = True,
                      seed: int = 0, amp: bool = False, channels_last: bool | None = None,
-                     show_progress: bool | None = None, size: object = GIVEN_NOT,
-                     init: object = GIVEN_NOT) -> AscentResult:
+                     show_progress: bool | None = None) -> AscentResult:
     """Find input images that maximize the mean activation of one or several channels of a layer.
 
     Gradient ascent on the pixels (activation maximization): :func:`helpers.render` of the objective
@@ -143,10 +99,6 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: S
         channels_last: run the convolutions in channels-last memory format (:mod:`helpers.speed`); None: on
             the CPU yes, on a GPU no. The same arithmetic in another order: results agree to float rounding.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
-        size: deprecated name of ``start`` given as a size (a DeprecationWarning).
-        init: deprecated: a pixel value or noise range is now ``fill``, a start image ``start`` (a
-            DeprecationWarning). So is ``start=<float or (float, float)>``, the old meaning of ``start``: it
-            still works as ``fill`` with a DeprecationWarning (a pair of ints is a size).
 
     Returns:
         :class:`AscentResult`: ``image`` ``(N, 3, H, W)`` (on the start tensor's device, else the model's);
@@ -159,7 +111,6 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: S
         FloatingPointError: the image became NaN/inf (learning rate too high).
     """
     channels = list(indices(channel, "a channel"))
-    start, fill = _filter_start(start, fill, size, init)
     score = channel_mean(layer, channels)
     objective = with_priors(score, tv_weight=tv_weight, l2_weight=l2_weight)
     res = render(model, objective, start=start, fill=fill, n=len(channels), steps=steps, lr=lr, optimizer=optimizer,

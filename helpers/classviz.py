@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ._checks import Indices, indices, old_start_order
+from ._checks import Indices, indices
 from .ascent import AscentResult, with_priors
 from .engine import (
     NOISE,
@@ -33,14 +33,10 @@ from .engine import (
     Start,
     Step,
     jittered,
-    renamed_field,
     render,
     technique_result,
 )
 from .objectives import Objective, channel_mean, class_logit
-
-L2_NOW_PER_PIXEL = ("; l2_weight is now per pixel (on ||I||^2 / (H*W)): an old value times H*W gives the old image, "
-                    "and the default is the old 1e-4 at {size} px only")  # said with the old positional order
 
 
 @dataclass(kw_only=True)
@@ -52,15 +48,9 @@ class ClassResult(RenderResult):
     class's logit) of the jittered image before each update and of the returned image, on the CPU;
     ``tracked["total"]``/``tracked_score["total"]`` the whole objective the engine maximized (minus the L2
     prior). ``image`` ``(N, 3, H, W)`` is normalized, one per class, on the start image's device (the model's for
-    a size). ``objective`` and ``channels`` are the deprecated names of ``score`` and ``classes``; ``layer`` (it
-    was always ``""``, the model's output) is deprecated too."""
+    a size)."""
 
     classes: list[int]  # the class of each image
-
-    objective = renamed_field("score")
-    channels = renamed_field("classes")
-    layer = renamed_field("classes", lambda r: "", advice="it was always '' (visualize_class reads the model's "
-                                                          "output); the classes are in .classes")
 
 
 @dataclass
@@ -164,7 +154,7 @@ def _ascent(model: nn.Module, start: Start, fill: Fill, score: Objective, target
                   show_progress=show_progress, desc=desc)
 
 
-def visualize_class(model: nn.Module, target: Indices, *legacy: object, start: Start = 224, fill: Fill = NOISE,
+def visualize_class(model: nn.Module, target: Indices, *, start: Start = 224, fill: Fill = NOISE,
                     steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-4 * 224 * 224,
                     l2pp: L2PlusPlus | None = None, jitter: int = 0, clamp: bool = True,
                     optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
@@ -185,17 +175,14 @@ def visualize_class(model: nn.Module, target: Indices, *legacy: object, start: S
     Args:
         model: a classifier taking ImageNet-normalized ``(N, 3, H, W)`` images, returning ``(N, K)`` logits.
         target: a class index, or several (one image each): an int, a list, an integer tensor or numpy value.
-        legacy: the old positional order ``visualize_class(model, start, target)``, all three positional, still
-            works, with a DeprecationWarning: pass ``start=`` as a keyword (``(model, start, target=c)`` is a
-            TypeError from Python).
         start: a size ``S`` / ``(H, W)`` for a start image made of ``fill``, or a normalized photo
             ``(1, 3, H, W)`` to start from (e.g. :func:`helpers.load_image`; not modified).
         fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray
             ``(0.4, 0.6)``, :func:`helpers.render`'s) or one value in ``[0, 1]``.
         steps: optimizer steps.
         lr: learning rate of a named optimizer (normalized units).
-        l2_weight: ``lambda`` of the L2 prior, per pixel (0 = off). Per pixel since this release; an old value
-            times H*W gives the same image (the default, ``1e-4 * 224 * 224``, is the old ``1e-4`` at 224 px).
+        l2_weight: ``lambda`` of the L2 prior, per pixel (0 = off). The default, ``1e-4 * 224 * 224``, weighs
+            as ``1e-4`` on the summed squared norm of a 224 px image.
         l2pp: the L2++ operations, or None for the plain L2 objective.
         jitter: our addition, not part of L2++: roll the image by a random shift of up to this many pixels
             before each forward pass (0 = off).
@@ -216,8 +203,6 @@ def visualize_class(model: nn.Module, target: Indices, *legacy: object, start: S
         ValueError: class index out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    (target,), start = old_start_order("visualize_class", "target", (target,), legacy, start, 224,
-                                       L2_NOW_PER_PIXEL.format(size=224))
     targets = list(indices(target, "a class"))
     res = _ascent(model, start, fill, class_logit(targets), targets, steps=steps, lr=lr, l2_weight=l2_weight,
                   l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed, amp=amp,
@@ -225,7 +210,7 @@ def visualize_class(model: nn.Module, target: Indices, *legacy: object, start: S
     return technique_result(ClassResult, res, classes=targets)
 
 
-def visualize_activation(model: nn.Module, layer: str, channel: Indices, *legacy: object, start: Start = 128,
+def visualize_activation(model: nn.Module, layer: str, channel: Indices, *, start: Start = 128,
                          fill: Fill = NOISE, steps: int = 200, lr: float = 0.05, l2_weight: float = 1e-4 * 128 * 128,
                          l2pp: L2PlusPlus | None = None, jitter: int = 0, clamp: bool = True,
                          optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
@@ -243,12 +228,10 @@ def visualize_activation(model: nn.Module, layer: str, channel: Indices, *legacy
         model: a CNN taking ImageNet-normalized images.
         layer: dotted module name, e.g. ``"features.28"`` or ``"layer4.1.conv2"``.
         channel: a channel index or several (one image each), as ``target`` of :func:`visualize_class`.
-        legacy: the old positional order ``visualize_activation(model, start, layer, channel)``, all positional,
-            still works, with a DeprecationWarning: pass ``start=`` as a keyword.
         start: a size ``S`` / ``(H, W)`` for a start image made of ``fill``, or a normalized start photo
             ``(1, 3, H, W)``.
-        l2_weight: ``lambda`` of the L2 prior, per pixel (0 = off). Per pixel since this release; an old value
-            times H*W gives the same image (the default, ``1e-4 * 128 * 128``, is the old ``1e-4`` at 128 px).
+        l2_weight: ``lambda`` of the L2 prior, per pixel (0 = off). The default, ``1e-4 * 128 * 128``, weighs
+            as ``1e-4`` on the summed squared norm of a 128 px image.
         fill, steps, lr, l2pp, jitter, clamp, optimizer, seed, amp, channels_last, show_progress: as in
             :func:`visualize_class`.
 
@@ -261,8 +244,6 @@ def visualize_activation(model: nn.Module, layer: str, channel: Indices, *legacy
         ValueError: unknown layer (with close names), channel out of range (with the valid range), bad start.
         FloatingPointError: the image became NaN/inf.
     """
-    (layer, channel), start = old_start_order("visualize_activation", "layer, channel", (layer, channel), legacy,
-                                              start, 128, L2_NOW_PER_PIXEL.format(size=128))
     channels = list(indices(channel, "a channel"))
     res = _ascent(model, start, fill, channel_mean(layer, channels), channels, steps=steps, lr=lr,
                   l2_weight=l2_weight, l2pp=l2pp, jitter=jitter, clamp=clamp, optimizer=optimizer, seed=seed,

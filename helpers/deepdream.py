@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import GIVEN_NOT, as_batch, finite_number, image_too_small, positive_int, renamed
-from .engine import RenderResult, Transform, jitter, objective_score, renamed_field, render
+from ._checks import as_batch, finite_number, image_too_small, positive_int
+from .engine import RenderResult, Transform, jitter, objective_score, render
 from .hooks import deepest_layer, model_device
 from .images import valid_range
 from .objectives import layer_rms, per_layer_weights
@@ -37,17 +37,13 @@ class DreamResult(RenderResult):
     no priors) of the jittered image before each step, the octaves one after the other (``octave_history``
     splits it); ``score`` ``(N,)`` the objective of the returned images; ``interrupted`` True when Ctrl-C
     stopped the dream (the octaves so far, their detail carried to the photo's size). ``image`` ``(N, 3, H, W)``
-    is normalized, on the input's device. ``start`` and ``end`` are the deprecated names of ``octave_start``
-    and ``octave_end``."""
+    is normalized, on the input's device."""
 
     sizes: list[tuple[int, int]]  # (H, W) of each octave run, smallest first
     octave_history: list[torch.Tensor]  # per octave run: (steps, N) rows of `history`
     octave_start: torch.Tensor  # (octaves run, N) objective at the start of each octave (no jitter)
     octave_end: torch.Tensor  # (octaves run, N) objective at the end of each octave (no jitter)
     layers: list[str]  # the dotted layer names whose activations were amplified
-
-    start = renamed_field("octave_start")
-    end = renamed_field("octave_end")
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -63,9 +59,6 @@ DREAM_LAYERS = ("features.11", "features.20", "features.27")
 def _normalized(g: torch.Tensor) -> torch.Tensor:
     """``g`` divided by its mean absolute value per image (``(N, ...)``), so its mean absolute value is 1."""
     return g / g.abs().mean(dim=tuple(range(1, g.dim())), keepdim=True).add_(1e-12)
-
-
-NO_TV = 0.0  # deep_dream's default tv_step: no smoothing step
 
 
 class DreamStep(torch.optim.Optimizer):
@@ -101,9 +94,9 @@ def jittered_first_unrolled(pixels: int) -> list[Transform]:
 
 def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str] | None = None, *,
                steps: int = 10, lr: float = 0.02, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16,
-               tv_step: float = NO_TV, layer_weights: Sequence[float] | None = None, clamp: bool = True,
+               tv_step: float = 0.0, layer_weights: Sequence[float] | None = None, clamp: bool = True,
                seed: int = 0, amp: bool = False, channels_last: bool | None = None,
-               show_progress: bool | None = None, tv_weight: float = GIVEN_NOT) -> DreamResult:
+               show_progress: bool | None = None) -> DreamResult:
     """DeepDream: gradient ascent on a photo to raise the L2 norm of the activations of ``layers``.
 
     The objective of an image is ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))`` (each layer's L2 norm divided by
@@ -144,7 +137,6 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
         amp: run the network in bfloat16 autocast (the image stays float32).
         channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
-        tv_weight: deprecated name of ``tv_step`` (a DeprecationWarning).
 
     Returns:
         :class:`DreamResult`: the image ``(N, 3, H, W)`` (``(1, 3, H, W)`` for one ``(3, H, W)`` photo) on the
@@ -161,7 +153,6 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
             deepest layer (naming how many octaves fit and the photo size that works).
         FloatingPointError: the image became NaN/inf.
     """
-    tv_step = renamed(tv_step, tv_weight, "tv_step", "tv_weight", "deep_dream", default=NO_TV)
     if layers is None:
         modules = dict(model.named_modules())
         if not all(isinstance(modules.get(name), nn.ReLU) for name in DREAM_LAYERS):

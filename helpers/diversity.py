@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import index, old_start_order, positive_int
+from ._checks import index, positive_int
 from .ascent import with_priors
-from .engine import NOISE, Fill, OptimizerSpec, RenderResult, Start, jittered, renamed_field, render, technique_result
+from .engine import NOISE, Fill, OptimizerSpec, RenderResult, Start, jittered, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import channel_mean, diversity, gram_similarity
 
@@ -39,18 +39,15 @@ class DiversityResult(RenderResult):
     without the diversity term (the channel's mean activation) before each update and of the returned images, on
     the CPU; ``tracked["total"]``/``tracked_score["total"]`` the whole objective the engine maximized.
     ``image`` ``(N, 3, H, W)`` is normalized, on the start tensor's device (the model's for a start made from a
-    size). ``objective`` and ``channel`` are the deprecated names of ``score`` and ``channels[0]``."""
+    size)."""
 
     similarity: torch.Tensor  # (steps,) mean pairwise Gram similarity before each update, CPU
     final_similarity: torch.Tensor  # (N, N) Gram similarity of the returned images, CPU
     layer: str  # dotted layer name of the channel
     channels: list[int]  # the channel of each image (the same one for all)
 
-    objective = renamed_field("score")
-    channel = renamed_field("channels", lambda r: r.channels[0], advice="use .channels[0]")
 
-
-def visualize_diverse(model: nn.Module, layer: str, channel: int, *legacy: object, start: Start = 128,
+def visualize_diverse(model: nn.Module, layer: str, channel: int, *, start: Start = 128,
                       fill: Fill = NOISE, n: int = 4, diversity_weight: float = 1.0,
                       diversity_layer: str | None = None, steps: int = 200, lr: float = 0.05,
                       tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0, clamp: bool = True,
@@ -74,8 +71,6 @@ def visualize_diverse(model: nn.Module, layer: str, channel: int, *legacy: objec
         model: a CNN taking ImageNet-normalized images.
         layer: dotted module name of the channel.
         channel: channel index.
-        legacy: the old positional order ``visualize_diverse(model, start, layer, channel)``, all positional,
-            still works, with a DeprecationWarning: pass ``start=`` as a keyword.
         start: a size ``S`` / ``(H, W)`` for ``n`` independent start images made of ``fill``, or normalized start
             images ``(1 or n, 3, H, W)``.
         fill: the pixel values of a start made from a size: ``(low, high)`` uniform noise (default: mid-gray
@@ -105,8 +100,6 @@ def visualize_diverse(model: nn.Module, layer: str, channel: int, *legacy: objec
         ValueError: unknown layer (with close names), channel out of range (with the valid range), ``n < 2``.
         FloatingPointError: the image became NaN/inf.
     """
-    (layer, channel), start = old_start_order("visualize_diverse", "layer, channel", (layer, channel), legacy,
-                                              start, 128)
     channel = index(channel, "channel")
     n = positive_int(n, "n (the number of images; diversity is between them)", minimum=2)
     steps = positive_int(steps, "steps")

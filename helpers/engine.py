@@ -20,7 +20,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -28,7 +28,6 @@ from torch import nn
 from ._checks import (
     as_batch,
     check_optimizer,
-    deprecated,
     finite_number,
     image_values,
     is_integer,
@@ -238,28 +237,6 @@ class RenderResult:
     tracked_score: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) of the returned images
     interrupted: bool = False  # True when Ctrl-C ended the run early (history then has fewer rows; score NaN
     #                            when it came during the final scoring pass)
-
-
-class renamed_field:  # noqa: N801 - used like a property: objective = renamed_field("score")
-    """A read-only deprecated alias of a result field: reading it gives ``getattr(result, new)`` (or
-    ``get(result)``) with a ``DeprecationWarning`` naming the new field (or saying ``advice``); assigning to it
-    is an error."""
-
-    def __init__(self, new: str, get: Callable[[Any], object] | None = None, *, advice: str | None = None) -> None:
-        self.new, self.get, self.old = new, get, "?"
-        self.advice = advice or f"use .{new}"
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.old = name
-
-    def __get__(self, result: object, owner: type | None = None) -> object:
-        if result is None:
-            return self
-        deprecated(f"{type(result).__name__}.{self.old} is deprecated: {self.advice}", stacklevel=3)
-        return getattr(result, self.new) if self.get is None else self.get(result)
-
-    def __set__(self, result: object, value: object) -> None:
-        raise AttributeError(f"{type(result).__name__}.{self.old} is a read-only deprecated alias: {self.advice}")
 
 
 @dataclass(kw_only=True)

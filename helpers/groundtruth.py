@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import GIVEN_NOT, as_batch, finite_number, positive_int, renamed
+from ._checks import as_batch, finite_number, positive_int
 from .ascent import visualize_filter
 from .classviz import visualize_class
 from .config import DATA_DIR
@@ -213,11 +213,11 @@ class SynthesisChecks:
 VERTICAL, HORIZONTAL = SYNTHETIC_CLASSES.index("vertical stripes"), SYNTHETIC_CLASSES.index("horizontal stripes")
 
 
-def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tensor = None, *, class_steps: int = 200,
+def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tensor, *, class_steps: int = 200,
                      filter_steps: int = 100, dream_steps: int = 10, size: int = 32, seed: int = 0,
                      first_conv: str = "features.0", first_relu: str = "features.1",
-                     dream_layer: str = "features.9", amp: bool = False, channels_last: bool | None = None,
-                     labels: torch.Tensor = GIVEN_NOT) -> SynthesisChecks:
+                     dream_layer: str = "features.9", amp: bool = False,
+                     channels_last: bool | None = None) -> SynthesisChecks:
     """The synthesis techniques checked against what the trained stand-in is known to encode.
 
     1. Class visualization (plain L2, :func:`helpers.visualize_class`) of the vertical- and the horizontal-stripes
@@ -242,14 +242,10 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
         seed: seeds the start noise and the jitter.
         amp, channels_last: passed to the three ascents (bfloat16 autocast; channels-last convolutions, None: on
             the CPU yes, on a GPU no).
-        labels: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
         :class:`SynthesisChecks`.
     """
-    target = renamed(target, labels, "target", "labels", "synthesis_checks")
-    if target is None:
-        raise TypeError("synthesis_checks() needs target=, the (N,) or (N, K) classes present in each image")
     images = as_batch(images, model)
     fast = {"amp": amp, "channels_last": channels_last}
     viz = visualize_class(model, [VERTICAL, HORIZONTAL], start=size, steps=class_steps, lr=0.05,

@@ -23,9 +23,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, deprecated, indices, target_objective, target_scores
+from ._checks import Target, as_batch, target_objective, target_scores
 from .hooks import capture, frozen_eval
-from .objectives import Objective, channel_max
 
 Rule = Literal["backprop", "deconvnet", "guided"]
 RULES: tuple[str, ...] = ("backprop", "deconvnet", "guided")
@@ -122,20 +121,7 @@ def relu_rule(model: nn.Module, rule: Rule = "guided") -> Iterator[nn.Module]:
             handle.remove()
 
 
-def _layer_target(target: Target, layer: str | None) -> Target:
-    """The deprecated ``target=c, layer=L`` as ``channel_max(L, c)``, warning at the caller of the public function
-    that received it (so every public function calls this itself: ``stacklevel=3``)."""
-    if layer is None:
-        return target
-    if isinstance(target, Objective):
-        raise ValueError("give the layer inside the objective (target=channel_max(layer, c)), not as layer=")
-    deprecated(f"target=c with layer={layer!r} is deprecated: pass target=helpers.objectives.channel_max("
-               f"{layer!r}, c)", stacklevel=4)
-    return channel_max(layer, indices(target, "target (a channel of layer=)"))
-
-
-def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, rule: Rule = "guided",
-                      layer: str | None = None) -> torch.Tensor:
+def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, rule: Rule = "guided") -> torch.Tensor:
     """Gradient of a class score (or of any objective) w.r.t. the image, ReLUs under ``rule``.
 
     Computed in eval mode with frozen weights on a copy of the input (``torch.autograd.grad``), so no
@@ -149,7 +135,6 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
             e.g. ``channel_max("features.29", 5)``: a channel's strongest neuron in each image (the notes' "pick
             a channel, pick a very high activation").
         rule: ``"backprop"``, ``"deconvnet"`` or ``"guided"`` (see :func:`relu_rule`).
-        layer: deprecated: ``target=c, layer=L`` is ``target=channel_max(L, c)``.
 
     Returns:
         Tensor of the image's shape, on the image's device.
@@ -158,7 +143,6 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
         ValueError: unknown rule, bad image shape, target/channel out of range, unknown layer name.
     """
     _check_rule(rule)
-    target = _layer_target(target, layer)
     x = as_batch(image, model).detach().clone().requires_grad_(True)
     objective = target_objective(target, x.shape[0])
     with frozen_eval(model), relu_rule(model, rule), capture(model, objective) as forward, torch.enable_grad():
@@ -168,8 +152,7 @@ def modified_backprop(model: nn.Module, image: torch.Tensor, target: Target, *, 
     return grad.reshape(image.shape)
 
 
-def guided_backprop(model: nn.Module, image: torch.Tensor, target: Target, *,
-                    layer: str | None = None) -> torch.Tensor:
+def guided_backprop(model: nn.Module, image: torch.Tensor, target: Target) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015, https://arxiv.org/abs/1412.6806).
 
     At every ``nn.ReLU`` module only gradient where the forward input was positive AND the incoming gradient
@@ -180,10 +163,10 @@ def guided_backprop(model: nn.Module, image: torch.Tensor, target: Target, *,
     Returns:
         Tensor of the image's shape ``(N, 3, H, W)`` (or ``(3, H, W)``), on the image's device.
     """
-    return modified_backprop(model, image, _layer_target(target, layer), rule="guided")
+    return modified_backprop(model, image, target, rule="guided")
 
 
-def deconvnet(model: nn.Module, image: torch.Tensor, target: Target, *, layer: str | None = None) -> torch.Tensor:
+def deconvnet(model: nn.Module, image: torch.Tensor, target: Target) -> torch.Tensor:
     """The "deconvnet" backward pass (Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901).
 
     At every ``nn.ReLU`` module the gradient passes where the incoming gradient is positive, whatever the
@@ -192,4 +175,4 @@ def deconvnet(model: nn.Module, image: torch.Tensor, target: Target, *, layer: s
     Returns:
         Tensor of the image's shape, on the image's device.
     """
-    return modified_backprop(model, image, _layer_target(target, layer), rule="deconvnet")
+    return modified_backprop(model, image, target, rule="deconvnet")

@@ -17,7 +17,6 @@ from ._checks import as_batch, finite_number, int_pair, positive_int
 from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
 from .objectives import alpha_norm, feature_match, total_variation
-from .objectives import feature_loss as feature_loss  # its home was this module
 
 
 @dataclass(kw_only=True)

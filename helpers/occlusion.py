@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import GIVEN_NOT, Target, as_batch, int_pair, positive_int, renamed, target_objective, target_scores
+from ._checks import Target, as_batch, int_pair, positive_int, target_objective, target_scores
 from .config import progress
 from .hooks import capture, frozen_eval
 from .objectives import class_probability
@@ -26,7 +26,7 @@ def _positions(size: int, patch: int, stride: int) -> list[int]:
 
 def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patch: int | tuple[int, int] = 16,
               stride: int | tuple[int, int] = 8, baseline: float | torch.Tensor = MEAN_COLOUR, batch_size: int = 64,
-              show_progress: bool | None = None, fill: float | torch.Tensor = GIVEN_NOT) -> torch.Tensor:
+              show_progress: bool | None = None) -> torch.Tensor:
     """Occlusion map: how much the target class probability (or objective) drops when a patch covers each pixel.
 
     Every patch position gives one occluded copy of the image (the patch set to ``baseline``, captum's word for
@@ -50,7 +50,6 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
             value per channel.
         batch_size: occluded copies per forward pass.
         show_progress: progress bar over the batches; None follows ``helpers.progress_enabled()``.
-        fill: deprecated name of ``baseline`` (a DeprecationWarning).
 
     Returns:
         Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image) of probability drops, on the image's device.
@@ -58,7 +57,6 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
     Raises:
         ValueError: bad image shape, target out of range, patch larger than the image, bad stride/batch size.
     """
-    baseline = renamed(baseline, fill, "baseline", "fill", "occlusion_map", default=MEAN_COLOUR)
     x = as_batch(image, model).detach()
     n, _, height, width = x.shape
     objective = target_objective(target, n)

@@ -465,7 +465,7 @@ def plot_neighbors(query_images: torch.Tensor, images: torch.Tensor,
         raise TypeError("neighbors is the pair (values, indices) that helpers.nearest_neighbors returns: "
                         "plot_neighbors(query_images, images, nearest_neighbors(features, queries))")
     distances, indices = neighbors
-    if indices.is_floating_point() and not distances.is_floating_point():  # the old order (indices, distances)
+    if indices.is_floating_point() and not distances.is_floating_point():  # swapped: (indices, distances)
         raise ValueError("neighbors must be (values, indices) in torch.topk order, as nearest_neighbors returns "
                          "them; got (indices, distances)")
     q, k = indices.shape

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import GIVEN_NOT, as_batch, positive_int, renamed
+from ._checks import as_batch, positive_int
 from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
 from .hooks import TruncatedForward, frozen_eval, model_device
-from .objectives import gram_loss as gram_loss  # its home was this module
 from .objectives import gram_match, gram_matrix, per_layer_weights
 
 
@@ -32,7 +31,7 @@ class TextureResult(LossResult):
     ``score``, ``tracked``, ``tracked_score``, ``interrupted``; tensors detached) plus ``layers``, and the loss.
 
     ``history`` ``(steps, N)`` and ``score`` ``(N,)`` are what the engine maximized: minus the Gram loss
-    (:func:`gram_loss`), before each update and of the returned images, on the CPU; ``loss`` ``(N,)``
+    (:func:`helpers.objectives.gram_loss`), before each update and of the returned images, on the CPU; ``loss`` ``(N,)``
     (``= -score``) and ``loss_history`` ``(steps, N)`` (``= -history``) give the loss itself (there are no
     priors: ``tracked["total"]`` is ``history``). ``image`` ``(N, 3, H, W)`` holds the textures, normalized, on
     the texture's device."""
@@ -44,14 +43,14 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
                        start: Start | None = None, fill: Fill = NOISE, n: int = 1, steps: int = 200, lr: float = 0.05,
                        layer_weights: Sequence[float] | Mapping[str, float] | None = None, clamp: bool = True,
                        optimizer: OptimizerSpec = "adam", seed: int = 0, amp: bool = False,
-                       channels_last: bool | None = None, show_progress: bool | None = None,
-                       size: object = GIVEN_NOT) -> TextureResult:
+                       channels_last: bool | None = None, show_progress: bool | None = None) -> TextureResult:
     """Synthesize a texture from noise by matching the Gram matrices of ``layers`` of a texture image.
 
-    The loss minimized is :func:`gram_loss`, ``sum_l w_l * ||G_l(I) - G_l(T)||^2 / ||G_l(T)||^2`` with
-    :func:`gram_matrix` (the relative error makes layers of different scale weigh alike), minimized with
-    ``optimizer`` (Adam by default, where the paper uses L-BFGS; see the module docstring for the other
-    differences). Only the layers up to the deepest one run; weights get no gradients; the model and
+    The loss minimized is :func:`helpers.objectives.gram_loss`,
+    ``sum_l w_l * ||G_l(I) - G_l(T)||^2 / ||G_l(T)||^2`` with :func:`gram_matrix` (the relative error makes
+    layers of different scale weigh alike), minimized with ``optimizer`` (Adam by default, where the paper uses
+    L-BFGS; see the module docstring for the other differences). Only the layers up to the deepest one run;
+    weights get no gradients; the model and
     ``texture`` are left as found. Paper: Gatys et al. 2015, https://arxiv.org/abs/1505.07376
 
     Args:
@@ -73,7 +72,6 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
         amp: run the network in bfloat16 autocast (the image stays float32).
         channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
         show_progress: force the progress bar on/off; None follows ``CNNVIS_PROGRESS``.
-        size: deprecated name of ``start`` given as a size (a DeprecationWarning).
 
     Returns:
         :class:`TextureResult`: ``image`` ``(n, 3, H, W)`` on the texture's device; ``history`` ``(steps, n)``
@@ -90,7 +88,6 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, layers: str | Se
     if tex.dim() != 4 or tex.shape[:2] != (1, 3):
         raise ValueError(f"texture must be one normalized image (1, 3, h, w), got {tuple(texture.shape)}")
     n, steps = positive_int(n, "n"), positive_int(steps, "steps")
-    start = renamed(start, size, "start", "size", "synthesize_texture")
     start = tuple(tex.shape[-2:]) if start is None else start
     with torch.no_grad(), frozen_eval(model), TruncatedForward(model, names) as forward:
         targets = {k: gram_matrix(a) for k, a in forward(tex.detach().to(model_device(model), torch.float32)).items()}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ._checks import GIVEN_NOT, Target, as_batch, deprecated, renamed, target_objective, target_scores
+from ._checks import Target, as_batch, target_objective, target_scores
 from .gradcam import grad_cam, guided_grad_cam
 from .guided import deconvnet, guided_backprop
 from .hooks import capture, frozen_eval
@@ -32,11 +32,6 @@ Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """An attribution method ``(model, images, target) -> maps``, e.g. :func:`helpers.saliency_map`."""
 
 
-def _needed(value: object, name: str, where: str, what: str) -> None:
-    if value is None:
-        raise TypeError(f"{where}() needs {name}=, {what}")
-
-
 def _classes(target: Target, n: int) -> list[int]:
     """One class index per image; ``ValueError`` for a float target, a wrong count or a non-class objective."""
     objective = target_objective(target, n)
@@ -44,20 +39,6 @@ def _classes(target: Target, n: int) -> list[int]:
         raise ValueError("deletion and insertion curves follow a class probability: give a class index (one, or "
                          f"one per image) or objectives.class_logit(c), not {objective!r}")
     return list(objective.classes) * n if len(objective.classes) == 1 else list(objective.classes)
-
-
-def _new_order(target: object, masks: object, target_dims: int, where: str) -> tuple[object, object]:
-    """``(target, masks)`` of a call in the order ``(model, images, target, masks)``; a call in the old order
-    ``(model, images, masks, target)`` (masks have more dimensions than any target) is swapped back with a
-    DeprecationWarning naming the new order."""
-    def is_masks(value: object) -> bool:
-        return isinstance(value, torch.Tensor | np.ndarray) and value.ndim > target_dims
-
-    if is_masks(target) and not is_masks(masks):
-        deprecated(f"{where}(model, images, masks, target, ...) is the old argument order: call "
-                   f"{where}(model, images, target, masks, ...)", stacklevel=4)
-        return masks, target
-    return target, masks
 
 
 def as_map(attribution: torch.Tensor) -> torch.Tensor:
@@ -179,10 +160,9 @@ def _baseline_like(images: torch.Tensor, baseline: float | torch.Tensor | str, s
     return torch.as_tensor(baseline, dtype=images.dtype, device=images.device).expand_as(images)
 
 
-def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None, maps: torch.Tensor = None, *,
+def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target, maps: torch.Tensor, *,
                    steps: int = 16, baseline: float | torch.Tensor | str = MEAN_COLOUR, sigma: float = 4.0,
-                   batch_size: int = 256, targets: Target = GIVEN_NOT,
-                   fill: float | torch.Tensor | str = GIVEN_NOT) -> Curve:
+                   batch_size: int = 256) -> Curve:
     """Deletion curve (Petsiuk et al. 2018): delete pixels, most important first, and watch the class go.
 
     At step ``k`` the ``k/steps`` share of the pixels with the largest map values is replaced by ``baseline``
@@ -203,8 +183,6 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None
             tensor like ``images``, or ``"blur"`` (a Gaussian blur with std ``sigma`` px).
         sigma: blur std for ``baseline="blur"``.
         batch_size: perturbed copies per forward pass.
-        targets: deprecated name of ``target`` (a DeprecationWarning).
-        fill: deprecated name of ``baseline`` (a DeprecationWarning).
 
     Returns:
         :class:`Curve` (on the CPU), ``N`` rows (1 for a single image).
@@ -213,18 +191,13 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, target: Target = None
         ValueError: a grey/RGBA image (with the conversion), an image too small for the model (with the smallest
             size), a target out of range, maps of another shape.
     """
-    target = renamed(target, targets, "target", "targets", "deletion_curve")
-    baseline = renamed(baseline, fill, "baseline", "fill", "deletion_curve", default=MEAN_COLOUR)
-    _needed(target, "target", "deletion_curve", "the class whose probability the curve follows")
-    _needed(maps, "maps", "deletion_curve", "the attribution maps (N, H, W) that order the pixels")
     x = as_batch(images, model)
     return _curve(model, x, _baseline_like(x, baseline, sigma), target, maps, steps, batch_size)
 
 
-def insertion_curve(model: nn.Module, images: torch.Tensor, target: Target = None, maps: torch.Tensor = None, *,
+def insertion_curve(model: nn.Module, images: torch.Tensor, target: Target, maps: torch.Tensor, *,
                     steps: int = 16, baseline: float | torch.Tensor | str = BLUR, sigma: float = 4.0,
-                    batch_size: int = 256, targets: Target = GIVEN_NOT,
-                    fill: float | torch.Tensor | str = GIVEN_NOT) -> Curve:
+                    batch_size: int = 256) -> Curve:
     """Insertion curve (Petsiuk et al. 2018): start from a blurred copy and put the pixels back, most important
     first. A HIGH area under the curve is good. Arguments as in :func:`deletion_curve` (here ``baseline`` is the
     start image; Petsiuk et al. blur it, so the shapes are gone but the colours stay).
@@ -232,10 +205,6 @@ def insertion_curve(model: nn.Module, images: torch.Tensor, target: Target = Non
     Returns:
         :class:`Curve` (on the CPU).
     """
-    target = renamed(target, targets, "target", "targets", "insertion_curve")
-    baseline = renamed(baseline, fill, "baseline", "fill", "insertion_curve", default=BLUR)
-    _needed(target, "target", "insertion_curve", "the class whose probability the curve follows")
-    _needed(maps, "maps", "insertion_curve", "the attribution maps (N, H, W) that order the pixels")
     x = as_batch(images, model)
     return _curve(model, _baseline_like(x, baseline, sigma), x, target, maps, steps, batch_size)
 
@@ -276,9 +245,8 @@ class Randomization:
     maps: list[torch.Tensor]  # len(layers) + 1 maps (N, H, W): trained, then after each randomization
 
 
-def cascading_randomization(model: nn.Module, images: torch.Tensor, target: Target = None, method: Method = None, *,
-                            seed: int = 0, layers: list[str] | None = None,
-                            targets: Target = GIVEN_NOT) -> Randomization:
+def cascading_randomization(model: nn.Module, images: torch.Tensor, target: Target, method: Method, *,
+                            seed: int = 0, layers: list[str] | None = None) -> Randomization:
     """Model-parameter randomization test (Adebayo et al. 2018), cascading from the top layer down.
 
     On a deep copy of ``model`` (the caller's model is untouched), the layers with parameters are
@@ -295,14 +263,10 @@ def cascading_randomization(model: nn.Module, images: torch.Tensor, target: Targ
         seed: seeds the re-initialization (the global RNG is forked, so the caller's is untouched).
         layers: dotted names to randomize, top first; default every module with its own parameters and a
             ``reset_parameters``, in reverse registration order.
-        targets: deprecated name of ``target`` (a DeprecationWarning).
 
     Returns:
         :class:`Randomization`.
     """
-    target = renamed(target, targets, "target", "targets", "cascading_randomization")
-    _needed(target, "target", "cascading_randomization", "the class the maps explain")
-    _needed(method, "method", "cascading_randomization", "an attribution method such as helpers.saliency_map")
     images = as_batch(images, model)
     clone = copy.deepcopy(model)
     if layers is None:
@@ -338,9 +302,8 @@ def attribution_methods(*, occlusion_patch: int = 8, occlusion_stride: int = 4,
     }
 
 
-def class_sensitivity(model: nn.Module, images: torch.Tensor, target: torch.Tensor = None, masks: torch.Tensor = None,
-                      methods: Mapping[str, Method] | None = None, *,
-                      targets: torch.Tensor = GIVEN_NOT) -> dict[str, torch.Tensor]:
+def class_sensitivity(model: nn.Module, images: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
+                      methods: Mapping[str, Method] | None = None) -> dict[str, torch.Tensor]:
     """Does the map for class A fall on object A and the map for class B on object B?
 
     For each image with two objects of different classes, each method's map is computed for both classes.
@@ -356,16 +319,10 @@ def class_sensitivity(model: nn.Module, images: torch.Tensor, target: torch.Tens
         target: ``(N, 2)`` the two objects' classes (``(2,)`` for one image).
         masks: bool ``(N, 2, H, W)``, each object's pixels (``(2, H, W)`` for one image).
         methods: name -> ``(model, images, target) -> maps``; default :func:`attribution_methods`.
-        targets: deprecated name of ``target`` (a DeprecationWarning). The old order ``(model, images, masks,
-            targets)`` still works, with a DeprecationWarning.
 
     Returns:
         name -> bool ``(N,)`` hits (CPU).
     """
-    target, masks = _new_order(target, masks, 2, "class_sensitivity")
-    target = renamed(target, targets, "target", "targets", "class_sensitivity")
-    _needed(target, "target", "class_sensitivity", "the (N, 2) classes of the two objects of each image")
-    _needed(masks, "masks", "class_sensitivity", "the (N, 2, H, W) masks of the two objects of each image")
     images = as_batch(images, model)
     target, masks = torch.as_tensor(target), torch.as_tensor(masks)
     if len(images) == 1 and target.dim() == 1 and masks.dim() == 3:  # one image
@@ -387,10 +344,9 @@ def class_sensitivity(model: nn.Module, images: torch.Tensor, target: torch.Tens
     return hits
 
 
-def localization_scores(model: nn.Module, images: torch.Tensor, target: Target = None, masks: torch.Tensor = None,
-                        methods: Mapping[str, Method] = None, *, steps: int = 16, batch_size: int = 256,
-                        seed: int = 0, per_image: bool = False,
-                        targets: Target = GIVEN_NOT) -> dict[str, dict[str, float | torch.Tensor]]:
+def localization_scores(model: nn.Module, images: torch.Tensor, target: Target, masks: torch.Tensor,
+                        methods: Mapping[str, Method], *, steps: int = 16, batch_size: int = 256,
+                        seed: int = 0, per_image: bool = False) -> dict[str, dict[str, float | torch.Tensor]]:
     """The table: for each method and a random-map baseline (uniform noise, seeded), the pointing game, mask
     energy, deletion AUC (lower is better) and insertion AUC (higher is better).
 
@@ -404,18 +360,11 @@ def localization_scores(model: nn.Module, images: torch.Tensor, target: Target =
         seed: seeds the random-map baseline.
         per_image: return each metric's ``(N,)`` per-image values (CPU) instead of their mean (for paired
             comparisons with the baseline); a map without positive values has a NaN energy.
-        targets: deprecated name of ``target`` (a DeprecationWarning). The old order ``(model, images, masks,
-            targets, methods)`` still works, with a DeprecationWarning.
 
     Returns:
         name -> {"pointing", "energy", "deletion", "insertion"} -> the mean over the images (NaN energies
         skipped), or the ``(N,)`` values with ``per_image``.
     """
-    target, masks = _new_order(target, masks, 1, "localization_scores")
-    target = renamed(target, targets, "target", "targets", "localization_scores")
-    _needed(target, "target", "localization_scores", "the class the maps explain (one, or one per image)")
-    _needed(masks, "masks", "localization_scores", "the (N, H, W) masks of the objects")
-    _needed(methods, "methods", "localization_scores", "name -> attribution method, e.g. attribution_methods()")
     images = as_batch(images, model)
     n, _, h, w = images.shape
     masks = masks[None] if isinstance(masks, torch.Tensor) and masks.dim() == 2 and n == 1 else masks

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import activation_pca, channel_mean, explained_variance_ratio, mean_over_channels, upsample_map
+from helpers import activation_pca, explained_variance_ratio, mean_over_channels, upsample_map
 
 
 def rank_one(v, seed=0):
@@ -62,8 +62,6 @@ def test_mean_over_channels_by_hand():
     m = mean_over_channels(act)
     assert m.shape == (2, 2, 2)
     assert torch.equal(m[0], (act[0, 0] + act[0, 1] + act[0, 2]) / 3)
-    with pytest.warns(DeprecationWarning, match="mean_over_channels"):
-        assert torch.equal(channel_mean(act), m)  # the old name, which clashed with objectives.channel_mean
 
 
 def test_upsample_bilinear_by_hand():

@@ -2,9 +2,7 @@
 
 import importlib
 import pkgutil
-import re
 import types
-import warnings
 
 import numpy as np
 import pytest
@@ -68,16 +66,6 @@ def test_saliency_of_a_channel_objective_is_its_input_gradient(tiny_cnn):
     assert torch.allclose(saliency_map(tiny_cnn, x, objective), grad.abs().amax(1), atol=1e-6)
 
 
-def test_the_old_channel_call_of_modified_backprop_is_channel_max(tiny_cnn):
-    x = photo()
-    with pytest.warns(DeprecationWarning, match=r"channel_max\('features.3', c\)"):
-        old = guided_backprop(tiny_cnn, x, 4, layer="features.3")
-    new = guided_backprop(tiny_cnn, x, channel_max("features.3", 4))
-    assert old.abs().sum() > 0 and torch.equal(old, new)
-    with pytest.raises(ValueError, match="inside the objective"):
-        guided_backprop(tiny_cnn, x, channel_max("features.3", 4), layer="features.3")
-
-
 def test_occlusion_of_an_objective_is_the_drop_of_its_value(tiny_cnn):
     x = photo(1, 8)
     objective = channel_mean("features.5", 3)
@@ -108,15 +96,6 @@ def test_targets_that_cannot_work_are_refused(tiny_cnn):
         saliency_map(tiny_cnn, x, class_logit([0, 1, 2]))
     with pytest.raises(ValueError, match="class index"):
         grad_cam(tiny_cnn, x, "cat")
-
-
-def test_fgsm_label_is_a_deprecated_alias_of_target(tiny_cnn):
-    x = photo()
-    with pytest.warns(DeprecationWarning, match=r"fgsm\(target=...\)"):
-        old = fgsm(tiny_cnn, x, label=2)
-    assert torch.equal(old, fgsm(tiny_cnn, x, target=2))
-    with pytest.raises(TypeError, match="both target= and its old name label="):
-        fgsm(tiny_cnn, x, 2, label=2)
 
 
 # ---------------------------------------------------------------- boundary errors with the fix (issue 13 step 6)
@@ -168,80 +147,17 @@ def test_a_grey_or_rgba_tensor_says_how_to_convert_it(tiny_cnn, channels, fix):
 
 # ---------------------------------------------------------------- one argument vocabulary (issue 13 step 4)
 
-def test_visualize_filter_old_spellings_warn_and_give_the_same_image(tiny_cnn):
-    """start= is the start image or its size and fill= its pixels, as in render; the old spellings (start=<value
-    or (low, high)>, size=, init=) still work, warn at the caller's line and give the identical image."""
+def test_visualize_filter_start_is_an_image_or_its_size_and_fill_its_pixels(tiny_cnn):
+    """start= is the start image or its size (a pair of ints is (H, W)) and fill= its pixels, as in render."""
     from helpers import normalize, visualize_filter
 
-    opts = dict(steps=2, lr=0.1)
-    cases = [(dict(start=0.5, size=8), dict(start=8, fill=0.5), r"visualize_filter\(start=<pixel value or "
-              r"\(low, high\)>\) is deprecated: pass it as fill=\.\.\.; start= is now the start image or its size"),
-             (dict(start=(0.2, 0.3)), dict(fill=(0.2, 0.3)), r"pass it as fill="),
-             (dict(size=(8, 12)), dict(start=(8, 12)), r"visualize_filter\(size=\.\.\.\) is deprecated: call it "
-              r"visualize_filter\(start=\.\.\.\)"),
-             (dict(init=(0.2, 0.3), size=8), dict(start=8, fill=(0.2, 0.3)), r"visualize_filter\(init=\.\.\.\) is "
-              r"deprecated: pass a pixel value or \(low, high\) noise range as fill=")]
-    for old, new, message in cases:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            before = visualize_filter(tiny_cnn, "features.5", [1, 2], **old, **opts)
-        assert any(re.search(message, str(w.message)) for w in caught), old
-        assert all(w.category is DeprecationWarning and w.filename == __file__ for w in caught)  # at the caller
-        now = visualize_filter(tiny_cnn, "features.5", [1, 2], **new, **opts)
-        assert torch.equal(before.image, now.image), old
-    photo = normalize(torch.rand(1, 3, 8, 8))
-    with pytest.warns(DeprecationWarning, match="a start image as start="):
-        before = visualize_filter(tiny_cnn, "features.5", 1, init=photo, **opts)
-    assert torch.equal(before.image, visualize_filter(tiny_cnn, "features.5", 1, start=photo, **opts).image)
-    with warnings.catch_warnings():  # the new spellings do not warn; a pair of ints is a size
-        warnings.simplefilter("error")
-        assert visualize_filter(tiny_cnn, "features.5", 1, start=(8, 12), fill=0.5, **opts).image.shape == (1, 3, 8, 12)
-    for bad, message in ((dict(start=0.5, fill=0.3), "both fill= and a pixel value"),
-                         (dict(start=12, size=8), "both start= .a size. and its old name size="),
-                         (dict(start=8, init=0.5), "both start= and its old name init=")):
-        with pytest.raises(TypeError, match=message), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            visualize_filter(tiny_cnn, "features.5", 1, **bad, **opts)
-
-
-def test_the_old_positional_start_warns_and_gives_the_same_image(tiny_cnn):
-    """visualize_class/activation/diverse take (model, target) / (model, layer, channel) and start= as a keyword;
-    the old order (model, start, ...) still works with a warning at the caller's line."""
-    from helpers import normalize, synthesize_texture, visualize_activation, visualize_class, visualize_diverse
-
-    opts = dict(steps=2, lr=0.1)
+    opts = dict(steps=1, lr=0.0)  # no update: the result is the start image
+    const = visualize_filter(tiny_cnn, "features.5", 1, start=(8, 12), fill=0.5, **opts).image
+    assert const.shape == (1, 3, 8, 12) and torch.allclose(const, normalize(torch.full((1, 3, 8, 12), 0.5)), atol=1e-6)
     photo = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
-    cases = [(lambda: visualize_class(tiny_cnn, 8, [1, 2], **opts),
-              lambda: visualize_class(tiny_cnn, [1, 2], start=8, **opts),
-              r"visualize_class\(model, start, target\) is deprecated: call it visualize_class\(model, target, "
-              r"start=\.\.\.\); l2_weight is now per pixel \(on \|\|I\|\|\^2 / \(H\*W\)\): an old value times H\*W"),
-             (lambda: visualize_class(tiny_cnn, photo, 3, **opts),
-              lambda: visualize_class(tiny_cnn, 3, start=photo, **opts), "visualize_class"),
-             (lambda: visualize_activation(tiny_cnn, (8, 12), "features.5", [0, 3], **opts),
-              lambda: visualize_activation(tiny_cnn, "features.5", [0, 3], start=(8, 12), **opts),
-              r"visualize_activation\(model, start, layer, channel\) is deprecated: call it "
-              r"visualize_activation\(model, layer, channel, start=\.\.\.\); l2_weight is now per pixel .* the "
-              r"default is the old 1e-4 at 128 px only"),
-             (lambda: visualize_diverse(tiny_cnn, 8, "features.5", 3, n=2, **opts),
-              lambda: visualize_diverse(tiny_cnn, "features.5", 3, start=8, n=2, **opts),
-              r"visualize_diverse\(model, start, layer, channel\) is deprecated"),
-             (lambda: synthesize_texture(tiny_cnn, photo, "features.3", size=6, **opts),
-              lambda: synthesize_texture(tiny_cnn, photo, "features.3", start=6, **opts),
-              r"synthesize_texture\(size=\.\.\.\) is deprecated: call it synthesize_texture\(start=\.\.\.\)")]
-    for old, new, message in cases:
-        with pytest.warns(DeprecationWarning, match=message) as caught:
-            before = old()
-        assert all(w.filename == __file__ for w in caught)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            now = new()
-        assert torch.equal(before.image, now.image), message
-    with pytest.raises(TypeError, match=r"got start= and the old positional order"):
-        visualize_class(tiny_cnn, 8, 1, start=16, **opts)
-    with pytest.raises(TypeError, match=r"takes model, layer, channel and keywords"):
-        visualize_activation(tiny_cnn, 8, "features.5", 1, 2, **opts)
+    assert torch.allclose(visualize_filter(tiny_cnn, "features.5", 1, start=photo, **opts).image, photo, atol=1e-6)
     with pytest.raises(ValueError, match=r"a start size must be positive .* is fill=, e\.g\. fill=\(0\.0, 1\.0\)"):
-        helpers.visualize_filter(tiny_cnn, "features.5", 1, start=(0, 1), **opts)   # its old noise range: names fill=
+        visualize_filter(tiny_cnn, "features.5", 1, start=(0, 1), **opts)  # a noise range given as start=
 
 
 def test_every_ascent_takes_start_and_fill():
@@ -253,7 +169,7 @@ def test_every_ascent_takes_start_and_fill():
                  "invert_features", "synthesize_texture", "render"):
         params = inspect.signature(getattr(helpers, name)).parameters
         assert params["start"].kind is inspect.Parameter.KEYWORD_ONLY and "fill" in params, name
-        assert "size" not in params or params["size"].default is helpers._checks.GIVEN_NOT, name  # deprecated only
+        assert "size" not in params, name
 
 
 def test_clamp_is_on_by_default_everywhere(tiny_cnn):
@@ -307,18 +223,6 @@ def test_truncated_passes_explain_a_too_small_image_too(tiny_cnn):
         extract_features(tiny_cnn, torch.zeros(2, 3, 1, 1), "features.6")
     with torch.no_grad(), TruncatedForward(tiny_cnn, "features.5") as forward:
         assert forward(torch.zeros(1, 3, 2, 2))["features.5"].shape == (1, 16, 1, 1)  # 2 px is enough
-
-
-def test_deep_dream_tv_weight_is_a_deprecated_alias_of_tv_step(tiny_cnn):
-    from helpers import deep_dream
-
-    x = photo(1, 12)
-    opts = dict(steps=3, octaves=1, jitter=0)
-    with pytest.warns(DeprecationWarning, match=r"deep_dream\(tv_step=...\)"):
-        old = deep_dream(tiny_cnn, x, "features.3", tv_weight=0.5, **opts)
-    new = deep_dream(tiny_cnn, x, "features.3", tv_step=0.5, **opts)
-    assert torch.equal(old.image, new.image)
-    assert not torch.equal(new.image, deep_dream(tiny_cnn, x, "features.3", **opts).image)
 
 
 def test_fooling_explains_a_too_small_image_and_local_contrast_a_grey_one(tiny_cnn):
@@ -439,18 +343,6 @@ def test_collections_take_one_image_and_explain_grey_rgba_and_too_small_images(t
             extract_features(tiny_cnn, torch.zeros(2, channels, 8, 8), "classifier.2")
     with pytest.raises(ValueError, match=r"1x1 px is too small .*'features.5'.* at least 2x2"):
         extract_features(tiny_cnn, torch.zeros(2, 3, 1, 1), "classifier.2")  # a Linear layer: its last map
-
-
-def test_modified_backprop_warns_at_the_callers_line(tiny_cnn):
-    import warnings
-
-    x = photo()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        modified_backprop(tiny_cnn, x, 1, layer="features.3")  # called directly, not through guided_backprop
-        guided_backprop(tiny_cnn, x, 1, layer="features.3")
-        deconvnet(tiny_cnn, x, 1, layer="features.3")
-    assert [w.filename for w in caught if w.category is DeprecationWarning] == [__file__] * 3
 
 
 def test_every_technique_names_the_last_conv_for_a_layer_without_channel_maps(tiny_cnn):

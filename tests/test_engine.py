@@ -336,27 +336,6 @@ def test_loss_techniques_pass_ctrl_c_through(tiny_cnn, loss_technique):
     assert res.interrupted and res.history.shape == (2, 1) and torch.equal(res.loss, -res.score)
 
 
-def test_deprecated_result_fields_warn_and_name_the_new_one(tiny_cnn):
-    filt = visualize_filter(tiny_cnn, "features.5", 1, start=12, steps=2)
-    cls = visualize_class(tiny_cnn, [0, 2], start=12, steps=2)
-    div = visualize_diverse(tiny_cnn, "features.5", 3, start=12, n=2, steps=2)
-    dream = deep_dream(tiny_cnn, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=2, octaves=2)
-    cases = [(filt, "objective", filt.score, r"AscentResult.objective is deprecated: use .score$"),
-             (cls, "objective", cls.score, r"ClassResult.objective is deprecated: use .score$"),
-             (cls, "channels", [0, 2], r"ClassResult.channels is deprecated: use .classes$"),
-             (cls, "layer", "", r"ClassResult.layer is deprecated: .*the classes are in .classes$"),
-             (div, "objective", div.score, r"DiversityResult.objective is deprecated: use .score$"),
-             (div, "channel", 3, r"DiversityResult.channel is deprecated: use .channels\[0\]$"),
-             (dream, "start", dream.octave_start, r"DreamResult.start is deprecated: use .octave_start$"),
-             (dream, "end", dream.octave_end, r"DreamResult.end is deprecated: use .octave_end$")]
-    for result, old, new, message in cases:
-        with pytest.warns(DeprecationWarning, match=message):
-            value = getattr(result, old)
-        assert value is new or value == new
-        with pytest.raises(AttributeError, match="read-only deprecated alias"):
-            setattr(result, old, new)
-
-
 def test_ctrl_c_during_the_final_scoring_pass_returns_the_images_with_a_nan_score(tiny_cnn):
     """The loop's forward passes are the 0th..(steps-1)th; the final scoring pass is the steps-th."""
     objective = O.channel_mean("features.6", [0, 5])

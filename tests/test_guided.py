@@ -8,6 +8,7 @@ from conftest import assert_same_state, awkward_copy, model_state
 from torch import nn
 
 from helpers import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
+from helpers.objectives import channel_max
 
 FORWARD = torch.tensor([[1.0, -1, 5], [2, -5, -7], [-3, 2, 4]])
 UPSTREAM = torch.tensor([[-2.0, 3, -1], [6, -3, 1], [2, -1, 3]])
@@ -127,10 +128,10 @@ def test_intermediate_neuron_uses_the_channels_strongest_activation(tiny_cnn):
     xs = x.clone().requires_grad_(True)
     act = tiny_cnn.features[:3](xs)
     (truth,) = torch.autograd.grad(act[:, 5].flatten(1).amax(1).sum(), xs)
-    got = modified_backprop(tiny_cnn, x, 5, rule="backprop", layer="features.2")
+    got = modified_backprop(tiny_cnn, x, channel_max("features.2", 5), rule="backprop")
     assert torch.allclose(got, truth, atol=1e-7)
     # Guided backprop of that one neuron is zero outside its 5x5 receptive field (two 3x3 convs).
-    guided = guided_backprop(tiny_cnn, x, 5, layer="features.2")
+    guided = guided_backprop(tiny_cnn, x, channel_max("features.2", 5))
     for n in range(2):
         i, j = divmod(int(act[n, 5].argmax()), 12)
         inside = torch.zeros(12, 12, dtype=torch.bool)
@@ -154,7 +155,7 @@ def test_leaves_model_and_input_as_found(resnet):
     x_before = x.clone()
     for fn in (guided_backprop, deconvnet):
         fn(model, x, 5)
-    modified_backprop(model, x, 3, layer="layer2.0.relu")
+    modified_backprop(model, x, channel_max("layer2.0.relu", 3))
     assert_same_state(before, model_state(model))
     assert [m for m in model.modules() if isinstance(m, nn.ReLU)] == relus  # same module objects
     assert all(m.inplace for m in relus)
@@ -186,9 +187,9 @@ def test_bad_arguments(tiny_cnn):
     with pytest.raises(ValueError, match="unknown ReLU backward rule"):
         modified_backprop(tiny_cnn, x, 0, rule="zeiler")
     with pytest.raises(ValueError, match="features.2"):
-        guided_backprop(tiny_cnn, x, 0, layer="features.22")
+        guided_backprop(tiny_cnn, x, channel_max("features.22", 0))
     with pytest.raises(ValueError, match="out of range"):
-        guided_backprop(tiny_cnn, x, 8, layer="features.2")
+        guided_backprop(tiny_cnn, x, channel_max("features.2", 8))
     with pytest.raises(ValueError, match="same shape"):
         relu_backward(FORWARD, UPSTREAM[:2])
     with pytest.raises(ValueError, match="image must be"):

@@ -5,7 +5,7 @@ from test_ascent import Boom, caller_state
 from torch import nn
 
 from helpers import capture_activations, invert_features, normalize, total_variation
-from helpers.inversion import feature_loss
+from helpers.objectives import feature_loss
 
 
 def photo(n: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:

@@ -137,14 +137,3 @@ def test_progress_bar_counts_the_batches(monkeypatch, tiny_cnn):
 def test_bad_arguments(tiny_cnn, kwargs, match):
     with pytest.raises(ValueError, match=match):
         occlusion_map(tiny_cnn, torch.randn(1, 3, 12, 12), 0, **({"patch": 4} | kwargs))
-
-
-def test_fill_is_the_deprecated_name_of_baseline(tiny_cnn):
-    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(4))
-    grey = torch.tensor([0.5, -0.2, 0.1])
-    new = occlusion_map(tiny_cnn, x, [1, 3], patch=4, stride=4, baseline=grey)
-    with pytest.warns(DeprecationWarning, match=r"occlusion_map\(baseline=\.\.\.\)"):
-        old = occlusion_map(tiny_cnn, x, [1, 3], patch=4, stride=4, fill=grey)
-    assert torch.equal(new, old) and not torch.equal(new, occlusion_map(tiny_cnn, x, [1, 3], patch=4, stride=4))
-    with pytest.raises(TypeError, match="baseline= only"):
-        occlusion_map(tiny_cnn, x, 1, patch=4, baseline=grey, fill=grey)

@@ -4,7 +4,7 @@ from conftest import assert_same_state, model_state
 from test_ascent import Boom, caller_state
 
 from helpers import capture_activations, gram_matrix, normalize, synthesize_texture
-from helpers.texture import gram_loss
+from helpers.objectives import gram_loss
 
 LAYERS = ["features.1", "features.6"]
 FAST = dict(steps=80, lr=0.05)
