@@ -6,8 +6,8 @@ with a section "Where the code is" (the helpers modules the notebook calls, one 
 
   Surname-Matriculation-sheetN.pdf   the PDF
   sheetN.ipynb                       the executed notebook WITHOUT its figures: text outputs (printed numbers,
-                                     tables) are kept, image outputs and widget state are removed, since every
-                                     figure is in the PDF already and would otherwise make the ZIP twice as large
+                                     tables) are kept, image outputs and widget state are removed: every figure
+                                     is in the PDF already (a second copy made sheet 5's ZIP 65 MB, now 3 MB)
   helpers/*.py                       the package the notebook imports, as files
   requirements.txt, README.txt       the exact pins, and how to re-run: pip install -r requirements.txt, then
                                      run sheetN.ipynb from the ZIP's folder (it imports helpers from there)
@@ -212,7 +212,7 @@ ZIP_README = """\
 {notebook}: the solution's code, executed; its figures are in {pdf} (the notebook keeps its text outputs,
 its figures were removed to keep this ZIP small). helpers/ is the package the notebook imports.
 
-To re-run it (Python 3.11+; about 2 GB of packages):
+To re-run it (Python 3.10 or newer, 3.11 tested):
     python -m venv .venv && .venv/bin/pip install -r requirements.txt
     .venv/bin/jupyter lab {notebook}          # in this folder, so that `import helpers` finds helpers/
 CNNVIS_QUICK=1 shrinks every run to seconds; without internet, CNNVIS_OFFLINE=1 allows labelled stand-ins.
