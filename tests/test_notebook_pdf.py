@@ -293,11 +293,14 @@ def test_a_long_table_repeats_its_header_on_each_page_and_short_tables_stay_whol
 
 
 def test_words_in_narrow_table_cells_are_not_hyphenated(tmp_path):
-    cell = "the activations of features.27 representational neighbourhoods"
-    wide = "|" + " a |" * 7 + "\n|" + "---|" * 7 + "\n" + "".join("|" + f" {cell} |" * 7 + "\n" for _ in range(3))
+    # sheet 5's table of dreams: the layer combination is longer than its column and was set "fea-tures.27"
+    row = "| features.11+features.20+features.27 | 0.583 → 0.707 (1.21×) | 0.0360 | 0.0718 |"
+    wide = ("| dream | objective: photo → dream | mean change of the pixels | TV per pixel |\n|---|---|---|---|\n"
+            + "\n".join([row] * 12) + "\n")
     reader, _ = pdf_of(tmp_path, notebook(code("H.table(rows)", display("text/markdown", wide))))
     lines = [line for page in reader.pages for line in page.extract_text().splitlines()]
     assert not any(line.rstrip().endswith("-") for line in lines), [line for line in lines if line.endswith("-")]
+    assert any("features.27" in line for line in lines)
 
 
 # ---- code lines longer than the page ----
