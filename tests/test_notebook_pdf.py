@@ -159,6 +159,17 @@ def test_title_block_headings_math_table_figure_and_page_numbers(tmp_path):
     assert reader.metadata.title == TITLE["title"] and reader.metadata.author == "Dvořák"
 
 
+def test_headings_with_inline_code_show_no_backticks(tmp_path):
+    nb = notebook(v4.new_markdown_cell("## 2.3 DeepDream with `tv_weight` on `features.27`\n\nText."),
+                  code("x", display("text/markdown", "### The `H.render` loop\n\nMore text.")))
+    reader, _ = pdf_of(tmp_path, nb)
+    text = text_of(reader)
+    assert "2.3 DeepDream with tv_weight on features.27" in text and "The H.render loop" in text
+    assert "`" not in text
+    outline = [item.title for item in reader.outline if not isinstance(item, list)]
+    assert outline[0] == "2.3 DeepDream with tv_weight on features.27"
+
+
 def test_python_in_markdown_output_is_highlighted_and_plain_output_is_not(tmp_path):
     source = "def total_variation(img):\n    return (img[1:] - img[:-1]).abs().sum()"
     as_markdown = notebook(code("H.show_source(f)", display("text/markdown", f"`f.py`:\n\n```python\n{source}\n```")))
@@ -290,6 +301,18 @@ def test_a_long_table_repeats_its_header_on_each_page_and_short_tables_stay_whol
         holding = {n for n, page in enumerate(pages) for j in range(6) if f"t{i}r{j}" in page}
         assert len(holding) == 1, (i, holding)
     assert "fea- tures" not in " ".join(pages) and "fea-tures" not in " ".join(pages)  # never hyphenated
+
+
+def test_a_short_printed_table_stays_on_one_page_and_a_long_output_breaks(tmp_path):
+    printed = [code(f"print(table{i})", stdout("".join(f"layer {j}   t{i}r{j}   {j * 3:4d}\n" for j in range(12))))
+               for i in range(10)]
+    long_output = code("print(log)", stdout("".join(f"epoch {j}: loss 0.{j:03d}\n" for j in range(120))))
+    reader, _ = pdf_of(tmp_path, notebook(*printed, long_output))
+    pages = [" ".join(page.extract_text().split()) for page in reader.pages]
+    for i in range(10):
+        holding = {n for n, page in enumerate(pages) for j in range(12) if f"t{i}r{j} " in page}
+        assert len(holding) == 1, (i, holding)
+    assert len({n for n, page in enumerate(pages) if "epoch " in page}) >= 2  # 120 lines: broken across pages
 
 
 def test_words_in_narrow_table_cells_are_not_hyphenated(tmp_path):
