@@ -95,6 +95,20 @@ def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, args, message)
     assert files_under(tmp_path) == []
 
 
+def test_the_check_before_the_venv_needs_no_transliteration_package(monkeypatch, capsys):
+    # export_pdf.sh runs `--check` with the system's python3, before the venv (and anyascii) exists
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setitem(sys.modules, "anyascii", None)  # `import anyascii` raises ImportError
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "anyascii" else find_spec(name, *args))
+    assert export.main(["--check", "--surname", "Иvanov", "--matriculation", "12345678"]) == 0
+    assert export.main(["--check", "--surname", "a/b", "--matriculation", "12345678"]) == 2
+    assert export.main(["--check", "--surname", "Doe", "--matriculation", "12"]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
 def test_names_may_come_from_the_environment(tmp_path):
     result = subprocess.run([sys.executable, str(EXPORT), "--check"], capture_output=True, text=True,
                             env={**os.environ, "CNNVIS_SURNAME": "Doe", "CNNVIS_MATRICULATION": "12345678"})
