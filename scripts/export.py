@@ -1,21 +1,33 @@
 """Build the submissions: execute each sheet's notebook, convert it to PDF, pack Surname-Matriculation.zip.
 
 For every sheet: the notebook runs top to bottom in a build folder (the committed notebook is never touched),
-the executed copy becomes a PDF (nbconvert -> pandoc -> Typst, all from pip: see notebook_pdf.py) with an
-appendix of the helpers modules the notebook calls, and a ZIP holds the PDF, the executed notebook, the
-helpers package and requirements.txt. Everything is written to temporary names and moved into place only
-when the sheet is complete, so a failure or Ctrl-C leaves no partial file and never replaces an earlier
-good ZIP.
+the executed copy becomes a PDF (nbconvert -> pandoc -> Typst, all from pip: see notebook_pdf.py) that ends
+with a section "Where the code is" (the helpers modules the notebook calls, one line each), and a ZIP holds:
 
-File names: the surname keeps its letters; German umlauts become ae/oe/ue and ß ss, other diacritics are
-dropped (Łukasz -> Lukasz, Dvořák -> Dvorak), spaces and apostrophes are removed and hyphens kept
-(De la Cruz -> DelaCruz). A matriculation number is 6 to 10 digits (LMU issues 8).
+  Surname-Matriculation-sheetN.pdf   the PDF
+  sheetN.ipynb                       the executed notebook WITHOUT its figures: text outputs (printed numbers,
+                                     tables) are kept, image outputs and widget state are removed: every figure
+                                     is in the PDF already (a second copy made sheet 5's ZIP 65 MB, now 3 MB)
+  helpers/*.py                       the package the notebook imports, as files
+  requirements.txt, README.txt       the exact pins, and how to re-run: pip install -r requirements.txt, then
+                                     run sheetN.ipynb from the ZIP's folder (it imports helpers from there)
+
+Everything is written to temporary names and moved into place only when the sheet is complete, so a failure or
+Ctrl-C leaves no partial file and never replaces an earlier good ZIP. The executed notebook with its figures
+stays in build/sheetN/.
+
+File names: the surname keeps its letters, spelled in ASCII: German umlauts become ae/oe/ue and ß ss, other
+letters are transliterated by anyascii (Łukasz -> Lukasz, Dvořák -> Dvorak, Иванов -> Ivanov), spaces and
+apostrophes are removed (also those transliteration writes: Гоголь -> Gogol) and hyphens kept (De la Cruz ->
+DelaCruz). A letter without an ASCII spelling is refused with a message, never dropped. A matriculation
+number is 6 to 10 digits (LMU issues 8).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -50,30 +62,46 @@ SHEETS = {
     "gallery": Sheet("gallery", "gallery.ipynb", "Gallery: The Lecture's Visualization Techniques", submission=False),
 }
 WIDGET_TAG = "widget"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT = 3600  # seconds one cell may run: a hung kernel fails the export instead of blocking it forever
-TRANSLITERATE = {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss", "ẞ": "SS",
-                 "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Æ": "Ae", "æ": "ae", "Œ": "Oe", "œ": "oe",
-                 "Đ": "D", "đ": "d", "Þ": "Th", "þ": "th", "ı": "i"}
+# German spelling first (anyascii writes ü as u); every other letter goes through anyascii.
+GERMAN = {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss", "ẞ": "SS"}
 
 
 class ExportError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
-def file_name_surname(surname: str) -> str:
-    """The surname as it appears in file names (see the module docstring). Raises ExportError."""
+def checked_surname(surname: str) -> str:
+    """The surname in NFC if it is letters with single spaces, hyphens or apostrophes between them. Raises
+    ExportError."""
     name = unicodedata.normalize("NFC", surname.strip())
     if not name:
         raise ExportError("the surname is empty: pass --surname or set CNNVIS_SURNAME")
     if len(name) > 64 or not re.fullmatch(r"[^\W\d_]+(?:[ '’-][^\W\d_]+)*", name):
         raise ExportError(f"surname {surname!r} is not a name: use letters, with single spaces, hyphens or "
                           "apostrophes between them")
-    ascii_name = "".join(TRANSLITERATE.get(ch, ch) for ch in name)
-    ascii_name = unicodedata.normalize("NFKD", ascii_name).encode("ascii", "ignore").decode()
-    ascii_name = re.sub(r"[ '’]", "", ascii_name)
-    if not re.fullmatch(r"[A-Za-z]+(?:-[A-Za-z]+)*", ascii_name):
-        raise ExportError(f"surname {surname!r} has letters that cannot be written in ASCII for the file name")
-    return ascii_name
+    return name
+
+
+def file_name_surname(surname: str) -> str:
+    """The surname as it appears in file names (see the module docstring). Raises ExportError."""
+    from anyascii import anyascii
+
+    name = checked_surname(surname)
+    parts = []
+    for ch in re.sub(r"[ '’]", "", name):
+        spelled = "-" if ch == "-" else GERMAN.get(ch) or anyascii(ch)
+        letters = re.sub(r"['`]", "", spelled)  # apostrophes are removed, also those anyascii writes (ь -> ')
+        if not spelled or not re.fullmatch(r"[A-Za-z]*|-", letters):  # no ASCII spelling: never drop the letter
+            raise ExportError(f"surname {surname!r}: the letter {ch!r} has no ASCII spelling; pass --surname "
+                              "spelled in Latin letters as on your student ID")
+        parts.append(letters)
+    spelled = "".join(parts)
+    if not re.fullmatch(r"[A-Za-z]+(?:-[A-Za-z]+)*", spelled):  # e.g. only soft signs: nothing left to name a file
+        raise ExportError(f"surname {surname!r} spells as {spelled!r} in ASCII: pass --surname spelled in Latin "
+                          "letters as on your student ID")
+    return spelled
 
 
 def check_matriculation(number: str) -> str:
@@ -160,8 +188,9 @@ def execute(source: Path, destination: Path) -> None:
                               f"{lines[-1] if lines else 'no message'}")
 
 
-def to_pdf(executed: Path, pdf: Path, *, title: str, name: str, matriculation: str, appendix: bool) -> None:
-    """Convert the executed notebook to ``pdf`` (widget cells dropped). Raises ExportError."""
+def to_pdf(executed: Path, pdf: Path, *, title: str, name: str, matriculation: str, zip_name: str | None) -> None:
+    """Convert the executed notebook to ``pdf`` (widget cells dropped); its closing section names ``zip_name``,
+    the ZIP that holds the code (None: not a submission). Raises ExportError."""
     import datetime
 
     import nbformat
@@ -170,7 +199,8 @@ def to_pdf(executed: Path, pdf: Path, *, title: str, name: str, matriculation: s
     today = datetime.date.today()
     try:
         result = notebook_pdf(nbformat.read(executed, as_version=4), pdf, title=title, name=name,
-                              matriculation=matriculation, date=f"{today.day} {today:%B %Y}", appendix=appendix)
+                              matriculation=matriculation, date=f"{today.day} {today:%B %Y}", zip_name=zip_name,
+                              notebook_name=executed.name if zip_name else None)
     except PdfError as e:
         raise ExportError(f"{executed.name}: {e}") from None
     if result.missing_glyphs:
@@ -178,18 +208,61 @@ def to_pdf(executed: Path, pdf: Path, *, title: str, name: str, matriculation: s
               "they show as boxes", file=sys.stderr)
 
 
+ZIP_README = """\
+{notebook}: the solution's code, executed; its figures are in {pdf} (the notebook keeps its text outputs,
+its figures were removed to keep this ZIP small). helpers/ is the package the notebook imports.
+
+To re-run it (Python 3.10 or newer, 3.11 tested):
+    python -m venv .venv && .venv/bin/pip install -r requirements.txt
+    .venv/bin/jupyter lab {notebook}          # in this folder, so that `import helpers` finds helpers/
+CNNVIS_QUICK=1 shrinks every run to seconds; without internet, CNNVIS_OFFLINE=1 allows labelled stand-ins.
+"""
+
+
+def zip_notebook(executed: Path) -> str:
+    """The executed notebook as the ZIP holds it: text outputs kept, image outputs and widget state removed.
+
+    An output that showed a figure keeps its text form (``<Figure size 640x480 with 1 Axes>``), so the reader
+    sees where the figure was; an output with nothing left is dropped.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.output_type in ("display_data", "execute_result"):
+                out.data = {mime: value for mime, value in out.data.items()
+                            if not mime.startswith("image/") and mime != WIDGET_MIME}
+                out.metadata = {}
+                if not out.data:
+                    continue
+            kept.append(out)
+        cell.outputs = kept
+    return nbformat.writes(nb)
+
+
 def pack(zip_path: Path, pdf: Path, executed: Path) -> list[str]:
-    """ZIP with the PDF, the executed notebook, the helpers package source and requirements.txt."""
-    members = [(pdf, pdf.name), (executed, executed.name), (ROOT / "requirements.txt", "requirements.txt")]
-    members += [(p, f"helpers/{p.name}") for p in sorted((ROOT / "helpers").glob("*.py"))]
+    """The submission ZIP: the PDF, the executed notebook without figures (`zip_notebook`), the helpers package
+    source, requirements.txt and a README.txt that says how to re-run it. Returns the member names."""
+    readme = ZIP_README.format(notebook=executed.name, pdf=pdf.name)
+    members: list[tuple[str, Path | str]] = [(pdf.name, pdf), (executed.name, zip_notebook(executed)),
+                                             ("requirements.txt", ROOT / "requirements.txt"), ("README.txt", readme)]
+    members += [(f"helpers/{p.name}", p) for p in sorted((ROOT / "helpers").glob("*.py"))]
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, name in members:
-            zf.write(path, name)
-    return [name for _, name in members]
+        for name, content in members:
+            if isinstance(content, Path):
+                zf.write(content, name)
+            else:
+                zf.writestr(name, content)
+    return [name for name, _ in members]
 
 
-def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, appendix: bool,
-                 notebooks: Path, build: Path, out: Path) -> dict[str, float]:
+def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, notebooks: Path, build: Path,
+                 out: Path) -> dict[str, float]:
     """Execute, convert and pack one sheet. Returns the seconds per stage. Raises ExportError."""
     source = notebooks / sheet.notebook
     if not source.is_file():
@@ -198,7 +271,7 @@ def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, a
     build_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     try:
-        _export_in(build_dir, out_dir, sheet, source, name, surname, matriculation, appendix, times)
+        _export_in(build_dir, out_dir, sheet, source, name, surname, matriculation, times)
     finally:
         for folder in (build_dir, build):  # leave no empty folders behind after a failure
             with contextlib.suppress(OSError):
@@ -207,7 +280,7 @@ def export_sheet(sheet: Sheet, *, name: str, surname: str, matriculation: str, a
 
 
 def _export_in(build_dir: Path, out_dir: Path, sheet: Sheet, source: Path, name: str, surname: str,
-               matriculation: str, appendix: bool, times: dict[str, float]) -> None:
+               matriculation: str, times: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory(dir=build_dir, prefix=".partial-") as tmp:
         tmp = Path(tmp)
         executed, pdf, zip_path = tmp / sheet.notebook, tmp / f"{name}-{sheet.folder}.pdf", tmp / f"{name}.zip"
@@ -215,7 +288,8 @@ def _export_in(build_dir: Path, out_dir: Path, sheet: Sheet, source: Path, name:
         execute(source, executed)
         times["execute"] = time.perf_counter() - start
         start = time.perf_counter()
-        to_pdf(executed, pdf, title=sheet.title, name=surname, matriculation=matriculation, appendix=appendix)
+        to_pdf(executed, pdf, title=sheet.title, name=surname, matriculation=matriculation,
+               zip_name=zip_path.name if sheet.submission else None)
         times["pdf"] = time.perf_counter() - start
         if not sheet.submission:  # an extra document: the PDF and the executed notebook, no ZIP
             os.replace(executed, build_dir / executed.name)
@@ -255,8 +329,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "default: all three")
     parser.add_argument("--quick", action="store_true",
                         help="CNNVIS_QUICK=1: seconds per cell, for checking the pipeline; hand in a full run")
-    parser.add_argument("--no-appendix", action="store_true",
-                        help="leave out the PDF's appendix with the source of the helpers modules the notebook calls")
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # validate only (before the venv)
     parser.add_argument("--notebooks-dir", type=Path, default=ROOT / "notebooks", help=argparse.SUPPRESS)
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help=argparse.SUPPRESS)
@@ -273,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_notebook(Path(sys.argv[2]), Path(sys.argv[3]))
     args = parse(argv)
     try:
+        if args.check and importlib.util.find_spec("anyascii") is None:
+            # export_pdf.sh's check before the venv exists: the name's spelling is checked again inside it
+            checked_surname(args.surname)
+            check_matriculation(args.matriculation)
+            return 0
         name = f"{file_name_surname(args.surname)}-{check_matriculation(args.matriculation)}"
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -290,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in (list(SHEETS) if args.sheet == "all" else [args.sheet]):
             try:
                 times = export_sheet(SHEETS[key], name=name, surname=args.surname.strip(),
-                                     matriculation=args.matriculation.strip(), appendix=not args.no_appendix,
-                                     notebooks=args.notebooks_dir, build=args.build_dir, out=args.out_dir)
+                                     matriculation=args.matriculation.strip(), notebooks=args.notebooks_dir,
+                                     build=args.build_dir, out=args.out_dir)
                 report.append((key, times))
             except ExportError as e:
                 print(f"error: sheet {key}: {e}", file=sys.stderr)

@@ -1,6 +1,16 @@
 -- pandoc Lua filter for the notebook's Markdown (scripts/pdf/notebook.md.j2): the output boxes and figures
 -- become calls of the functions in cnnvis.typ. pandoc runs in the folder that holds the extracted figures.
 local kinds = { output = true, stderr = true, error = true }
+-- A text output of at most this many lines (a printed table, a few numbers) is kept on one page.
+local short_lines = 15
+
+local function is_short(div)
+  if #div.content ~= 1 or div.content[1].t ~= "CodeBlock" then
+    return false
+  end
+  local _, newlines = div.content[1].text:gsub("\n", "")
+  return newlines + 1 <= short_lines
+end
 
 function Div(div)
   local kind = div.classes[1]
@@ -10,7 +20,8 @@ function Div(div)
   if #div.content == 0 then
     return {}
   end
-  local blocks = pandoc.Blocks({ pandoc.RawBlock("typst", '#output(kind: "' .. kind .. '")[') })
+  local breakable = is_short(div) and "false" or "true"
+  local blocks = pandoc.Blocks({ pandoc.RawBlock("typst", '#output(kind: "' .. kind .. '", breakable: ' .. breakable .. ")[") })
   blocks:extend(div.content)
   blocks:insert(pandoc.RawBlock("typst", "]"))
   return blocks
