@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +46,29 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str |
     return correct / max(total, 1)
 
 
+def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
+                device: torch.device | str | None = None) -> tuple[float, float]:
+    """One pass over ``loader`` in train mode: cross-entropy loss, backward pass, optimizer step per batch.
+
+    Returns ``(mean loss, accuracy)`` over the epoch, both running values (the weights change during it); the
+    model is left in train mode (:func:`fit` restores the caller's mode).
+    """
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    model.train()                                  # dropout/batch norm in training behaviour (LeNet has neither)
+    loss_sum = correct = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)                          # (N, 10) class scores
+        loss = nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()                            # gradients of the mean loss of the batch
+        optimizer.step()                           # Adam's update of every weight
+        loss_sum += loss.detach() * len(y)         # kept as tensors: no wait for the device every step
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
+
+
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None, epochs: int, *,
         lr: float = 1e-3, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         device: torch.device | str | None = None, threads: int | str | None = None,
@@ -75,7 +98,6 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     """
     device = next(model.parameters()).device if device is None else torch.device(device)
     opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=lr)))(model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
     history = History()
     was_training, threads_before = model.training, torch.get_num_threads()
     auto = threads == "auto"
@@ -86,27 +108,12 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            seen = 0
-            bar = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
+            batches = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
             chooser = _ThreadChooser((1, threads_before)) if auto and device.type == "cpu" else None
-            for step, (x, y) in enumerate(bar):
-                if chooser is not None:
-                    chooser.before(step)
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * y.numel()  # stays on the device: no host sync per step
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += y.numel()
+            loss, accuracy = train_epoch(model, chooser.steps(batches) if chooser else batches, opt, device=device)
             history.threads.append(chooser.chosen if chooser is not None else torch.get_num_threads())
-            history.train_loss.append(loss_sum.item() / max(seen, 1))
-            history.train_acc.append(correct.item() / max(seen, 1))
+            history.train_loss.append(loss)
+            history.train_acc.append(accuracy)
             if test_loader is not None:
                 history.test_acc.append(evaluate(model, test_loader, device=device))
             history.seconds.append(time.perf_counter() - start)
@@ -128,6 +135,12 @@ class _ThreadChooser:
         self.chosen = self.candidates[0]
         self._start = 0.0
         torch.set_num_threads(self.chosen)
+
+    def steps(self, batches: Iterable) -> Iterator:
+        """``batches`` with :meth:`before` called ahead of each one, for :func:`train_epoch`'s loop."""
+        for step, batch in enumerate(batches):
+            self.before(step)
+            yield batch
 
     def before(self, step: int) -> None:
         """Call before training step ``step`` (0-based) of the epoch."""
