@@ -26,8 +26,8 @@ def test_map_correlation_against_corrcoef_and_constant_maps():
     a, b = torch.rand(3, 6, 7, generator=g), torch.rand(3, 6, 7, generator=g)
     ours = H.map_correlation(a, b)
     for i in range(3):
-        assert ours[i].item() == pytest.approx(torch.corrcoef(torch.stack([a[i].flatten(), b[i].flatten()]))[0, 1].item(),
-                                               abs=1e-5)
+        theirs = torch.corrcoef(torch.stack([a[i].flatten(), b[i].flatten()]))[0, 1].item()
+        assert ours[i].item() == pytest.approx(theirs, abs=1e-5)
     assert H.map_correlation(a[0], 2 * a[0] + 1).item() == pytest.approx(1.0, abs=1e-6)
     assert H.map_correlation(a[0], -a[0]).item() == pytest.approx(-1.0, abs=1e-6)
     assert H.map_correlation(torch.ones(4, 4), a[0, :4, :4]).isnan().all()
