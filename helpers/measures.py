@@ -6,7 +6,7 @@ import torch
 
 from .activations import upsample_map
 from .receptive import Box
-from .saliency import local_contrast
+from .saliency import _maps, local_contrast
 from .training import History
 
 # --- sheet 4
@@ -33,13 +33,6 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
     return {"train": train[-1], "test": test[-1], "gap": train[-1] - test[-1], "best": test[best],
             "best_epoch": best + 1, "late": sum(tail) / len(tail),
             "test_ahead": sum(te >= tr for tr, te in zip(train, test, strict=True))}
-
-
-def _maps(m: torch.Tensor) -> torch.Tensor:
-    m = m.unsqueeze(0) if m.dim() == 2 else m
-    if m.dim() != 3:
-        raise ValueError(f"expected maps (N, H, W) or one map (H, W), got shape {tuple(m.shape)}")
-    return m.detach().float()
 
 
 def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

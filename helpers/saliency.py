@@ -66,14 +66,14 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss:
         ValueError: wrong image shape, a target out of range, or a target count that is not 1 or ``N``.
     """
     x = as_batch(image, model)
-    n = x.shape[0]
-    objective = target_objective(target, n)  # checks the count of class targets
     if not isinstance(target, Objective):
         try:
             return class_saliency(model, x, target, loss=loss)
         except RuntimeError as error:  # an image too small for the model: the error with the smallest size
             explain_small_image(model, None, x, error)
             raise
+    n = x.shape[0]
+    objective = target_objective(target, n)
     if loss and objective.classes is None:
         raise ValueError(f"loss=True is the cross-entropy of a class: give a class index, not {objective!r}")
     x = x.detach().clone().requires_grad_(True)
