@@ -75,6 +75,7 @@ from .images import (
     valid_range,
 )
 from .inversion import InversionResult, invert_features
+from .measures import accuracy_summary, central_box, contrast_correlation, map_correlation, top_inside
 from .models import (
     LeNet,
     OfflineStandInWarning,
@@ -113,11 +114,11 @@ from .receptive import (
     receptive_field,
 )
 from .regularizers import l2, total_variation, tv_per_pixel
-from .saliency import centre_of_mass, local_contrast, saliency_map, top_overlap
+from .saliency import centre_of_mass, class_saliency, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import fast_bf16
 from .texture import TextureResult, gram_matrix, synthesize_texture
-from .training import History, evaluate, fit
+from .training import History, evaluate, fit, train_epoch
 from .trust import (
     Curve,
     Randomization,
@@ -138,6 +139,7 @@ from .trust import (
 __all__ = [
     # techniques: attribution (which pixels explain a target: a class or an objective)
     "saliency_map",
+    "class_saliency",
     "occlusion_map",
     "guided_backprop",
     "deconvnet",
@@ -236,6 +238,13 @@ __all__ = [
     "count_parameters",
     "fit",
     "evaluate",
+    "train_epoch",
+    # measures the answers rest on (sheet 4)
+    "accuracy_summary",
+    "central_box",
+    "contrast_correlation",
+    "map_correlation",
+    "top_inside",
     "StandIn",
     "StandInSettings",
     "trained_stand_in",

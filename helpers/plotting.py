@@ -59,13 +59,17 @@ def show_image(x: torch.Tensor, ax: Axes | None = None, title: str | None = None
 
 def plot_accuracy(histories: dict[str, History], ax: Axes | None = None, *, train: bool = True,
                   test: bool = True, title: str | None = None) -> Axes:
-    """Accuracy per epoch of one or more training runs (x: epoch, y: accuracy in %), with a legend."""
+    """Accuracy per epoch of one or more training runs (x: epoch, y: accuracy in %), with a legend.
+
+    Each run keeps one colour (the ``i``-th of matplotlib's cycle for the ``i``-th run), in every panel drawn with
+    the same ``histories``: training accuracy dashed, test accuracy solid."""
     ax = _axes(ax)
-    for name, h in histories.items():
+    for i, (name, h) in enumerate(histories.items()):
         if train:
-            ax.plot(h.epochs, [100 * a for a in h.train_acc], "--o", label=f"{name}: train")
+            ax.plot(h.epochs, [100 * a for a in h.train_acc], "--o", color=f"C{i}", label=f"{name}: train")
         if test and h.test_acc:
-            ax.plot(h.epochs[: len(h.test_acc)], [100 * a for a in h.test_acc], "-o", label=f"{name}: test")
+            ax.plot(h.epochs[: len(h.test_acc)], [100 * a for a in h.test_acc], "-o", color=f"C{i}",
+                    label=f"{name}: test")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)

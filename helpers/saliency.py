@@ -2,28 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, rgb_fix, target_objective, target_scores
-from .hooks import capture, frozen_eval
+from ._checks import Target, as_batch, check_logits, rgb_fix, target_indices, target_objective, target_scores
+from .hooks import capture, explain_small_image, frozen_eval
 from .images import denormalize
-from .objectives import class_log_probability
+from .objectives import Objective, class_log_probability
+
+
+def class_saliency(model: nn.Module, images: torch.Tensor, classes: int | Sequence[int] | torch.Tensor, *,
+                   loss: bool = False) -> torch.Tensor:
+    """Sheet 4's saliency map (Simonyan et al., 2014): ``max_c |d S_y / d x_c|`` for the class ``y`` of each image.
+
+    ``S_y`` is the unnormalized class score (logit); with ``loss=True`` the cross-entropy loss of ``y`` instead.
+    The gradient comes from ``torch.autograd.grad`` on a copy of the images, so neither the input nor any
+    parameter's ``.grad`` changes; the model runs in eval mode and every module's flag is restored afterwards.
+    Paper: https://arxiv.org/abs/1312.6034
+
+    Args:
+        model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
+        images: ``(N, 3, H, W)`` (or one ``(3, H, W)``).
+        classes: one class index for all images, or one per image.
+        loss: differentiate ``cross_entropy(S, y)`` instead of ``S_y``.
+
+    Returns:
+        ``(N, H, W)``, non-negative, on the images' device.
+    """
+    x = as_batch(images, model).detach().clone().requires_grad_(True)  # the pixels to differentiate by
+    with frozen_eval(model), torch.enable_grad():
+        logits = check_logits(model(x), len(x))                       # S, (N, classes)
+        y = target_indices(classes, len(x), logits.shape[1], x.device)  # (N,) class of each image
+        scores = -F.log_softmax(logits, 1) if loss else logits         # loss: -log p, the cross-entropy of each class
+        score = scores.gather(1, y[:, None]).sum()                     # S_y (or the loss of y), summed over images
+        # in eval mode image i's score depends on image i alone: one backward pass gives every image its gradient
+        (grad,) = torch.autograd.grad(score, x)
+    return grad.abs().amax(dim=1)                                      # max |gradient| over the colour channels
 
 
 def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss: bool = False) -> torch.Tensor:
-    """Saliency map: max over colour channels of ``|d S_target / d image|``, ``S`` the unnormalized class score.
+    """Saliency map: max over colour channels of ``|d score / d image|``, for a class or any objective.
 
-    The gradient of the logit (not the softmax probability, which also depends on every other class)
-    is taken with ``torch.autograd.grad`` with respect to a copy of the input, so parameters' ``.grad`` are
-    never touched. The model runs in eval mode for the computation; every module's train/eval flag is
-    restored afterwards, also on errors. Paper: https://arxiv.org/abs/1312.6034
+    A class index (one for all images or one per image) is :func:`class_saliency`. An objective
+    (:mod:`helpers.objectives`, e.g. ``channel_mean("layer3", 7)`` or ``class_logit(243)``) maps the gradient
+    of its score instead, under the same rules: a copy of the input, ``torch.autograd.grad``, eval mode restored.
 
     Args:
         model: classifier mapping ``(N, 3, H, W)`` to logits ``(N, classes)``.
         image: ``(N, 3, H, W)`` (or ``(3, H, W)``), e.g. from :func:`helpers.load_image`; left unchanged.
         target: one class index for all images, or one per image (list or tensor of length ``N``), or any
-            objective (:mod:`helpers.objectives`, e.g. ``channel_mean("layer3", 7)``): its gradient is mapped.
+            objective: its gradient is mapped.
         loss: differentiate the cross-entropy loss of the target class, ``-log softmax(S)_target``, instead of
             the score (needs a class target); its gradient is ``-(1 - p_t) grad S_t + sum_{c != t} p_c grad S_c``,
             so it depends on every class's score (and is nearly zero when the model is sure of the target).
@@ -34,15 +65,20 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss:
     Raises:
         ValueError: wrong image shape, a target out of range, or a target count that is not 1 or ``N``.
     """
-    x = as_batch(image, model).detach().clone().requires_grad_(True)
+    x = as_batch(image, model)
+    if not isinstance(target, Objective):
+        try:
+            return class_saliency(model, x, target, loss=loss)
+        except RuntimeError as error:  # an image too small for the model: the error with the smallest size
+            explain_small_image(model, None, x, error)
+            raise
     n = x.shape[0]
     objective = target_objective(target, n)
     if loss and objective.classes is None:
         raise ValueError(f"loss=True is the cross-entropy of a class: give a class index, not {objective!r}")
+    x = x.detach().clone().requires_grad_(True)
     with frozen_eval(model), capture(model, objective) as forward, torch.enable_grad():
         acts = forward(x)
-        # In eval mode every image's score depends on that image alone, so one backward pass of the sum
-        # gives each image its own gradient.
         if loss:  # per-image cross-entropy of the target class: minus its log-probability
             selected = -target_scores(class_log_probability(objective.classes), acts, n).sum()
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -79,6 +79,31 @@ class CrossEntropy(nn.CrossEntropyLoss):
                              f"0..{classes - 1}; fix the labels or give the model's last layer more outputs") from None
 
 
+def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
+                device: torch.device | str | None = None,
+                loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, float]:
+    """One pass over ``loader`` in train mode: cross-entropy loss, backward pass, optimizer step per batch.
+
+    Returns ``(mean loss, accuracy)`` over the epoch, both running values (the weights change during it); the
+    model is left in train mode (:func:`fit` restores the caller's mode). ``loss_fn(logits, labels)``: the
+    loss, cross-entropy by default (:func:`fit` passes :class:`CrossEntropy`, whose error names a bad label).
+    """
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    model.train()                                  # dropout/batch norm in training behaviour (LeNet has neither)
+    loss_sum = correct = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)                          # (N, 10) class scores
+        loss = loss_fn(logits, y)                  # cross-entropy of the batch (mean over its images)
+        optimizer.zero_grad()
+        loss.backward()                            # gradients of the mean loss of the batch
+        optimizer.step()                           # Adam's update of every weight
+        loss_sum += loss.detach() * len(y)         # kept as tensors: no wait for the device every step
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
+
+
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None, epochs: int, *,
         lr: float = 1e-3, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         device: torch.device | str | None = None, threads: int | str | None = None,
@@ -131,28 +156,14 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            seen = 0
-            bar = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
+            batches = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
             chooser = _ThreadChooser((1, threads_before)) if auto and device.type == "cpu" else None
-            for step, (x, y) in enumerate(bar):
-                if chooser is not None:
-                    chooser.before(step)
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * y.numel()  # stays on the device: no host sync per step
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += y.numel()
+            loss, accuracy = train_epoch(model, chooser.steps(batches) if chooser else batches, opt, device=device,
+                                         loss_fn=loss_fn)
             history.threads.append(chooser.chosen if chooser is not None else torch.get_num_threads())
-            history.train_loss.append(loss_sum.item() / max(seen, 1))
-            check_loss(history.train_loss[-1], epoch, lr if optimizer is None else None)
-            history.train_acc.append(correct.item() / max(seen, 1))
+            history.train_loss.append(loss)
+            check_loss(loss, epoch, lr if optimizer is None else None)
+            history.train_acc.append(accuracy)
             if test_loader is not None:
                 history.test_acc.append(evaluate(model, test_loader, device=device))
             history.seconds.append(time.perf_counter() - start)
@@ -183,6 +194,12 @@ class _ThreadChooser:
         self.chosen = self.candidates[0]
         self._start = 0.0
         torch.set_num_threads(self.chosen)
+
+    def steps(self, batches: Iterable) -> Iterator:
+        """``batches`` with :meth:`before` called ahead of each one, for :func:`train_epoch`'s loop."""
+        for step, batch in enumerate(batches):
+            self.before(step)
+            yield batch
 
     def before(self, step: int) -> None:
         """Call before training step ``step`` (0-based) of the epoch."""

@@ -1,7 +1,10 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
+import helpers as H
 from helpers import plot_channels, plot_image_grid, plot_map, plot_overlay, plot_saliency
 
 
@@ -37,3 +40,17 @@ def test_saliency_side_by_side_and_channels():
     assert [ax.get_title() for ax in fig.axes if ax.images] == ["ch 0", "ch 3", "ch 9"]
     with pytest.raises(ValueError, match="out of range"):
         plot_channels(torch.rand(4, 5, 5), channels=[4])
+
+
+def test_plot_accuracy_keeps_one_colour_per_run_across_panels():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    runs = {name: SimpleNamespace(epochs=[1, 2], train_acc=[0.1, 0.2], test_acc=[0.1, 0.15]) for name in "ab"}
+    fig, (left, right) = plt.subplots(1, 2)
+    H.plot_accuracy(runs, left, train=False)
+    H.plot_accuracy(runs, right)
+    colour = {(ax, line.get_label()): to_hex(line.get_color()) for ax in (left, right) for line in ax.get_lines()}
+    assert colour[(left, "a: test")] == colour[(right, "a: test")] == colour[(right, "a: train")]
+    assert colour[(left, "b: test")] == colour[(right, "b: train")] != colour[(right, "a: train")]
+    plt.close(fig)

@@ -206,3 +206,35 @@ def test_local_contrast_is_the_windowed_standard_deviation():
     assert torch.allclose(H.local_contrast(flat, 5), torch.zeros(1, 8, 8), atol=1e-4)
     with pytest.raises(ValueError, match="odd"):
         H.local_contrast(image, window=4)
+
+
+def test_class_saliency_is_autograd_and_captum(tiny_cnn, resnet):
+    # The plain function the sheet shows: the same numbers as independent autograd and captum's Saliency.
+    torch.manual_seed(4)
+    for model, x, targets in [(tiny_cnn, torch.randn(3, 3, 10, 10), [2, 0, 4]),
+                              (resnet, torch.randn(2, 3, 64, 64), [243, 285])]:
+        ours = H.class_saliency(model, x, targets)
+        assert torch.allclose(ours, reference(model, x, targets), rtol=1e-4, atol=1e-7)
+        attr = pytest.importorskip("captum.attr")
+        theirs = attr.Saliency(model).attribute(x.clone().requires_grad_(True), target=targets, abs=True).amax(1)
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
+        assert torch.equal(saliency_map(model, x, targets), ours)  # the package's function runs this one
+
+
+def test_class_saliency_loss_is_the_cross_entropy_gradient(tiny_cnn):
+    torch.manual_seed(5)
+    x, targets = torch.randn(2, 3, 12, 12), torch.tensor([3, 1])
+    model = copy.deepcopy(tiny_cnn).eval()
+    xs = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(xs), targets, reduction="sum").backward()
+    assert torch.allclose(H.class_saliency(tiny_cnn, x, targets, loss=True), xs.grad.abs().amax(1), atol=1e-7)
+
+
+def test_class_saliency_leaves_model_and_input_as_found(resnet):
+    model = awkward_copy(resnet)
+    before = model_state(model)
+    x = torch.randn(1, 3, 32, 32)
+    x_before = x.clone()
+    H.class_saliency(model, x, 7)
+    assert_same_state(before, model_state(model))
+    assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import evaluate, fit
+from helpers import evaluate, fit, train_epoch
 
 
 class Fixed(nn.Module):
@@ -205,3 +205,28 @@ def test_fit_refuses_bad_arguments_with_the_fix():
         fit(model, DataLoader(TensorDataset(torch.randn(4, 3), torch.tensor([0, 1, 10, 1])), batch_size=4), None,
             epochs=1)
     assert fit(model, data, None, epochs=np.int64(1)).epochs == [1]
+
+
+def test_train_epoch_is_one_adam_pass_with_cross_entropy():
+    # Two copies, one trained by train_epoch and one by the textbook loop written out here: the same weights.
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    ours = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    theirs = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    theirs.load_state_dict(ours.state_dict())
+    loss, accuracy = train_epoch(ours, batches, torch.optim.Adam(ours.parameters(), lr=1e-2))
+    opt = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+    losses, correct = [], 0
+    for xb, yb in batches:
+        out = theirs(xb)
+        step_loss = nn.functional.cross_entropy(out, yb)
+        opt.zero_grad()
+        step_loss.backward()
+        opt.step()
+        losses.append(step_loss.item())
+        correct += (out.argmax(1) == yb).sum().item()
+    assert ours.training  # train mode, as the sheet asks (fit restores the caller's mode)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert loss == pytest.approx(sum(losses) / 4, rel=1e-5) and accuracy == correct / 64

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+import helpers as H
+
+
+def history(train, test):
+    h = H.History()
+    h.train_acc, h.test_acc = list(train), list(test)
+    return h
+
+
+def test_accuracy_summary_by_hand():
+    s = H.accuracy_summary(history([0.30, 0.50, 0.60, 0.70], [0.40, 0.55, 0.52, 0.54]), last=3)
+    assert s["train"] == pytest.approx(70) and s["test"] == pytest.approx(54)
+    assert s["gap"] == pytest.approx(16)
+    assert (s["best"], s["best_epoch"]) == (pytest.approx(55), 2)
+    assert s["late"] == pytest.approx((55 + 52 + 54) / 3)
+    assert s["test_ahead"] == 2  # epochs 1 and 2: test at least train
+    with pytest.raises(ValueError, match="test accuracy per epoch"):
+        H.accuracy_summary(history([0.5], []))
+
+
+def test_map_correlation_against_corrcoef_and_constant_maps():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 6, 7, generator=g), torch.rand(3, 6, 7, generator=g)
+    ours = H.map_correlation(a, b)
+    for i in range(3):
+        theirs = torch.corrcoef(torch.stack([a[i].flatten(), b[i].flatten()]))[0, 1].item()
+        assert ours[i].item() == pytest.approx(theirs, abs=1e-5)
+    assert H.map_correlation(a[0], 2 * a[0] + 1).item() == pytest.approx(1.0, abs=1e-6)
+    assert H.map_correlation(a[0], -a[0]).item() == pytest.approx(-1.0, abs=1e-6)
+    assert H.map_correlation(torch.ones(4, 4), a[0, :4, :4]).isnan().all()
+    with pytest.raises(ValueError, match="same shape"):
+        H.map_correlation(a, b[:, :5])
+
+
+def test_contrast_correlation_sees_edges():
+    # A bright square on a dark ground: local contrast is high only along the square's outline.
+    img = torch.zeros(1, 3, 32, 32)
+    img[:, :, 8:24, 8:24] = 1.0
+    image = H.normalize(img)
+    contrast = H.local_contrast(image)[0]
+    coarse = torch.nn.functional.avg_pool2d(contrast[None, None], 4)[0]  # an edge map on an 8x8 grid
+    assert H.contrast_correlation(coarse, image).item() > 0.8
+    assert H.contrast_correlation(-coarse, image).item() < -0.8
+    inside = torch.zeros(1, 8, 8)
+    inside[0, 3:5, 3:5] = 1.0  # the square's flat middle, where the contrast is zero
+    assert H.contrast_correlation(inside, image).item() < 0
+
+
+def test_central_box_is_the_middle_quarter():
+    box = H.central_box(224)
+    assert tuple(box) == (56, 56, 168, 168) and box.height * box.width * 4 == 224 * 224
+    assert tuple(H.central_box(10, 20)) == (2, 5, 8, 15)
+
+
+def test_top_inside_by_hand():
+    m = torch.zeros(10, 10)
+    m[4:6, 4:6] = 1.0           # four highest pixels in the centre
+    m[0, :6] = 0.5              # the next six on the top row
+    box = H.central_box(10)     # rows and columns 2..7
+    assert H.top_inside(m, box, fraction=0.04).item() == 1.0
+    assert H.top_inside(m, box, fraction=0.10).item() == pytest.approx(0.4)
+    g = torch.Generator().manual_seed(1)
+    noise = torch.rand(200, 40, 40, generator=g)
+    assert H.top_inside(noise, H.central_box(40)).mean().item() == pytest.approx(0.25, abs=0.02)  # area share
+    with pytest.raises(ValueError, match="inside"):
+        H.top_inside(m, H.central_box(20))
