@@ -49,60 +49,63 @@ def random_filters(model: nn.Module, layer_nmbr: int, n: int, seed: int = 0) -> 
 
 
 def tv_loss(img: torch.Tensor, eps: float = TV_EPS) -> torch.Tensor:
-    """Eq. (1) of sheet 5 per image: ``sum_{i,j} sqrt(|I[i+1,j] - I[i,j]|^2 + |I[i,j+1] - I[i,j]|^2 + eps)``,
-    over every pixel with both neighbours and over the colour channels. ``(N, C, H, W) -> (N,)``.
-
-    ``eps`` keeps the gradient finite where both differences are 0 (it adds at most ``sqrt(eps)`` per term)."""
+    """Eq. (1) per image: sum over i, j (and colours) of
+    sqrt(|I[i+1,j] - I[i,j]|^2 + |I[i,j+1] - I[i,j]|^2 + eps). (N, C, H, W) -> (N,).
+    eps keeps the gradient finite where both differences are 0 (adds <= sqrt(eps) a term)."""
     dy = img[..., 1:, :-1] - img[..., :-1, :-1]   # I[i+1, j] - I[i, j]
     dx = img[..., :-1, 1:] - img[..., :-1, :-1]   # I[i, j+1] - I[i, j]
     return (dy.square() + dx.square() + eps).sqrt().flatten(1).sum(dim=1)
 
 
-def filter_activation(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int], images: torch.Tensor,
-                      amp: bool = False) -> torch.Tensor:
-    """Mean activation of filter ``filter_nmbr[k]`` of ``model.features[layer_nmbr]`` in image ``k`` (one image
-    may serve all filters). ``(N or 1, 3, H, W) -> (N,)``; the truncated forward of the loop, without gradients."""
+def filter_activation(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
+                      images: torch.Tensor, amp: bool = False) -> torch.Tensor:
+    """Mean activation of filter ``filter_nmbr[k]`` of ``model.features[layer_nmbr]`` in image
+    ``k`` (one image may serve all filters): ``(N or 1, 3, H, W) -> (N,)``, without gradients."""
     with torch.no_grad(), torch.autocast(images.device.type, torch.bfloat16, enabled=amp):
         conv_output = model.features[: layer_nmbr + 1](images).float()
     conv_output = conv_output.expand(len(filter_nmbr), -1, -1, -1)
     return conv_output[torch.arange(len(filter_nmbr)), filter_nmbr].mean(dim=(-2, -1))
 
 
-def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int], rand_img: torch.Tensor, *,
-                      num_optim_steps: int = 80, lr: float = 0.1, optimizer: str = "adam", tv_weight: float = 0.0,
-                      jitter: int = 0, seed: int = 0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient ascent on the input image: image ``k`` maximizes the mean activation of filter ``filter_nmbr[k]``
-    of ``model.features[layer_nmbr]`` (minus ``tv_weight`` times Eq. (1) per pixel). The model must be in eval
-    mode; its weights get no gradients. Returns the images ``(N, 3, H, W)`` (normalized, clamped to [0, 1] pixel
-    values) and the objective before each step ``(num_optim_steps, N)``."""
-    n = len(filter_nmbr)
-    layers = model.features[: layer_nmbr + 1]                       # truncated forward: VGG16 up to the layer
-    img = rand_img.detach().expand(n, -1, -1, -1).clone().requires_grad_(True)   # the pixels are the parameters
+def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
+                      rand_img: torch.Tensor, *, num_optim_steps: int = 80, lr: float = 0.1,
+                      optimizer: str = "adam", tv_weight: float = 0.0, jitter: int = 0,
+                      seed: int = 0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image k maximizes the mean activation of filter filter_nmbr[k] of features[layer_nmbr]
+    (minus tv_weight * Eq. (1) per pixel). Model in eval mode; its weights get no gradients.
+    Returns the images (N, 3, H, W) and the objective before each step (num_optim_steps, N)."""
+    n, h, w = len(filter_nmbr), rand_img.shape[-2], rand_img.shape[-1]
+    layers = model.features[: layer_nmbr + 1]          # truncated forward: up to the layer
+    # the pixels are the parameters: one copy of rand_img per filter
+    img = rand_img.detach().expand(n, -1, -1, -1).clone().requires_grad_(True)
     opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]([img], lr=lr)
-    low, high = valid_range(img)                                    # normalized values of pixel 0 and pixel 1
-    shifts = torch.randint(-jitter, jitter + 1, (num_optim_steps, 2), generator=torch.Generator().manual_seed(seed))
+    low, high = valid_range(img)                       # normalized pixel values 0 and 1
+    gen = torch.Generator().manual_seed(seed)
+    shifts = torch.randint(-jitter, jitter + 1, (num_optim_steps, 2), generator=gen)
     history = []
     for step in range(num_optim_steps):
-        x = img.roll(shifts[step].tolist(), dims=(-2, -1))          # jitter: a random roll each step
+        x = img.roll(shifts[step].tolist(), dims=(-2, -1))      # jitter: a random roll
         with torch.autocast(img.device.type, torch.bfloat16, enabled=amp):
-            conv_output = layers(x)                                 # (N, C, h, w)
-        act = conv_output[torch.arange(n), filter_nmbr].float().mean(dim=(-2, -1))   # filter k's mean, image k
-        loss = -act.sum() + tv_weight * tv_loss(img).sum() / (img.shape[-2] * img.shape[-1])
+            conv_output = layers(x)                             # (N, C, h, w)
+        # image k: the mean over all positions of filter k's map
+        act = conv_output[torch.arange(n), filter_nmbr].float().mean(dim=(-2, -1))
+        loss = -act.sum() + tv_weight * tv_loss(img).sum() / (h * w)
         opt.zero_grad()
-        loss.backward(inputs=[img])                                 # gradients for the pixels only
+        loss.backward(inputs=[img])                             # gradients for the pixels only
         opt.step()
         with torch.no_grad():
-            img.clamp_(low, high)                                   # stay a displayable picture
+            img.clamp_(low, high)                               # stay a displayable picture
         history.append(act.detach())
     return img.detach(), torch.stack(history)
 
 
 def dream_objective(model: nn.Module, img: torch.Tensor, layer_nmbrs: list[int]) -> torch.Tensor:
-    """DeepDream's objective per image: the L2 norm of each layer's activations over the square root of their
-    number (the root-mean-square activation, so layers of different sizes weigh alike), summed over the layers
-    ``model.features[i]`` for ``i`` in ``layer_nmbrs`` (ReLU outputs). ``(N, 3, H, W) -> (N,)``."""
+    """DeepDream's objective per image, (N, 3, H, W) -> (N,): the sum over the layers
+    features[i], i in layer_nmbrs (ReLU outputs), of the L2 norm of the activations over the
+    square root of their number (the RMS activation: layers of any size weigh alike)."""
     if not all(isinstance(model.features[i], nn.ReLU) for i in layer_nmbrs):
-        raise ValueError(f"dream layers must be ReLU outputs of model.features (e.g. 11, 20, 27), got {layer_nmbrs}")
+        raise ValueError(f"dream layers must be ReLU outputs of model.features (e.g. 11, 20, 27), "
+                         f"got {layer_nmbrs}")
     total, x = 0.0, img
     for i, module in enumerate(model.features[: max(layer_nmbrs) + 1]):
         x = module(x)
@@ -112,32 +115,33 @@ def dream_objective(model: nn.Module, img: torch.Tensor, layer_nmbrs: list[int])
     return total
 
 
-def dream(model: nn.Module, photo: torch.Tensor, layer_nmbrs: list[int], *, steps: int = 10, lr: float = 0.02,
-          tv_weight: float = 0.0, octaves: int = 3, octave_scale: float = 1.4, jitter: int = 16, seed: int = 0,
-          amp: bool = False) -> torch.Tensor:
-    """DeepDream on a normalized photo ``(N, 3, H, W)``: at ``octaves`` scales, smallest first, ``steps`` ascent
-    steps on ``dream_objective - tv_weight * TV(I) / (H*W)``, each step the gradient over its mean absolute value
-    times ``lr`` (so ``lr`` is the mean change per pixel, normalized units); the detail added at one scale is
-    enlarged to the next. Returns the dream ``(N, 3, H, W)``."""
+def dream(model: nn.Module, photo: torch.Tensor, layer_nmbrs: list[int], *, steps: int = 10,
+          lr: float = 0.02, tv_weight: float = 0.0, octaves: int = 3, octave_scale: float = 1.4,
+          jitter: int = 16, seed: int = 0, amp: bool = False) -> torch.Tensor:
+    """DeepDream on normalized photos (N, 3, H, W): at each scale, smallest first, `steps` steps
+    on dream_objective - tv_weight * Eq. (1) per pixel, each the gradient over its mean |.| times
+    lr (lr = mean change per pixel); a scale's detail is enlarged into the next. -> (N, 3, H, W)"""
     low, high = valid_range(photo)
-    generator = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     h, w = photo.shape[-2:]
     detail = torch.zeros_like(photo)
-    for k in reversed(range(octaves)):                              # smallest scale first
+    for k in reversed(range(octaves)):                 # octaves: the smallest scale first
         size = (max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k)))
         base = F.interpolate(photo, size=size, mode="bilinear", antialias=True)
-        img = (base + F.interpolate(detail, size=size, mode="bilinear", antialias=True)).clamp(low, high)
-        img.requires_grad_(True)
-        shifts = (torch.randint(-jitter, jitter + 1, (steps, 2), generator=generator) if jitter
-                  else torch.zeros(steps, 2, dtype=torch.long))   # a random roll per step (none drawn for 0)
-        shifts[0] = 0                                               # an octave's first step sees the image as it is
+        detail = F.interpolate(detail, size=size, mode="bilinear", antialias=True)
+        img = (base + detail).clamp(low, high).requires_grad_(True)
+        shifts = torch.zeros(steps, 2, dtype=torch.long)
+        if jitter:                                     # a random roll per step but the first
+            shifts = torch.randint(-jitter, jitter + 1, (steps, 2), generator=gen)
+            shifts[0] = 0
         for step in range(steps):
             with torch.autocast(img.device.type, torch.bfloat16, enabled=amp):
-                score = dream_objective(model, img.roll(shifts[step].tolist(), dims=(-2, -1)), layer_nmbrs)
+                x = img.roll(shifts[step].tolist(), dims=(-2, -1))
+                score = dream_objective(model, x, layer_nmbrs)
             loss = -score.sum() + tv_weight * tv_loss(img).sum() / (size[0] * size[1])
             (grad,) = torch.autograd.grad(loss, img)
-            with torch.no_grad():
-                img -= lr * grad / (grad.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)   # normalized step
+            with torch.no_grad():                      # DeepDream's normalized step
+                img -= lr * grad / (grad.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
                 img.clamp_(low, high)
         detail = img.detach() - base
     return img.detach()
