@@ -19,7 +19,10 @@ MINUS = "\u2212"  # the typographic minus of every printed number
 
 
 def number(x: float, digits: int = 3) -> str:
-    """``x`` with ``digits`` decimals and a Unicode minus (``-0.5`` -> ``"−0.500"``)."""
+    """``x`` with ``digits`` decimals and a Unicode minus (``-0.5`` -> ``"−0.500"``); NaN (a measure that does
+    not apply, e.g. the correlation length of a flat image) -> ``"n/a"``."""
+    if math.isnan(x):
+        return "n/a"
     return f"{x:.{digits}f}".replace("-", MINUS)
 
 
@@ -30,9 +33,11 @@ def percent_change(a: float, b: float) -> str:
     return f"{100 * (b - a) / abs(a):+.0f}%".replace("-", MINUS)
 
 
-def before_after(a: float, b: float, digits: int = 3) -> str:
-    """``"0.112 → 0.041 (−63%)"``: two values and the relative change between them."""
-    return f"{number(a, digits)} → {number(b, digits)} ({percent_change(a, b)})"
+def before_after(a: float, b: float, digits: int = 3, *, relative: bool = True) -> str:
+    """``"0.112 → 0.041 (−63%)"``: two values and the relative change between them (``relative=False``: the
+    values only, e.g. when ``a`` may be near 0 and a percentage would mean nothing)."""
+    pair = f"{number(a, digits)} → {number(b, digits)}"
+    return f"{pair} ({percent_change(a, b)})" if relative else pair
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], digits: int = 3) -> str:

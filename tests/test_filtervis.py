@@ -98,3 +98,12 @@ def test_vgg_names_and_random_filters():
     with pytest.raises(ValueError, match="between 1 and 512"):
         FV.random_filters(features, 17, 513)
     assert isinstance(features.features[17], nn.Conv2d)
+
+
+def test_a_shorter_run_is_the_beginning_of_a_longer_one(tiny_cnn):
+    # sheet 5, Task 1.5 says so: same start, same seed, so the same jitter and the same first steps
+    start = FV.rand_img(16, seed=1)
+    short, short_hist = FV.visualize_filters(tiny_cnn, 5, [2], start, num_optim_steps=3, jitter=2, seed=7)
+    _, long_hist = FV.visualize_filters(tiny_cnn, 5, [2], start, num_optim_steps=8, jitter=2, seed=7)
+    assert torch.equal(short_hist, long_hist[:3])
+    assert not torch.equal(short_hist[-1], long_hist[-1])

@@ -19,6 +19,8 @@ def test_numbers_use_a_unicode_minus_and_relative_change():
     assert M.percent_change(-0.2, -0.1) == "+50%"
     assert M.percent_change(0.0, 1.0) == "n/a"
     assert M.before_after(0.112, 0.041) == "0.112 → 0.041 (−63%)"
+    assert M.before_after(-0.002, 0.455, relative=False) == "−0.002 → 0.455"
+    assert M.number(float("nan")) == "n/a"
     assert M.table(["a", "b"], [["x", -1.25]], digits=1) == "| a | b |\n|---|---|\n| x | −1.2 |"
 
 
