@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import progress
 from .images import normalize, valid_range
 
 TV_EPS = 1e-12  # inside the square root of Eq. (1): its gradient at a flat patch is 0 instead of 0/0 (NaN)
@@ -72,7 +73,8 @@ def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
                       optimizer: str = "adam", tv_weight: float = 0.0, jitter: int = 0,
                       seed: int = 0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Image k maximizes the mean activation of filter filter_nmbr[k] of features[layer_nmbr]
-    (minus tv_weight * Eq. (1) per pixel). Model in eval mode; its weights get no gradients.
+    (minus tv_weight * Eq. (1) per pixel). Give the model in eval mode (VGG16's feature
+    layers act the same in both); its weights get no gradients.
     Returns the images (N, 3, H, W) and the objective before each step (num_optim_steps, N)."""
     n, h, w = len(filter_nmbr), rand_img.shape[-2], rand_img.shape[-1]
     layers = model.features[: layer_nmbr + 1]          # truncated forward: up to the layer
@@ -83,7 +85,7 @@ def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
     gen = torch.Generator().manual_seed(seed)
     shifts = torch.randint(-jitter, jitter + 1, (num_optim_steps, 2), generator=gen)
     history = []
-    for step in range(num_optim_steps):
+    for step in progress(range(num_optim_steps), leave=False):  # with a progress bar
         x = img.roll(shifts[step].tolist(), dims=(-2, -1))      # jitter: a random roll
         with torch.autocast(img.device.type, torch.bfloat16, enabled=amp):
             conv_output = layers(x)                             # (N, C, h, w)
@@ -134,7 +136,7 @@ def dream(model: nn.Module, photo: torch.Tensor, layer_nmbrs: list[int], *, step
         if jitter:                                     # a random roll per step but the first
             shifts = torch.randint(-jitter, jitter + 1, (steps, 2), generator=gen)
             shifts[0] = 0
-        for step in range(steps):
+        for step in progress(range(steps), leave=False):
             with torch.autocast(img.device.type, torch.bfloat16, enabled=amp):
                 x = img.roll(shifts[step].tolist(), dims=(-2, -1))
                 score = dream_objective(model, x, layer_nmbrs)

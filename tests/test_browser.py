@@ -265,5 +265,6 @@ def test_sheet5_explorer_responds(tmp_path, chromium_executable):
         took = wait_for_new_image(explorer, before, RESPONSE_LIMIT)
         load = max(load, slowdown())
         page.screenshot(path=str(ARTIFACTS / "sheet5-explorer-after.png"))
+    assert seen["progress"], "no progress widget appeared while the sheet 5 cells ran (the ascents show one)"
     assert took <= RESPONSE_LIMIT * load, (f"the explorer took {took:.1f} s to re-render (limit {RESPONSE_LIMIT} s on "
                                           f"idle cores, times {load:.1f} for the machine's load now)")

@@ -267,7 +267,7 @@ def test_quick_export_of_both_sheets(tmp_path, no_tools):
         assert "0%|" not in text  # no frozen progress bars
         # the closing section names the helpers modules the notebook calls and the ZIP
         section = text[text.rindex("Where the code is"):]
-        called = {"4": "receptive.py", "5": "ascent.py"}[sheet]  # receptive fields; gradient ascent
+        called = {"4": "receptive.py", "5": "filtervis.py"}[sheet]  # receptive fields; the plain ascent loop
         assert f"helpers/{called}" in section and "Mueller-12345678.zip" in section and "Appendix" not in text
     # the gallery is an extra document: a PDF and the executed notebook, no ZIP
     gallery = tmp_path / "build" / "gallery"
