@@ -1,8 +1,9 @@
-"""The model-state utilities every technique runs inside: :func:`model_device` and :func:`frozen_eval`.
+"""The model-state utilities every technique runs inside: :func:`model_device`, :func:`kept_modes` and
+:func:`frozen_eval`.
 
 A leaf module (it imports nothing from the package) so that both :mod:`helpers.hooks` and the layer geometry of
 :mod:`helpers.receptive`, which ``hooks`` imports, can use them; everything else imports them from
-:mod:`helpers.hooks`, their public home.
+:mod:`helpers.hooks`, their public home (``kept_modes``, used by training, from here).
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torc
 
 
 @contextmanager
+def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the caller may switch modes (``model.train()``, ``model.eval()``); on exit, also on an
+    exception or KeyboardInterrupt, each module's ``training`` flag is set back to exactly what it was (mixed
+    flags included: ``model.train(flag)`` would overwrite a BatchNorm kept in eval mode inside a model in train
+    mode)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Weights frozen (``requires_grad=False``) and every module in eval mode inside the block.
 
@@ -31,14 +46,12 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     module's ``training`` flag is set back to exactly what it was (mixed flags included).
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
+    with kept_modes(model):
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            model.eval()
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)

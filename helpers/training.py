@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._checks import check_optimizer, finite_number, positive_int
+from ._state import kept_modes
 from .config import progress
 
 SGD_EXAMPLE = "lambda p: torch.optim.SGD(p, lr=0.01)"
@@ -39,25 +40,14 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str |
     (also on an error or Ctrl-C). A loader of length 0 is a ``ValueError``."""
     device = next(model.parameters()).device if device is None else torch.device(device)
     not_empty(loader, "loader")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with kept_modes(model):
+        model.eval()
         correct = total = 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             correct += (model(x).argmax(1) == y).sum().item()
             total += y.numel()
-    finally:
-        restore_modes(modes)
     return correct / max(total, 1)
-
-
-def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    """Set each module's ``training`` flag back to the one recorded in ``modes`` (``[(module, flag), ...]`` of
-    ``model.modules()``), as :func:`helpers.frozen_eval` does: ``model.train(flag)`` would overwrite a mixed
-    state, e.g. a BatchNorm kept in eval mode inside a model in train mode."""
-    for m, mode in modes:
-        m.training = mode
 
 
 def not_empty(loader: Iterable, name: str) -> None:
@@ -147,28 +137,28 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
                           f"e.g. optimizer={SGD_EXAMPLE}, or None for Adam")
     loss_fn = CrossEntropy()
     history = History()
-    modes, threads_before = [(m, m.training) for m in model.modules()], torch.get_num_threads()
+    threads_before = torch.get_num_threads()
     auto = threads == "auto"
     if threads is not None and not auto:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive number of CPU threads, 'auto' or None, got {threads!r}")
         torch.set_num_threads(threads)
     try:
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            batches = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
-            chooser = _ThreadChooser((1, threads_before)) if auto and device.type == "cpu" else None
-            loss, accuracy = train_epoch(model, chooser.steps(batches) if chooser else batches, opt, device=device,
-                                         loss_fn=loss_fn)
-            history.threads.append(chooser.chosen if chooser is not None else torch.get_num_threads())
-            history.train_loss.append(loss)
-            check_loss(loss, epoch, lr if optimizer is None else None)
-            history.train_acc.append(accuracy)
-            if test_loader is not None:
-                history.test_acc.append(evaluate(model, test_loader, device=device))
-            history.seconds.append(time.perf_counter() - start)
+        with kept_modes(model):
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                batches = progress(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, enabled=show_progress)
+                chooser = _ThreadChooser((1, threads_before)) if auto and device.type == "cpu" else None
+                loss, accuracy = train_epoch(model, chooser.steps(batches) if chooser else batches, opt, device=device,
+                                             loss_fn=loss_fn)
+                history.threads.append(chooser.chosen if chooser is not None else torch.get_num_threads())
+                history.train_loss.append(loss)
+                check_loss(loss, epoch, lr if optimizer is None else None)
+                history.train_acc.append(accuracy)
+                if test_loader is not None:
+                    history.test_acc.append(evaluate(model, test_loader, device=device))
+                history.seconds.append(time.perf_counter() - start)
     finally:
-        restore_modes(modes)
         torch.set_num_threads(threads_before)
     return history
 
