@@ -156,8 +156,10 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
 
     Returns:
         ``train``/``test``: the last epoch's running training and test accuracy; ``gap``: train minus test
-        there, in points; ``best``/``best_epoch``: the highest test accuracy and its epoch (1-based, the first
-        if tied); ``late``: the mean test accuracy of the last ``last`` epochs; ``test_ahead``: the number of
+        there, in points (the running training accuracy of the epoch minus the test accuracy after it: the
+        difference of the two curves :func:`helpers.plot_accuracy` draws); ``first_gap``: the same in the
+        first epoch; ``best``/``best_epoch``: the highest test accuracy and its epoch (1-based, the first if
+        tied); ``late``: the mean test accuracy of the last ``last`` epochs; ``test_ahead``: the number of
         epochs whose test accuracy is at least the training accuracy.
     """
     train, test = [100 * a for a in history.train_acc], [100 * a for a in history.test_acc]
@@ -165,7 +167,8 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
         raise ValueError("the history needs one test accuracy per epoch: fit(..., test_loader) with a test loader")
     best = max(range(len(test)), key=test.__getitem__)
     tail = test[-last:]
-    return {"train": train[-1], "test": test[-1], "gap": train[-1] - test[-1], "best": test[best],
+    return {"train": train[-1], "test": test[-1], "gap": train[-1] - test[-1],
+            "first_gap": train[0] - test[0], "best": test[best],
             "best_epoch": best + 1, "late": sum(tail) / len(tail),
             "test_ahead": sum(te >= tr for tr, te in zip(train, test, strict=True))}
 

@@ -181,9 +181,9 @@ def _minmax(t: torch.Tensor) -> torch.Tensor:
 
 
 def plot_map(m, ax: Axes | None = None, *, title: str | None = None, cmap: str = "viridis",
-             colorbar: bool = True) -> Axes:
-    """One activation map: ``(H, W)`` as a colour-mapped image with a colorbar of its true values, or
-    ``(3, H, W)`` (e.g. three PCA components) as RGB with each channel min-max scaled to [0, 1]."""
+             colorbar: bool = True, label: str | None = None) -> Axes:
+    """One activation map: ``(H, W)`` as a colour-mapped image with a colorbar of its true values (``label``
+    names them), or ``(3, H, W)`` (e.g. three PCA components) as RGB with each channel min-max scaled to [0, 1]."""
     ax = _axes(ax)
     t = torch.as_tensor(m).detach().float().cpu()
     if t.dim() == 3 and t.shape[0] == 1:
@@ -193,7 +193,9 @@ def plot_map(m, ax: Axes | None = None, *, title: str | None = None, cmap: str =
     elif t.dim() == 2:
         im = ax.imshow(t.numpy(), cmap=cmap)
         if colorbar:
-            ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            if label:
+                cb.set_label(label)
     else:
         raise ValueError(f"expected a map (H, W) or (3, H, W), got shape {tuple(t.shape)}")
     ax.set_xticks([])
@@ -252,8 +254,8 @@ def plot_saliency(image: torch.Tensor, saliency, axes=None, *, title: str | None
         axes = fig.subplots(1, 2)
     show_image(image, axes[0], title="image")
     s = torch.as_tensor(saliency).detach().float().cpu()
-    plot_map(s[0] if s.dim() == 3 else s, axes[1], title=title or "saliency", cmap=cmap)
-    axes[1].images[-1].colorbar.set_label("|d score / d pixel|, max over RGB")
+    plot_map(s[0] if s.dim() == 3 else s, axes[1], title=title or "saliency", cmap=cmap,
+             label="|d score / d pixel|, max over RGB")
     return axes[0].figure if fig is None else fig
 
 

@@ -53,8 +53,9 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dil
     span = dilation * (kernel - 1) + 1
     if span > n + 2 * padding:
         raise ValueError(
-            f"a kernel spanning {span} pixels (kernel {kernel}, dilation {dilation}) does not fit into an input "
-            f"of {n} pixels with padding {padding}; use a smaller kernel or more padding")
+            f"a kernel spanning {span} pixels (kernel {kernel}, dilation {dilation}) does not "
+            f"fit into an input of {n} pixels with padding {padding}; use a smaller kernel or "
+            "more padding")
     return (n + 2 * padding - span) // stride + 1
 
 

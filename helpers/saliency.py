@@ -14,13 +14,16 @@ from .images import denormalize
 from .objectives import Objective, class_log_probability
 
 
-def class_saliency(model: nn.Module, images: torch.Tensor, classes: int | Sequence[int] | torch.Tensor, *,
+def class_saliency(model: nn.Module, images: torch.Tensor,
+                   classes: int | Sequence[int] | torch.Tensor, *,
                    loss: bool = False) -> torch.Tensor:
-    """Sheet 4's saliency map (Simonyan et al., 2014): ``max_c |d S_y / d x_c|`` for the class ``y`` of each image.
+    """Sheet 4's saliency map (Simonyan et al., 2014): ``max_c |d S_y / d x_c|`` for the class
+    ``y`` of each image.
 
-    ``S_y`` is the unnormalized class score (logit); with ``loss=True`` the cross-entropy loss of ``y`` instead.
-    The gradient comes from ``torch.autograd.grad`` on a copy of the images, so neither the input nor any
-    parameter's ``.grad`` changes; the model runs in eval mode and every module's flag is restored afterwards.
+    ``S_y`` is the unnormalized class score (logit); with ``loss=True`` the cross-entropy loss
+    of ``y`` instead. The gradient comes from ``torch.autograd.grad`` on a copy of the images,
+    so neither the input nor any parameter's ``.grad`` changes; the model runs in eval mode
+    and every module's flag is restored afterwards.
     Paper: https://arxiv.org/abs/1312.6034
 
     Args:
@@ -32,15 +35,17 @@ def class_saliency(model: nn.Module, images: torch.Tensor, classes: int | Sequen
     Returns:
         ``(N, H, W)``, non-negative, on the images' device.
     """
-    x = as_batch(images, model).detach().clone().requires_grad_(True)  # the pixels to differentiate by
+    x = as_batch(images, model).detach().clone().requires_grad_(True)  # pixels to vary
     with frozen_eval(model), torch.enable_grad():
-        logits = check_logits(model(x), len(x))                       # S, (N, classes)
-        y = target_indices(classes, len(x), logits.shape[1], x.device)  # (N,) class of each image
-        scores = -F.log_softmax(logits, 1) if loss else logits         # loss: -log p, the cross-entropy of each class
-        score = scores.gather(1, y[:, None]).sum()                     # S_y (or the loss of y), summed over images
-        # in eval mode image i's score depends on image i alone: one backward pass gives every image its gradient
+        logits = check_logits(model(x), len(x))                         # S, (N, classes)
+        y = target_indices(classes, len(x), logits.shape[1], x.device)  # (N,) classes
+        # loss=True: -log p, the cross-entropy of each class
+        scores = -F.log_softmax(logits, 1) if loss else logits
+        score = scores.gather(1, y[:, None]).sum()                      # S_y, summed
+        # in eval mode image i's score depends on image i alone: one backward pass gives every
+        # image its gradient
         (grad,) = torch.autograd.grad(score, x)
-    return grad.abs().amax(dim=1)                                      # max |gradient| over the colour channels
+    return grad.abs().amax(dim=1)                                       # max |grad| over RGB
 
 
 def saliency_map(model: nn.Module, image: torch.Tensor, target: Target, *, loss: bool = False) -> torch.Tensor:

@@ -35,9 +35,11 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None) -> float:
-    """Accuracy of ``model`` on ``loader`` in eval mode; every module's own train/eval flag is restored afterwards
-    (also on an error or Ctrl-C). A loader of length 0 is a ``ValueError``."""
+def evaluate(model: nn.Module, loader: Iterable, *,
+             device: torch.device | str | None = None) -> float:
+    """Accuracy of ``model`` on ``loader`` in eval mode; every module's own train/eval flag is
+    restored afterwards (also on an error or Ctrl-C). A loader of length 0 is a
+    ``ValueError``."""
     device = next(model.parameters()).device if device is None else torch.device(device)
     not_empty(loader, "loader")
     with kept_modes(model):
@@ -72,23 +74,25 @@ class CrossEntropy(nn.CrossEntropyLoss):
 def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
                 device: torch.device | str | None = None,
                 loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, float]:
-    """One pass over ``loader`` in train mode: cross-entropy loss, backward pass, optimizer step per batch.
+    """One pass over ``loader`` in train mode: cross-entropy loss, backward pass, optimizer
+    step per batch.
 
-    Returns ``(mean loss, accuracy)`` over the epoch, both running values (the weights change during it); the
-    model is left in train mode (:func:`fit` restores the caller's mode). ``loss_fn(logits, labels)``: the
-    loss, cross-entropy by default (:func:`fit` passes :class:`CrossEntropy`, whose error names a bad label).
+    Returns ``(mean loss, accuracy)`` over the epoch, both running values (the weights change
+    during it); the model is left in train mode (:func:`fit` restores the caller's mode).
+    ``loss_fn(logits, labels)``: the loss, cross-entropy by default (:func:`fit` passes
+    :class:`CrossEntropy`, whose error names a bad label).
     """
     device = next(model.parameters()).device if device is None else torch.device(device)
-    model.train()                                  # dropout/batch norm in training behaviour (LeNet has neither)
+    model.train()                                  # dropout/BN in training mode (LeNet: none)
     loss_sum = correct = seen = 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         logits = model(x)                          # (N, 10) class scores
-        loss = loss_fn(logits, y)                  # cross-entropy of the batch (mean over its images)
+        loss = loss_fn(logits, y)                  # cross-entropy, mean over the batch
         optimizer.zero_grad()
         loss.backward()                            # gradients of the mean loss of the batch
         optimizer.step()                           # Adam's update of every weight
-        loss_sum += loss.detach() * len(y)         # kept as tensors: no wait for the device every step
+        loss_sum += loss.detach() * len(y)         # kept as a tensor: no device sync per step
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
     return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)

@@ -13,7 +13,7 @@ def history(train, test):
 def test_accuracy_summary_by_hand():
     s = H.accuracy_summary(history([0.30, 0.50, 0.60, 0.70], [0.40, 0.55, 0.52, 0.54]), last=3)
     assert s["train"] == pytest.approx(70) and s["test"] == pytest.approx(54)
-    assert s["gap"] == pytest.approx(16)
+    assert s["gap"] == pytest.approx(16) and s["first_gap"] == pytest.approx(-10)
     assert (s["best"], s["best_epoch"]) == (pytest.approx(55), 2)
     assert s["late"] == pytest.approx((55 + 52 + 54) / 3)
     assert s["test_ahead"] == 2  # epochs 1 and 2: test at least train

@@ -20,7 +20,9 @@ def test_image_grid_shows_every_image_with_its_labels():
 def test_map_has_a_colorbar_of_true_values_and_rgb_is_rescaled():
     ax = plot_map(torch.tensor([[-2.0, 0.0], [1.0, 4.0]]), title="m")
     assert ax.get_title() == "m" and ax.images[0].colorbar is not None
-    assert ax.images[0].get_clim() == (-2.0, 4.0)
+    assert ax.images[0].get_clim() == (-2.0, 4.0) and ax.images[0].colorbar.ax.get_ylabel() == ""
+    labelled = plot_map(torch.rand(4, 4), label="|gradient|")
+    assert labelled.images[0].colorbar.ax.get_ylabel() == "|gradient|"
     rgb = plot_map(torch.rand(3, 4, 4) * 10 - 5).images[0].get_array()
     assert rgb.min() == 0 and rgb.max() == 1
 
