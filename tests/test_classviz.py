@@ -5,7 +5,7 @@ from conftest import assert_same_state, model_state
 from test_ascent import Boom, caller_state
 
 from helpers import L2PlusPlus, normalize, valid_range, visualize_activation, visualize_class
-from helpers.classviz import gaussian_blur, l2pp_step
+from helpers.toolbox.classviz import gaussian_blur, l2pp_step
 
 FAST = dict(steps=30, lr=0.05, l2_weight=4e-5 * 16 * 16)  # a weak prior (per pixel; 4e-5 on the sum at 16 px): the
 #                                                              tiny model's score gradients are small

@@ -7,8 +7,8 @@ from test_ascent import Boom, caller_state
 from torch import nn
 
 from helpers import DREAM_LAYERS, capture_activations, deep_dream, total_variation, valid_range
-from helpers.engine import jitter_shifts, objective_score
 from helpers.objectives import layer_rms
+from helpers.toolbox.engine import jitter_shifts, objective_score
 
 
 def photo(seed: int = 0, size: int = 32) -> torch.Tensor:

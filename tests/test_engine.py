@@ -17,8 +17,8 @@ from helpers import (
     visualize_filter,
 )
 from helpers import objectives as O
-from helpers.deepdream import DreamStep
-from helpers.engine import RenderResult, Step, StopRender, jitter, objective_score, render
+from helpers.toolbox.deepdream import DreamStep
+from helpers.toolbox.engine import RenderResult, Step, StopRender, jitter, objective_score, render
 
 
 def test_visualize_filter_is_render(tiny_cnn):

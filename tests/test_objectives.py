@@ -6,7 +6,7 @@ from conftest import assert_same_numbers, assert_same_state, model_state
 
 from helpers import capture_activations, gram_matrix, l2, occlusion_map, saliency_map, total_variation
 from helpers import objectives as O
-from helpers.engine import objective_score
+from helpers.toolbox.engine import objective_score
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ._checks import Indices, indices
+from .._checks import Indices, indices
+from ..objectives import Objective, channel_mean, class_logit
 from .ascent import AscentResult, with_priors
 from .engine import (
     NOISE,
@@ -36,7 +37,6 @@ from .engine import (
     render,
     technique_result,
 )
-from .objectives import Objective, channel_mean, class_logit
 
 
 @dataclass(kw_only=True)
@@ -60,7 +60,7 @@ class L2PlusPlus:
 
     0 turns an operation off. Jitter is not among them (see the ``jitter`` option of :func:`visualize_class`).
     The contribution clip needs the gradient ``dS/dI`` of the score alone; ``render`` hands the gradient of the
-    whole loss ``-objective`` (:class:`helpers.engine.Step`), so ``l2_weight`` must be the per-pixel weight of
+    whole loss ``-objective`` (:class:`helpers.toolbox.engine.Step`), so ``l2_weight`` must be the per-pixel weight of
     the L2 prior in the objective (``objectives.l2(l2_weight, per_pixel=True)``, 0 for none): then
     ``dS/dI = 2 * l2_weight / (H*W) * I - step.grad`` at the image before the step (any other prior in the
     objective counts as part of the score). :func:`visualize_class` sets it to its own ``l2_weight``.

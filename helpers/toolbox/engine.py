@@ -25,7 +25,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ._checks import (
+from .._checks import (
     as_batch,
     check_optimizer,
     finite_number,
@@ -34,11 +34,11 @@ from ._checks import (
     positive_int,
     rgb_fix,
 )
-from .config import progress
-from .hooks import capture, frozen_eval, model_device
-from .images import normalize, valid_range
-from .objectives import Objective
-from .speed import lean_loop
+from ..config import progress
+from ..hooks import capture, frozen_eval, model_device
+from ..images import normalize, valid_range
+from ..objectives import Objective
+from ..speed import lean_loop
 
 OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
 Start = torch.Tensor | int | tuple[int, int]

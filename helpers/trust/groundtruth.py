@@ -22,16 +22,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import as_batch, finite_number, positive_int
-from .ascent import visualize_filter
-from .classviz import visualize_class
-from .config import DATA_DIR
-from .data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
-from .deepdream import deep_dream
-from .hooks import frozen_eval
-from .images import normalize
-from .training import evaluate, fit
-from .trust import angle_difference, axis_energy_ratio, orientation
+from .._checks import as_batch, finite_number, positive_int
+from ..config import DATA_DIR
+from ..data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
+from ..hooks import frozen_eval
+from ..images import normalize
+from ..toolbox.ascent import visualize_filter
+from ..toolbox.classviz import visualize_class
+from ..toolbox.deepdream import deep_dream
+from ..training import evaluate, fit
+from .scores import angle_difference, axis_energy_ratio, orientation
 
 VERSION = 1  # bump when the architecture, the data or the training loop changes: the cache is rebuilt
 

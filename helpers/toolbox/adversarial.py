@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, check_logits, positive_int, target_indices
+from .._checks import as_batch, check_logits, positive_int
+from ..hooks import explain_small_image, frozen_eval
+from ..images import IMAGENET_STD, denormalize, normalize
+from ..objectives import LOGITS, Objective, Target, class_logit, class_probability, target_indices
 from .engine import TOTAL, RenderResult, Step, StopRender, render
-from .hooks import explain_small_image, frozen_eval
-from .images import IMAGENET_STD, denormalize, normalize
-from .objectives import LOGITS, Objective, class_logit, class_probability
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 

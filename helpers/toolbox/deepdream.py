@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_batch, finite_number, image_too_small, positive_int
+from .._checks import as_batch, finite_number, image_too_small, positive_int
+from ..hooks import deepest_layer, model_device
+from ..images import valid_range
+from ..objectives import layer_rms, per_layer_weights
+from ..receptive import smallest_input
+from ..regularizers import total_variation
+from ..speed import lean_loop
 from .engine import RenderResult, Transform, jitter, objective_score, render
-from .hooks import deepest_layer, model_device
-from .images import valid_range
-from .objectives import layer_rms, per_layer_weights
-from .receptive import smallest_input
-from .regularizers import total_variation
-from .speed import lean_loop
 
 
 @dataclass(kw_only=True)

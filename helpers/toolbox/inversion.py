@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch, finite_number, int_pair, positive_int
+from .._checks import as_batch, finite_number, int_pair, positive_int
+from ..hooks import TruncatedForward, frozen_eval, model_device
+from ..objectives import alpha_norm, feature_match, total_variation
 from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
-from .hooks import TruncatedForward, frozen_eval, model_device
-from .objectives import alpha_norm, feature_match, total_variation
 
 
 @dataclass(kw_only=True)

@@ -1,7 +1,7 @@
 """Gradient ascent on the input: filter visualization and the filters a photo excites most.
 
 :func:`visualize_filter` is :func:`helpers.render` with the objective ``channel_mean(layer, c)`` minus the
-sheet's priors; the engine (truncated forward pass, frozen weights, lean loop) lives in :mod:`helpers.engine`
+sheet's priors; the engine (truncated forward pass, frozen weights, lean loop) lives in :mod:`helpers.toolbox.engine`
 and :mod:`helpers.hooks`.
 
 References: Erhan et al. 2009 (activation maximization); Olah et al. 2017, "Feature Visualization",
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import Indices, as_batch, finite_number, indices, not_a_channel_layer, positive_int
+from .._checks import Indices, as_batch, finite_number, indices, not_a_channel_layer, positive_int
+from ..hooks import TruncatedForward, frozen_eval, model_device
+from ..objectives import Objective, channel_mean, l2, total_variation
 from .engine import Fill, OptimizerSpec, RenderResult, Start, jittered, render, technique_result
-from .hooks import TruncatedForward, frozen_eval, model_device
-from .objectives import Objective, channel_mean, l2, total_variation
 
 COURSE_NOISE = (150 / 255, 180 / 255)  # the course code's start: uniform noise in [150, 180] grey levels
 
