@@ -27,7 +27,7 @@ def test_visualize_filter_is_render(tiny_cnn):
                            clamp=False, **opts)
     objective = (O.channel_mean("features.5", [3, 8]) - O.total_variation(0.3, per_pixel=True)
                  - O.l2(0.2, per_pixel=True))
-    direct = render(tiny_cnn, objective, start=16, fill=(150 / 255, 180 / 255), transforms=[jitter(2)],
+    direct = render(tiny_cnn, objective, start=16, transforms=[jitter(2)],
                     clamp=False, track={"score": O.channel_mean("features.5", [3, 8])}, **opts)
     assert torch.equal(res.image, direct.image)
     assert torch.equal(res.history, direct.tracked["score"])
@@ -36,7 +36,7 @@ def test_visualize_filter_is_render(tiny_cnn):
     assert isinstance(res, RenderResult) and not res.interrupted and res.channels == [3, 8]
     # per pixel means (weight / (H*W)) * the sum: the same image as the sum-weighted prior at 16 px
     by_sum = render(tiny_cnn, O.channel_mean("features.5", [3, 8]) - (0.3 / 256) * O.total_variation()
-                    - (0.2 / 256) * O.l2(), start=16, fill=(150 / 255, 180 / 255), transforms=[jitter(2)],
+                    - (0.2 / 256) * O.l2(), start=16, transforms=[jitter(2)],
                     clamp=False, **opts)
     assert torch.equal(res.image, by_sum.image)
 

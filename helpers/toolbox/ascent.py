@@ -19,9 +19,7 @@ from torch import nn
 from .._checks import Indices, as_batch, finite_number, indices, not_a_channel_layer, positive_int
 from ..hooks import TruncatedForward, frozen_eval, model_device
 from ..objectives import Objective, channel_mean, l2, total_variation
-from .engine import Fill, OptimizerSpec, RenderResult, Start, jittered, render, technique_result
-
-COURSE_NOISE = (150 / 255, 180 / 255)  # the course code's start: uniform noise in [150, 180] grey levels
+from .engine import NOISE, Fill, OptimizerSpec, RenderResult, Start, jittered, render, technique_result
 
 
 def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 0.0) -> Objective:
@@ -54,7 +52,7 @@ class AscentResult(RenderResult):
 
 
 def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: Start = 128,
-                     fill: Fill = COURSE_NOISE, steps: int = 100, lr: float = 0.1, optimizer: OptimizerSpec = "adam",
+                     fill: Fill = NOISE, steps: int = 100, lr: float = 0.1, optimizer: OptimizerSpec = "adam",
                      tv_weight: float = 0.0, l2_weight: float = 0.0, jitter: int = 0, clamp: bool = True,
                      seed: int = 0, amp: bool = False, channels_last: bool | None = None,
                      show_progress: bool | None = None) -> AscentResult:
@@ -84,8 +82,8 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: S
             normalized image ``(1 or N, 3, H, W)`` (e.g. :func:`helpers.load_image`; copied, not modified).
         fill: the pixel values (in ``[0, 1]``, before normalization) of a start made from a size: a number ``v``
             for a constant image (``128 / 255`` for the sheet's "image filled with 128") or ``(low, high)`` for
-            uniform noise. The default ``COURSE_NOISE = (150/255, 180/255)`` is the course code's start; the
-            other ascents start from :func:`helpers.render`'s mid-gray ``(0.4, 0.6)``.
+            uniform noise. The default is every ascent's, :func:`helpers.render`'s mid-gray ``(0.4, 0.6)``; the
+            course code's start is ``fill=(150 / 255, 180 / 255)``.
         steps: number of optimizer steps.
         lr: learning rate of a named optimizer, in normalized units (1 pixel step of 1.0 is about 4.4 units).
         optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> torch.optim.Optimizer``.

@@ -254,8 +254,8 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
     conv = model.get_submodule(first_conv)
     angles, coherence = orientation(conv.weight, size=16)
     channel = int(coherence.argmax())
-    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, start=size, clamp=True, seed=seed,
-                            **fast)
+    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, start=size,
+                            fill=(150 / 255, 180 / 255), clamp=True, seed=seed, **fast)  # the course code's start
     seen = orientation(filt.image)[0]
     with torch.no_grad(), frozen_eval(model):
         before = model(images)
