@@ -105,8 +105,8 @@ from .saliency import centre_of_mass, class_saliency, local_contrast, saliency_m
 from .source import show_source
 from .speed import fast_bf16
 from .toolbox.adversarial import FoolingResult, fgsm, fooling_image
-from .toolbox.ascent import AscentResult, top_filters, visualize_filter
-from .toolbox.classviz import ClassResult, L2PlusPlus, visualize_activation, visualize_class
+from .toolbox.ascent import AscentResult, L2PlusPlus, top_filters, visualize_filter
+from .toolbox.classviz import ClassResult, visualize_class
 from .toolbox.deepdream import DREAM_LAYERS, DreamResult, deep_dream
 from .toolbox.diversity import DiversityResult, gram_similarity, visualize_diverse
 from .toolbox.embedding import extract_features, nearest_neighbors, tsne_embedding
@@ -165,7 +165,6 @@ __all__ = [
     "visualize_filter",
     "top_filters",
     "visualize_class",
-    "visualize_activation",
     "L2PlusPlus",
     "deep_dream",
     "DREAM_LAYERS",

@@ -11,7 +11,6 @@ from helpers import (
     invert_features,
     normalize,
     synthesize_texture,
-    visualize_activation,
     visualize_class,
     visualize_diverse,
     visualize_filter,
@@ -55,11 +54,12 @@ def test_visualize_filter_start_and_fill_are_renders(tiny_cnn):
 
 
 def test_l2_weight_means_one_thing(tiny_cnn):
-    """The review's repro: the same objective, start, fill, lr and l2_weight through visualize_filter and
-    visualize_activation give the same image (they differed by a factor H*W)."""
+    """The same objective, start, fill, lr and l2_weight through visualize_filter, visualize_diverse and render
+    give the same image (the per-pixel prior everywhere)."""
     opts = dict(start=16, fill=(0.4, 0.6), steps=5, lr=0.1, l2_weight=2.0, seed=3)
     a = visualize_filter(tiny_cnn, "features.3", 1, **opts)
-    b = visualize_activation(tiny_cnn, "features.3", 1, **opts)
+    b = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0, per_pixel=True), start=16, steps=5, lr=0.1,
+               seed=3)
     assert torch.equal(a.image, b.image)
     c = visualize_diverse(tiny_cnn, "features.3", 1, n=2, diversity_weight=0.0, **opts)
     d = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0, per_pixel=True), n=2, shared_noise=False,
@@ -115,11 +115,13 @@ def test_deep_dream_octave_is_render(tiny_cnn):
     assert torch.equal(dream.history, direct.history) and not dream.interrupted
 
 
-def test_visualize_activation_is_render(tiny_cnn):
-    res = visualize_activation(tiny_cnn, "features.6", [2, 7], start=(16, 12), fill=0.3, steps=7, lr=0.1,
-                               l2_weight=0.5, jitter=2, seed=3)
+def test_visualize_filter_with_l2pp_is_render_with_its_after_step(tiny_cnn):
+    ops = H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0)
+    res = visualize_filter(tiny_cnn, "features.6", [2, 7], start=(16, 12), fill=0.3, steps=7, lr=0.1,
+                           l2_weight=0.5, l2pp=ops, jitter=2, seed=3)
     objective = O.channel_mean("features.6", [2, 7]) - O.l2(0.5, per_pixel=True)
     direct = render(tiny_cnn, objective, start=(16, 12), fill=0.3, steps=7, lr=0.1, transforms=[jitter(2)], seed=3,
+                    after=[H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0, l2_weight=0.5)],
                     track={"score": O.channel_mean("features.6", [2, 7])})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
     assert torch.equal(res.tracked_score["total"], direct.score) and not res.interrupted
@@ -294,8 +296,8 @@ WRAPPERS = {  # name -> (call, steps, the technique's objective without priors, 
     "visualize_filter": (lambda m: visualize_filter(m, "features.5", [1, 2], start=16, steps=6, tv_weight=0.2),
                          6, O.channel_mean("features.5", [1, 2])),
     "visualize_class": (lambda m: visualize_class(m, [0, 3], start=16, steps=6), 6, O.class_logit([0, 3])),
-    "visualize_activation": (lambda m: visualize_activation(m, "features.6", 2, start=16, steps=6), 6,
-                             O.channel_mean("features.6", 2)),
+    "visualize_filter with L2++": (lambda m: visualize_filter(m, "features.6", 2, start=16, steps=6, l2_weight=0.1,
+                                                              l2pp=H.L2PlusPlus()), 6, O.channel_mean("features.6", 2)),
     "visualize_diverse": (lambda m: visualize_diverse(m, "features.5", 4, start=12, n=2, steps=6), 6,
                           O.channel_mean("features.5", 4)),
     "deep_dream": (lambda m: deep_dream(m, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=4, octaves=2),
