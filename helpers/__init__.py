@@ -100,7 +100,7 @@ from .receptive import (
     layer_geometry,
     receptive_field,
 )
-from .regularizers import l2, total_variation, tv_per_pixel
+from .regularizers import l2, total_variation
 from .saliency import centre_of_mass, class_saliency, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import fast_bf16
@@ -219,7 +219,6 @@ __all__ = [
     # statistics of an image or of activations (plain functions, not objectives)
     "l2",
     "total_variation",
-    "tv_per_pixel",
     "gram_matrix",
     "gram_similarity",
     # results

@@ -366,40 +366,31 @@ def class_log_probability(target: Channels) -> Objective:
 
 # ---------------------------------------------------------------- priors: objectives of the image itself
 
-def _prior(fn: Callable[[torch.Tensor], torch.Tensor], label: str, weight: float, per_pixel: bool) -> Objective:
+def _prior(fn: Callable[[torch.Tensor], torch.Tensor], label: str, weight: float) -> Objective:
     w = float(weight)
-    if per_pixel:  # "l2" -> "l2(per_pixel=True)", "alpha_norm(6)" -> "alpha_norm(6, per_pixel=True)"
-        label = f"{label[:-1]}, per_pixel=True)" if label.endswith(")") else f"{label}(per_pixel=True)"
     name = label if w == 1.0 else f"{_number(w)} * {label}"
-    if not per_pixel:
-        return Objective(lambda acts: w * fn(acts[IMAGE]), {IMAGE: None}, name)
-
-    def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        img = acts[IMAGE]
-        return (w / (img.shape[-2] * img.shape[-1])) * fn(img)  # per pixel: a mean that does not grow with the size
-    return Objective(score, {IMAGE: None}, name)
+    return Objective(lambda acts: w * fn(acts[IMAGE]), {IMAGE: None}, name)
 
 
-def total_variation(weight: float = 1.0, beta: float = 1.0, *, per_pixel: bool = False) -> Objective:
-    """``weight * TV^beta(I)`` per image, :func:`helpers.total_variation` (Eq. (1) of sheet 5 for ``beta=1``);
-    ``per_pixel=True``: ``weight * TV^beta(I) / (H*W)``, a mean over pixels that does not grow with the image size
-    (the ``tv_weight`` of every ascent). A penalty: subtract it (``channel_mean(...) - 0.1 * total_variation()``)."""
+def total_variation(weight: float = 1.0, beta: float = 1.0) -> Objective:
+    """``weight * TV^beta(I) / (H*W)`` per image, :func:`helpers.total_variation` (Eq. (1) of sheet 5 per pixel
+    for ``beta=1``): a mean over pixels that does not grow with the image size, the ``tv_weight`` prior of every
+    ascent. A penalty: subtract it (``channel_mean(...) - total_variation(0.1)``)."""
     label = "total_variation" if beta == 1.0 else f"total_variation(beta={beta:g})"
-    return _prior(lambda img: tv_norm(img, beta, per_image=True), label, weight, per_pixel)
+    return _prior(lambda img: tv_norm(img, beta), label, weight)
 
 
-def l2(weight: float = 1.0, *, per_pixel: bool = False) -> Objective:
-    """``weight * ||I||^2`` per image, :func:`helpers.l2`, in normalized space; ``per_pixel=True``:
-    ``weight * ||I||^2 / (H*W)``, a mean over pixels that does not grow with the image size (the ``l2_weight`` of
-    every ascent). A penalty: subtract it."""
-    return _prior(lambda img: l2_norm(img, per_image=True), "l2", weight, per_pixel)
+def l2(weight: float = 1.0) -> Objective:
+    """``weight * ||I||^2 / (H*W)`` per image, :func:`helpers.l2`, in normalized space: a mean over pixels that
+    does not grow with the image size, the ``l2_weight`` prior of every ascent. A penalty: subtract it."""
+    return _prior(l2_norm, "l2", weight)
 
 
-def alpha_norm(weight: float = 1.0, alpha: float = 6.0, *, per_pixel: bool = False) -> Objective:
-    """``weight * sum |I|^alpha`` per image (Mahendran & Vedaldi 2015's alpha-norm prior); ``per_pixel=True``
-    divides by ``H*W``. A penalty."""
-    return _prior(lambda img: img.abs().pow(alpha).flatten(1).sum(dim=1), f"alpha_norm({alpha:g})", weight,
-                  per_pixel)
+def alpha_norm(weight: float = 1.0, alpha: float = 6.0) -> Objective:
+    """``weight * sum |I|^alpha / (H*W)`` per image (Mahendran & Vedaldi 2015's alpha-norm prior, per pixel like
+    the others). A penalty."""
+    return _prior(lambda img: img.abs().pow(alpha).flatten(1).sum(dim=1) / (img.shape[-2] * img.shape[-1]),
+                  f"alpha_norm({alpha:g})", weight)
 
 
 # ---------------------------------------------------------------- attribution targets

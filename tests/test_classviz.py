@@ -224,5 +224,6 @@ def test_the_default_l2_weight_is_1e_4_on_the_sum_at_the_default_size(tiny_cnn):
     from helpers import render
 
     new = visualize_class(tiny_cnn, 1, steps=3)
-    old = render(tiny_cnn, O.class_logit(1) - 1e-4 * O.l2(), start=224, steps=3, lr=0.05)
+    on_the_sum = O.Objective(lambda acts: 1e-4 * acts[O.IMAGE].pow(2).flatten(1).sum(1), {O.IMAGE: None}, "sum")
+    old = render(tiny_cnn, O.class_logit(1) - on_the_sum, start=224, steps=3, lr=0.05)
     assert new.image.shape == (1, 3, 224, 224) and torch.allclose(new.image, old.image, atol=1e-6)

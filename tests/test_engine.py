@@ -24,8 +24,8 @@ def test_visualize_filter_is_render(tiny_cnn):
     opts = dict(steps=12, lr=0.1, seed=5)
     res = visualize_filter(tiny_cnn, "features.5", [3, 8], start=16, jitter=2, tv_weight=0.3, l2_weight=0.2,
                            clamp=False, **opts)
-    objective = (O.channel_mean("features.5", [3, 8]) - O.total_variation(0.3, per_pixel=True)
-                 - O.l2(0.2, per_pixel=True))
+    objective = (O.channel_mean("features.5", [3, 8]) - O.total_variation(0.3)
+                 - O.l2(0.2))
     direct = render(tiny_cnn, objective, start=16, transforms=[jitter(2)],
                     clamp=False, track={"score": O.channel_mean("features.5", [3, 8])}, **opts)
     assert torch.equal(res.image, direct.image)
@@ -33,11 +33,6 @@ def test_visualize_filter_is_render(tiny_cnn):
     assert torch.equal(res.score, direct.tracked_score["score"])  # the channel means, without the priors
     assert torch.equal(res.tracked["total"], direct.history) and torch.equal(res.tracked_score["total"], direct.score)
     assert isinstance(res, RenderResult) and not res.interrupted and res.channels == [3, 8]
-    # per pixel means (weight / (H*W)) * the sum: the same image as the sum-weighted prior at 16 px
-    by_sum = render(tiny_cnn, O.channel_mean("features.5", [3, 8]) - (0.3 / 256) * O.total_variation()
-                    - (0.2 / 256) * O.l2(), start=16, transforms=[jitter(2)],
-                    clamp=False, **opts)
-    assert torch.equal(res.image, by_sum.image)
 
 
 def test_visualize_filter_start_and_fill_are_renders(tiny_cnn):
@@ -58,11 +53,11 @@ def test_l2_weight_means_one_thing(tiny_cnn):
     give the same image (the per-pixel prior everywhere)."""
     opts = dict(start=16, fill=(0.4, 0.6), steps=5, lr=0.1, l2_weight=2.0, seed=3)
     a = visualize_filter(tiny_cnn, "features.3", 1, **opts)
-    b = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0, per_pixel=True), start=16, steps=5, lr=0.1,
+    b = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0), start=16, steps=5, lr=0.1,
                seed=3)
     assert torch.equal(a.image, b.image)
     c = visualize_diverse(tiny_cnn, "features.3", 1, n=2, diversity_weight=0.0, **opts)
-    d = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0, per_pixel=True), n=2, shared_noise=False,
+    d = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0), n=2, shared_noise=False,
                start=16, fill=(0.4, 0.6), steps=5, lr=0.1, seed=3)
     assert torch.equal(c.image, d.image)
     assert not torch.equal(a.image, visualize_filter(tiny_cnn, "features.3", 1, **dict(opts, l2_weight=0)).image)
@@ -74,7 +69,7 @@ def test_visualize_class_with_l2pp_is_render_with_the_l2pp_op(tiny_cnn):
     # contrib_pct > norm_pct: else the pixels the norm clip set to 0 would be all the contribution clip removes
     ops = H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=30.0)
     res = visualize_class(tiny_cnn, [1, 4], start=16, steps=8, l2_weight=w, l2pp=ops, jitter=3, seed=2)
-    direct = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w, per_pixel=True), start=16, steps=8,
+    direct = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w), start=16, steps=8,
                       transforms=[H.jitter(3)], after=[H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=30.0,
                                                                    l2_weight=w)],
                       seed=2, track={"score": O.class_logit([1, 4])})
@@ -84,14 +79,14 @@ def test_visualize_class_with_l2pp_is_render_with_the_l2pp_op(tiny_cnn):
     assert not torch.equal(res.image, visualize_class(tiny_cnn, [1, 4], start=16, steps=8, l2_weight=w, jitter=3,
                                                       seed=2).image)  # the L2++ operations ran
     # the contribution clip needs the prior's weight: without it, dS/dI is wrong and so is the image
-    wrong = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w, per_pixel=True), start=16, steps=8,
+    wrong = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w), start=16, steps=8,
                      transforms=[H.jitter(3)], after=[ops], seed=2)
     assert not torch.equal(res.image, wrong.image)
 
 
 def test_l2pp_op_uses_the_score_gradient(tiny_cnn):
     """The contribution clip of the op keeps the pixels with the largest |sum_rgb I * dS/dI|, dS/dI recovered
-    from the loss gradient of `score - l2(w, per_pixel=True)`: compare with autograd of the score alone."""
+    from the loss gradient of `score - l2(w)`: compare with autograd of the score alone."""
     img = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
     w = 0.7
     (ds,) = torch.autograd.grad(tiny_cnn(img)[:, 2].sum(), img)  # dS/dI of the logit alone
@@ -119,7 +114,7 @@ def test_visualize_filter_with_l2pp_is_render_with_its_after_step(tiny_cnn):
     ops = H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0)
     res = visualize_filter(tiny_cnn, "features.6", [2, 7], start=(16, 12), fill=0.3, steps=7, lr=0.1,
                            l2_weight=0.5, l2pp=ops, jitter=2, seed=3)
-    objective = O.channel_mean("features.6", [2, 7]) - O.l2(0.5, per_pixel=True)
+    objective = O.channel_mean("features.6", [2, 7]) - O.l2(0.5)
     direct = render(tiny_cnn, objective, start=(16, 12), fill=0.3, steps=7, lr=0.1, transforms=[jitter(2)], seed=3,
                     after=[H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0, l2_weight=0.5)],
                     track={"score": O.channel_mean("features.6", [2, 7])})
@@ -132,7 +127,7 @@ def test_visualize_diverse_is_render(tiny_cnn):
                             diversity_layer="features.3", steps=6, lr=0.1, tv_weight=0.2, l2_weight=0.1, jitter=1,
                             seed=7)
     objective = (O.channel_mean("features.5", 4) + 0.5 * O.diversity("features.3")
-                 - O.total_variation(0.2, per_pixel=True) - O.l2(0.1, per_pixel=True))
+                 - O.total_variation(0.2) - O.l2(0.1))
     direct = render(tiny_cnn, objective, start=12, fill=(0.3, 0.7), n=3, shared_noise=False, steps=6, lr=0.1,
                     transforms=[jitter(1)], seed=7, track={"score": O.channel_mean("features.5", 4)})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
@@ -145,8 +140,8 @@ def test_invert_features_is_render(tiny_cnn):
                           seed=2)
     with torch.no_grad(), capture_activations(tiny_cnn, "features.3") as acts:
         tiny_cnn(photo)
-    objective = (O.feature_match("features.3", acts["features.3"]) - O.total_variation(0.5, beta=2.0, per_pixel=True)
-                 - O.alpha_norm(0.1, per_pixel=True))
+    objective = (O.feature_match("features.3", acts["features.3"]) - O.total_variation(0.5, beta=2.0)
+                 - O.alpha_norm(0.1))
     direct = render(tiny_cnn, objective, start=(12, 12), n=2, steps=6, lr=0.1, seed=2,
                     track={"score": O.feature_match("features.3", acts["features.3"])})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])

@@ -33,9 +33,9 @@ def with_priors(score: Objective, *, tv_weight: float = 0.0, l2_weight: float = 
     l2_weight = finite_number(l2_weight, "l2_weight")
     objective = score
     if tv_weight:
-        objective = objective - total_variation(tv_weight, per_pixel=True)
+        objective = objective - total_variation(tv_weight)
     if l2_weight:
-        objective = objective - l2(l2_weight, per_pixel=True)
+        objective = objective - l2(l2_weight)
     return objective
 
 
@@ -47,11 +47,11 @@ class L2PlusPlus:
     0 turns an operation off. Jitter is not among them (see the ``jitter`` option of :func:`visualize_class`).
     The contribution clip needs the gradient ``dS/dI`` of the score alone; ``render`` hands the gradient of the
     whole loss ``-objective`` (:class:`helpers.toolbox.engine.Step`), so ``l2_weight`` must be the per-pixel weight of
-    the L2 prior in the objective (``objectives.l2(l2_weight, per_pixel=True)``, 0 for none): then
+    the L2 prior in the objective (``objectives.l2(l2_weight)``, 0 for none): then
     ``dS/dI = 2 * l2_weight / (H*W) * I - step.grad`` at the image before the step (any other prior in the
     objective counts as part of the score). :func:`visualize_class` sets it to its own ``l2_weight``.
 
-    Example: ``render(model, class_logit(c) - l2(w, per_pixel=True), after=[L2PlusPlus(l2_weight=w)])``.
+    Example: ``render(model, class_logit(c) - l2(w), after=[L2PlusPlus(l2_weight=w)])``.
     """
 
     blur_every: int = 4  # blur the image every this many steps
@@ -157,17 +157,17 @@ def visualize_filter(model: nn.Module, layer: str, channel: Indices, *, start: S
     """Find input images that maximize the mean activation of one or several channels of a layer.
 
     Gradient ascent on the pixels (activation maximization): :func:`helpers.render` of the objective
-    ``channel_mean(layer, channel) - total_variation(tv_weight, per_pixel=True) - l2(l2_weight, per_pixel=True)``
+    ``channel_mean(layer, channel) - total_variation(tv_weight) - l2(l2_weight)``
     (:mod:`helpers.objectives`), so with the same seed and settings (start, fill, steps, lr, optimizer, jitter) both
     give the same image. For each channel ``c`` the
     loss minimized is
 
         ``-mean_{y,x} A[c, y, x] + tv_weight * TV(I) / (H*W) + l2_weight * ||I||^2 / (H*W)``
 
-    with ``A`` the output of ``layer`` and ``TV`` Eq. (1) of sheet 5 (:func:`helpers.total_variation`); both
-    priors are per pixel, as in every ascent: means over pixels, so they do not grow with the image size. With
-    ``l2pp`` (e.g. ``L2PlusPlus()``, Yosinski et al.'s "maximize activations with L2++") each step is followed by
-    the L2++ image operations, as in :func:`helpers.visualize_class`. Several
+    with ``A`` the output of ``layer`` and ``TV`` Eq. (1) of sheet 5 (``TV(I) / (H*W)`` is
+    :func:`helpers.total_variation`); both priors are per pixel, as in every ascent: means over pixels, so they do
+    not grow with the image size. With ``l2pp`` (e.g. ``L2PlusPlus()``, Yosinski et al.'s "maximize activations with
+    L2++") each step is followed by the L2++ image operations, as in :func:`helpers.visualize_class`. Several
     channels are optimized as one batch, one image per channel; all images start from the same start image and
     share the jitter, so a channel's result does not depend on which channels share its batch. Only the layers up to
     ``layer`` run and no weight gradients are built; when ``layer`` is a convolution, only its requested channels

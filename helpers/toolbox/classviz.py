@@ -9,7 +9,7 @@ clipping of pixels with a small norm and of pixels with a small contribution ``|
 score (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization",
 https://arxiv.org/abs/1506.06579). Jitter (random rolls of the image, as in DeepDream and lucent) is NOT one of
 their operations: it is a separate option, ``jitter``, off by default. :func:`visualize_class` is
-:func:`helpers.render` with the objective ``class_logit(c) - l2(l2_weight, per_pixel=True)`` and
+:func:`helpers.render` with the objective ``class_logit(c) - l2(l2_weight)`` and
 :class:`helpers.L2PlusPlus` (:mod:`helpers.toolbox.ascent`, where ``visualize_filter(..., l2pp=)`` maximizes a
 channel the same way) as an ``after`` step.
 """

@@ -81,7 +81,7 @@ class DreamStep(torch.optim.Optimizer):
                 if group["tv_step"]:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
                     with torch.enable_grad():
                         smooth = p.detach().requires_grad_(True)
-                        (tv_grad,) = torch.autograd.grad(total_variation(smooth), smooth)
+                        (tv_grad,) = torch.autograd.grad(total_variation(smooth).sum(), smooth)
                     ascent = ascent - group["tv_step"] * _normalized(tv_grad)
                 with torch.no_grad():
                     p.copy_(p + group["lr"] * ascent)

@@ -287,7 +287,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
 
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
-        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - l2(1.0, per_pixel=True)``
+        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - l2(1.0)``
             (:mod:`helpers.objectives`).
         start: a normalized start image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(N, 3, H, W)`` (copied), or a size
             ``S`` / ``(H, W)`` for a start image made of ``fill``.
@@ -303,7 +303,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
             from the run's generator.
         after: ``(image, Step) -> image`` operations applied in order after each optimizer step, before the
             clamp (e.g. ``L2PlusPlus(l2_weight=w)``, L2++'s blur and clips, for an objective with the prior
-            ``l2(w, per_pixel=True)``: :class:`helpers.L2PlusPlus`); one may raise :class:`StopRender` to end the run
+            ``l2(w)``: :class:`helpers.L2PlusPlus`); one may raise :class:`StopRender` to end the run
             there (that step undone), e.g. once every image has reached its goal.
         clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         seed: seeds the start noise and the transforms' randomness (a local generator, or a generator to
