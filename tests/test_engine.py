@@ -103,7 +103,7 @@ def test_deep_dream_octave_is_render(tiny_cnn):
     dream = deep_dream(tiny_cnn, photo, ["features.3", "features.6"], steps=6, octaves=1, jitter=2, tv_step=0.5,
                        seed=4)
     direct = render(tiny_cnn, O.layer_rms(["features.3", "features.6"]), start=photo, steps=6, lr=0.02,
-                    optimizer=lambda params, lr: DreamStep(params, lr, 0.5),
+                    optimizer=lambda params: DreamStep(params, 0.02, 0.5),
                     transforms=[jitter(2, unrolled_first=True)], seed=4)
     assert torch.equal(dream.image, direct.image) and torch.equal(dream.octave_history[0], direct.history)
     assert torch.equal(dream.octave_end[0], direct.score) and torch.equal(dream.score, direct.score)
@@ -191,7 +191,7 @@ def test_deep_dream_octaves_are_renders(tiny_cnn):
     for k, size in enumerate(sizes):
         base = resize(photo, size)
         direct = render(tiny_cnn, O.layer_rms(["features.3"]), start=(base + resize(detail, size)).clamp(low, high),
-                        steps=3, lr=0.02, optimizer=lambda params, lr: DreamStep(params, lr, 0.3),
+                        steps=3, lr=0.02, optimizer=lambda params: DreamStep(params, 0.02, 0.3),
                         transforms=[jitter(2, unrolled_first=True)], seed=generator)
         assert torch.equal(dream.octave_history[k], direct.history) and torch.equal(dream.octave_end[k], direct.score)
         detail = direct.image - base
@@ -206,11 +206,14 @@ def test_score_rises_and_result_fields(tiny_cnn):
     assert (res.score > res.history[0] + 0.05).all()
 
 
-def test_optimizer_factory_with_lr(tiny_cnn):
+def test_an_optimizer_is_a_name_with_lr_or_a_factory_of_params_with_its_own(tiny_cnn):
     objective = O.channel_mean("features.6", 1)
     a = render(tiny_cnn, objective, start=16, steps=4, lr=0.3, optimizer="sgd")
-    b = render(tiny_cnn, objective, start=16, steps=4, lr=0.3, optimizer=lambda p, lr: torch.optim.SGD(p, lr=lr))
-    assert torch.equal(a.image, b.image)
+    b = render(tiny_cnn, objective, start=16, steps=4, lr=5.0, optimizer=lambda p: torch.optim.SGD(p, lr=0.3))
+    assert torch.equal(a.image, b.image)  # the factory's learning rate, not render's
+    # a class would silently run at its own default learning rate: refused, with the factory to write instead
+    with pytest.raises(TypeError, match=r"optimizer=SGD is a class; .*=lambda p: torch.optim.SGD\(p, lr=0.3\)"):
+        render(tiny_cnn, objective, start=16, steps=4, lr=0.3, optimizer=torch.optim.SGD)
 
 
 class InterruptAt:

@@ -190,7 +190,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
             start = octave_base + _resize(detail, size)  # the detail added so far, carried to this scale
             try:
                 res = render(model, objective, start=start.clamp(low, high) if clamp else start, steps=steps,
-                             lr=lr, optimizer=lambda params, lr: DreamStep(params, lr, tv_step),
+                             lr=lr, optimizer=lambda params: DreamStep(params, lr, tv_step),
                              transforms=jittered_first_unrolled(jitter), clamp=clamp, seed=generator, amp=amp,
                              channels_last=channels_last, show_progress=show_progress, too_small_fix=fix,
                              desc=f"deep dream {'+'.join(names)} octave {k + 1}/{octaves}")
