@@ -44,12 +44,13 @@ class L2PlusPlus:
     """The image operations of Yosinski et al.'s "L2++" besides the L2 decay: an ``after`` operation of
     :func:`helpers.render`, called as ``ops(img, step) -> img`` after each ascent step.
 
-    0 turns an operation off. Jitter is not among them (see the ``jitter`` option of :func:`visualize_class`).
+    0 turns an operation off. Jitter is not among them (see the ``jitter`` option of :func:`visualize_filter`).
     The contribution clip needs the gradient ``dS/dI`` of the score alone; ``render`` hands the gradient of the
     whole loss ``-objective`` (:class:`helpers.toolbox.engine.Step`), so ``l2_weight`` must be the per-pixel weight of
     the L2 prior in the objective (``objectives.l2(l2_weight)``, 0 for none): then
     ``dS/dI = 2 * l2_weight / (H*W) * I - step.grad`` at the image before the step (any other prior in the
-    objective counts as part of the score). :func:`visualize_class` sets it to its own ``l2_weight``.
+    objective counts as part of the score). ``l2pp=`` of :func:`visualize_filter` and :func:`helpers.visualize_class`
+    sets it to their own ``l2_weight``.
 
     Example: ``render(model, class_logit(c) - l2(w), after=[L2PlusPlus(l2_weight=w)])``.
     """
