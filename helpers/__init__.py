@@ -1,10 +1,17 @@
 """cnnvis helpers: every visualization technique of the course as one tested call.
 
-One module per concern; the public names are re-exported here, grouped in ``__all__`` by concept: techniques
-(attribution, gradient ascent, inspection, scoring maps), objectives, results, models and loaders, plots, layers
-and model state, notebook settings. Infrastructure is imported from its module: ``helpers.speed``
-(``roomy_malloc``, ``lean_loop``, ``channels_last_weights``), ``helpers.config`` (``progress``,
-``progress_enabled``, ``offline_opt_in``, ``PROJECT_ROOT``).
+One module per concern. At the top of ``helpers``: what the two sheets run (activations, saliency, Grad-CAM,
+receptive fields, training, sheet 5's plain loops in ``filtervis``, the measures) and what everything shares
+(images, data, models, hooks, objectives, plots, settings; ``_checks`` is the one private module).
+``helpers.toolbox``: the lecture's further techniques (the gradient-ascent engine ``render`` and its wrappers,
+occlusion, patches, embeddings, adversarial examples). ``helpers.trust``: attribution checked where the evidence is
+known. Imports point one way: trust -> toolbox -> top level.
+
+The public names are re-exported here, grouped in ``__all__`` by concept: techniques (attribution, gradient ascent,
+inspection, scoring maps), objectives, results, models and loaders, plots, layers and model state, notebook
+settings. Infrastructure is imported from its module: ``helpers.speed`` (``roomy_malloc``, ``lean_loop``,
+``channels_last_weights``), ``helpers.config`` (``progress``, ``progress_enabled``, ``offline_opt_in``,
+``PROJECT_ROOT``).
 """
 
 from . import objectives
@@ -16,9 +23,6 @@ from .activations import (
     pca_rgb,
     upsample_map,
 )
-from .adversarial import FoolingResult, fgsm, fooling_image
-from .ascent import AscentResult, top_filters, visualize_filter
-from .classviz import ClassResult, L2PlusPlus, visualize_activation, visualize_class
 from .config import (
     DATA_DIR,
     FIGURES_DIR,
@@ -41,23 +45,9 @@ from .data import (
     synthetic_two_object_images,
     write_synthetic_cifar10,
 )
-from .deepdream import DREAM_LAYERS, DreamResult, deep_dream
-from .diversity import DiversityResult, gram_similarity, visualize_diverse
-from .embedding import extract_features, nearest_neighbors, tsne_embedding
-from .engine import RenderResult, jitter, objective_score, render
 from .figures import print_stand_in_note, save_figure
 from .filters import filter_tiles, filter_weights, range_map, symmetric_scale
 from .gradcam import default_cam_layer, grad_cam, guided_grad_cam
-from .groundtruth import (
-    GapCNN,
-    StandIn,
-    StandInSettings,
-    SynthesisChecks,
-    synthesis_checks,
-    synthetic_split,
-    trained_stand_in,
-    two_object_split,
-)
 from .guided import deconvnet, guided_backprop, modified_backprop, relu_backward, relu_rule
 from .hooks import TruncatedForward, capture_activations, frozen_eval, get_layer, layer_names
 from .images import (
@@ -74,7 +64,6 @@ from .images import (
     to_image,
     valid_range,
 )
-from .inversion import InversionResult, invert_features
 from .measures import accuracy_summary, central_box, contrast_correlation, map_correlation, top_inside
 from .models import (
     LeNet,
@@ -85,8 +74,6 @@ from .models import (
     weights_path,
 )
 from .objectives import Objective
-from .occlusion import occlusion_map
-from .patches import Patches, crop_window, max_activating_patches, top_activations
 from .plotting import (
     plot_accuracy,
     plot_channels,
@@ -113,13 +100,33 @@ from .receptive import (
     layer_geometry,
     receptive_field,
 )
-from .regularizers import l2, total_variation, tv_per_pixel
+from .regularizers import l2, total_variation
 from .saliency import centre_of_mass, class_saliency, local_contrast, saliency_map, top_overlap
 from .source import show_source
 from .speed import fast_bf16
-from .texture import TextureResult, gram_matrix, synthesize_texture
+from .toolbox.adversarial import FoolingResult, fgsm, fooling_image
+from .toolbox.ascent import AscentResult, L2PlusPlus, top_filters, visualize_filter
+from .toolbox.classviz import ClassResult, visualize_class
+from .toolbox.deepdream import DREAM_LAYERS, DreamResult, deep_dream
+from .toolbox.diversity import DiversityResult, gram_similarity, visualize_diverse
+from .toolbox.embedding import extract_features, nearest_neighbors, tsne_embedding
+from .toolbox.engine import RenderResult, jitter, objective_score, render
+from .toolbox.inversion import InversionResult, invert_features
+from .toolbox.occlusion import occlusion_map
+from .toolbox.patches import Patches, crop_window, max_activating_patches, top_activations
+from .toolbox.texture import TextureResult, gram_matrix, synthesize_texture
 from .training import History, evaluate, fit, train_epoch
-from .trust import (
+from .trust.groundtruth import (
+    GapCNN,
+    StandIn,
+    StandInSettings,
+    SynthesisChecks,
+    synthesis_checks,
+    synthetic_split,
+    trained_stand_in,
+    two_object_split,
+)
+from .trust.scores import (
     Curve,
     Randomization,
     angle_difference,
@@ -158,7 +165,6 @@ __all__ = [
     "visualize_filter",
     "top_filters",
     "visualize_class",
-    "visualize_activation",
     "L2PlusPlus",
     "deep_dream",
     "DREAM_LAYERS",
@@ -213,7 +219,6 @@ __all__ = [
     # statistics of an image or of activations (plain functions, not objectives)
     "l2",
     "total_variation",
-    "tv_per_pixel",
     "gram_matrix",
     "gram_similarity",
     # results

@@ -1,8 +1,11 @@
-"""Input checks at the boundary, written once: every public function of the package validates its inputs here.
+"""The package's one private module: input checks at the boundary, the one normalization of class and channel
+indices, and the model-state context managers every technique runs inside.
 
 Each check raises ``ValueError`` (``TypeError`` for a value of the wrong kind) with the fix in a one-line
 message, before any hook is registered or any state is touched. Names here are public inside the package (this
-module is private): ``from ._checks import as_batch``.
+module is private): ``from ._checks import as_batch``. It imports only :mod:`helpers.images` (and, through it,
+:mod:`helpers.config`), so every other module can import it; ``frozen_eval`` and ``model_device`` have their
+public home in :mod:`helpers.hooks`, and attribution targets are resolved in :mod:`helpers.objectives`.
 """
 
 from __future__ import annotations
@@ -10,22 +13,83 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
-# the one normalization of class/channel indices, here in a leaf module because objectives needs it too
-from ._indices import Indices as Indices
-from ._indices import index as index
-from ._indices import indices as indices
 from .images import image_values as image_values  # the pixel check (its home: images, which _checks imports)
 from .images import rgb_fix as rgb_fix  # how to convert a grey/RGBA image (its home: images)
-from .objectives import LOGITS, Objective, class_logit
 
-Target = int | Sequence[int] | torch.Tensor | Objective
-"""What an attribution explains: a class index (one for all images, or one per image) or an objective."""
+# ---------------------------------------------------------------- indices
+
+Indices = int | Sequence[int] | torch.Tensor | np.ndarray
+"""One index or several: an int, a sequence of ints, an integer tensor or numpy array (0-d or 1-d)."""
+
+
+def _describe(value: object) -> str:
+    """What was given, briefly: a tensor/array by dtype and shape (its repr can be long), anything else by repr."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        kind = "tensor" if isinstance(value, torch.Tensor) else "numpy array"
+        count = value.numel() if isinstance(value, torch.Tensor) else value.size
+        small = f" {value.tolist()}" if count <= 8 else ""
+        return f"a {kind} of dtype {value.dtype} and shape {tuple(value.shape)}{small}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _scalar(value: object) -> int | None:
+    """``value`` as a plain int when it is one integer (int, numpy integer, 0-d integer tensor/array), else None."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, numbers.Integral):  # int and the numpy integer scalars
+        return int(value)
+    if isinstance(value, torch.Tensor | np.ndarray) and value.ndim == 0:
+        dtype_ok = (not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+                    if isinstance(value, torch.Tensor) else np.issubdtype(value.dtype, np.integer))
+        return int(value.item()) if dtype_ok else None
+    return None
+
+
+def index(value: object, what: str) -> int:
+    """One index as a plain int: a Python int, a numpy integer or a 0-d integer tensor/array.
+
+    ``ValueError`` (one line: what was given, what is expected) for a bool, a float, a sequence or anything else.
+    """
+    item = _scalar(value)
+    if item is None:
+        raise ValueError(f"{what} must be one integer index (an int, a numpy integer or a 0-d integer tensor), "
+                         f"got {_describe(value)}")
+    return item
+
+
+def indices(value: object, what: str) -> tuple[int, ...]:
+    """One index or several as a tuple of plain ints (``(c,)`` for one).
+
+    Accepts a Python int, a numpy integer, a non-empty sequence of them, or an integer torch tensor / numpy
+    array with 0 or 1 dimensions (e.g. ``top_filters(...).indices[0]``). ``ValueError`` (one line: what was
+    given, what is expected) for bools, floats, strings, empty sequences and tensors of 2 or more dimensions.
+    """
+    one = _scalar(value)
+    if one is not None:
+        return (one,)
+    expected = (f"{what} must be an integer index or a non-empty sequence of them (a list, or a 1-d integer "
+                "tensor/array)")
+    if isinstance(value, torch.Tensor | np.ndarray):
+        if value.ndim != 1:
+            hint = "; pick one row, e.g. idx[0] of top_filters(...).indices" if value.ndim == 2 else ""
+            raise ValueError(f"{expected}, got {_describe(value)}{hint}")
+        items = list(value)
+    elif isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    else:
+        items = list(value)  # type: ignore[call-overload]
+    out = tuple(_scalar(i) for i in items)
+    if not out or any(i is None for i in out):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    return out  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- layers
@@ -182,7 +246,7 @@ def check_image_channels(model: nn.Module, image: torch.Tensor) -> None:
                      + rgb_fix(c))
 
 
-# ---------------------------------------------------------------- logits and targets
+# ---------------------------------------------------------------- logits
 
 def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
     """``scores`` when it is a logits tensor ``(n, classes)``, else ``ValueError`` naming its shape."""
@@ -192,43 +256,45 @@ def check_logits(scores: torch.Tensor, n: int) -> torch.Tensor:
     return scores
 
 
-def target_indices(target: int | Sequence[int] | torch.Tensor | Objective, n: int, classes: int | None,
-                   device: torch.device) -> torch.Tensor:
-    """``target`` (one class index for all ``n`` images, one per image, or a :func:`class_logit` objective) as a
-    long tensor ``(n,)`` on ``device``; ``ValueError`` for a float/bool target, a wrong count, an index outside
-    ``0 .. classes - 1`` (``classes=None``: the range is left to :func:`class_logit` on the logits), or an
-    objective that is not one class score."""
-    if isinstance(target, Objective):
-        if getattr(target, "classes", None) is None:
-            raise ValueError(f"this needs a class to score, an int or objectives.class_logit(c), not {target!r}")
-        target = target.classes
-    items = indices(target, "target (a class index)")
-    if len(items) not in (1, n):
-        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
-    t = torch.tensor(items * n if len(items) == 1 else items, dtype=torch.long, device=device)
-    if classes is not None and ((t < 0).any() or (t >= classes).any()):
-        raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
-    return t
+# ---------------------------------------------------------------- model state
+
+def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter or buffer (``fallback`` for a model without any)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device(fallback)
 
 
-def target_objective(target: Target, n: int) -> Objective:
-    """The one resolver of attribution targets: an :class:`~helpers.objectives.Objective` is used as it is, a class
-    index (one for all ``n`` images, or one per image; int, sequence or integer tensor) becomes
-    :func:`~helpers.objectives.class_logit`. ``ValueError`` for a float/bool target or a wrong count."""
-    if isinstance(target, Objective):
-        if target.batch is not None and target.batch != n:
-            raise ValueError(f"{target!r} scores {target.batch} images but the batch has {n}; give one target "
-                             "for all images or one per image")
-        return target
-    items = indices(target, "target (a class index, one per image, or an objective from helpers.objectives)")
-    if len(items) not in (1, n):
-        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
-    return class_logit(items[0] if len(items) == 1 else items)
+@contextmanager
+def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the caller may switch modes (``model.train()``, ``model.eval()``); on exit, also on an
+    exception or KeyboardInterrupt, each module's ``training`` flag is set back to exactly what it was (mixed
+    flags included: ``model.train(flag)`` would overwrite a BatchNorm kept in eval mode inside a model in train
+    mode)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
-def target_scores(objective: Objective, acts: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
-    """``objective(acts)``, the ``(n,)`` scores to explain, after checking that the model gave logits
-    ``(n, classes)`` when the objective reads them."""
-    if LOGITS in objective.reads:
-        check_logits(acts[LOGITS], n)
-    return objective(acts)
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Weights frozen (``requires_grad=False``) and every module in eval mode inside the block.
+
+    On exit, also on an exception or KeyboardInterrupt, each parameter's ``requires_grad`` and each
+    module's ``training`` flag is set back to exactly what it was (mixed flags included).
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with kept_modes(model):
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            model.eval()
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, last_conv, not_a_channel_layer, target_objective, target_scores
+from ._checks import as_batch, last_conv, not_a_channel_layer
 from .guided import guided_backprop
 from .hooks import capture, frozen_eval, get_layer
+from .objectives import Target, target_objective, target_scores
 
 
 def default_cam_layer(model: nn.Module) -> str:

@@ -23,8 +23,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, target_objective, target_scores
+from ._checks import as_batch
 from .hooks import capture, frozen_eval
+from .objectives import Target, target_objective, target_scores
 
 Rule = Literal["backprop", "deconvnet", "guided"]
 RULES: tuple[str, ...] = ("backprop", "deconvnet", "guided")

@@ -22,11 +22,11 @@ from contextlib import ExitStack, contextmanager, suppress
 import torch
 from torch import nn
 
+from ._checks import frozen_eval as frozen_eval  # the model-state utilities (receptive uses them too)
 from ._checks import get_layer as get_layer  # layers by dotted name: validated in the checks module
 from ._checks import image_too_small, not_a_channel_layer
 from ._checks import layer_names as layer_names
-from ._state import frozen_eval as frozen_eval  # the model-state utilities: a leaf module (receptive uses them)
-from ._state import model_device as model_device
+from ._checks import model_device as model_device
 from .objectives import IMAGE, LOGITS, Activations, Objective
 from .receptive import smallest_input, spatial_layers
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from ._indices import Indices, indices
+from ._checks import Indices, check_logits, indices
 from .regularizers import l2 as l2_norm
 from .regularizers import total_variation as tv_norm
 
@@ -366,37 +366,76 @@ def class_log_probability(target: Channels) -> Objective:
 
 # ---------------------------------------------------------------- priors: objectives of the image itself
 
-def _prior(fn: Callable[[torch.Tensor], torch.Tensor], label: str, weight: float, per_pixel: bool) -> Objective:
+def _prior(fn: Callable[[torch.Tensor], torch.Tensor], label: str, weight: float) -> Objective:
     w = float(weight)
-    if per_pixel:  # "l2" -> "l2(per_pixel=True)", "alpha_norm(6)" -> "alpha_norm(6, per_pixel=True)"
-        label = f"{label[:-1]}, per_pixel=True)" if label.endswith(")") else f"{label}(per_pixel=True)"
     name = label if w == 1.0 else f"{_number(w)} * {label}"
-    if not per_pixel:
-        return Objective(lambda acts: w * fn(acts[IMAGE]), {IMAGE: None}, name)
-
-    def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        img = acts[IMAGE]
-        return (w / (img.shape[-2] * img.shape[-1])) * fn(img)  # per pixel: a mean that does not grow with the size
-    return Objective(score, {IMAGE: None}, name)
+    return Objective(lambda acts: w * fn(acts[IMAGE]), {IMAGE: None}, name)
 
 
-def total_variation(weight: float = 1.0, beta: float = 1.0, *, per_pixel: bool = False) -> Objective:
-    """``weight * TV^beta(I)`` per image, :func:`helpers.total_variation` (Eq. (1) of sheet 5 for ``beta=1``);
-    ``per_pixel=True``: ``weight * TV^beta(I) / (H*W)``, a mean over pixels that does not grow with the image size
-    (the ``tv_weight`` of every ascent). A penalty: subtract it (``channel_mean(...) - 0.1 * total_variation()``)."""
+def total_variation(weight: float = 1.0, beta: float = 1.0) -> Objective:
+    """``weight * TV^beta(I) / (H*W)`` per image, :func:`helpers.total_variation` (Eq. (1) of sheet 5 per pixel
+    for ``beta=1``): a mean over pixels that does not grow with the image size, the ``tv_weight`` prior of every
+    ascent. A penalty: subtract it (``channel_mean(...) - total_variation(0.1)``)."""
     label = "total_variation" if beta == 1.0 else f"total_variation(beta={beta:g})"
-    return _prior(lambda img: tv_norm(img, beta, per_image=True), label, weight, per_pixel)
+    return _prior(lambda img: tv_norm(img, beta), label, weight)
 
 
-def l2(weight: float = 1.0, *, per_pixel: bool = False) -> Objective:
-    """``weight * ||I||^2`` per image, :func:`helpers.l2`, in normalized space; ``per_pixel=True``:
-    ``weight * ||I||^2 / (H*W)``, a mean over pixels that does not grow with the image size (the ``l2_weight`` of
-    every ascent). A penalty: subtract it."""
-    return _prior(lambda img: l2_norm(img, per_image=True), "l2", weight, per_pixel)
+def l2(weight: float = 1.0) -> Objective:
+    """``weight * ||I||^2 / (H*W)`` per image, :func:`helpers.l2`, in normalized space: a mean over pixels that
+    does not grow with the image size, the ``l2_weight`` prior of every ascent. A penalty: subtract it."""
+    return _prior(l2_norm, "l2", weight)
 
 
-def alpha_norm(weight: float = 1.0, alpha: float = 6.0, *, per_pixel: bool = False) -> Objective:
-    """``weight * sum |I|^alpha`` per image (Mahendran & Vedaldi 2015's alpha-norm prior); ``per_pixel=True``
-    divides by ``H*W``. A penalty."""
-    return _prior(lambda img: img.abs().pow(alpha).flatten(1).sum(dim=1), f"alpha_norm({alpha:g})", weight,
-                  per_pixel)
+def alpha_norm(weight: float = 1.0, alpha: float = 6.0) -> Objective:
+    """``weight * sum |I|^alpha / (H*W)`` per image (Mahendran & Vedaldi 2015's alpha-norm prior, per pixel like
+    the others). A penalty."""
+    return _prior(lambda img: img.abs().pow(alpha).flatten(1).sum(dim=1) / (img.shape[-2] * img.shape[-1]),
+                  f"alpha_norm({alpha:g})", weight)
+
+
+# ---------------------------------------------------------------- attribution targets
+
+Target = int | Sequence[int] | torch.Tensor | Objective
+"""What an attribution explains: a class index (one for all images, or one per image) or an objective."""
+
+
+def target_indices(target: Target, n: int, classes: int | None,
+                   device: torch.device) -> torch.Tensor:
+    """``target`` (one class index for all ``n`` images, one per image, or a :func:`class_logit` objective) as a
+    long tensor ``(n,)`` on ``device``; ``ValueError`` for a float/bool target, a wrong count, an index outside
+    ``0 .. classes - 1`` (``classes=None``: the range is left to :func:`class_logit` on the logits), or an
+    objective that is not one class score."""
+    if isinstance(target, Objective):
+        if getattr(target, "classes", None) is None:
+            raise ValueError(f"this needs a class to score, an int or objectives.class_logit(c), not {target!r}")
+        target = target.classes
+    items = indices(target, "target (a class index)")
+    if len(items) not in (1, n):
+        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
+    t = torch.tensor(items * n if len(items) == 1 else items, dtype=torch.long, device=device)
+    if classes is not None and ((t < 0).any() or (t >= classes).any()):
+        raise ValueError(f"target {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
+    return t
+
+
+def target_objective(target: Target, n: int) -> Objective:
+    """The one resolver of attribution targets: an :class:`~helpers.objectives.Objective` is used as it is, a class
+    index (one for all ``n`` images, or one per image; int, sequence or integer tensor) becomes
+    :func:`~helpers.objectives.class_logit`. ``ValueError`` for a float/bool target or a wrong count."""
+    if isinstance(target, Objective):
+        if target.batch is not None and target.batch != n:
+            raise ValueError(f"{target!r} scores {target.batch} images but the batch has {n}; give one target "
+                             "for all images or one per image")
+        return target
+    items = indices(target, "target (a class index, one per image, or an objective from helpers.objectives)")
+    if len(items) not in (1, n):
+        raise ValueError(f"got {len(items)} targets for a batch of {n} images; pass one int or one per image")
+    return class_logit(items[0] if len(items) == 1 else items)
+
+
+def target_scores(objective: Objective, acts: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
+    """``objective(acts)``, the ``(n,)`` scores to explain, after checking that the model gave logits
+    ``(n, classes)`` when the objective reads them."""
+    if LOGITS in objective.reads:
+        check_logits(acts[LOGITS], n)
+    return objective(acts)

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ._checks import get_layer, positive_int
-from ._state import frozen_eval, model_device
+from ._checks import frozen_eval, get_layer, model_device, positive_int
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:

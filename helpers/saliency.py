@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, check_logits, rgb_fix, target_indices, target_objective, target_scores
+from ._checks import as_batch, check_logits, rgb_fix
 from .hooks import capture, explain_small_image, frozen_eval
 from .images import denormalize
-from .objectives import Objective, class_log_probability
+from .objectives import Objective, Target, class_log_probability, target_indices, target_objective, target_scores
 
 
 def class_saliency(model: nn.Module, images: torch.Tensor,

@@ -1,7 +1,7 @@
 """What makes the gradient-ascent loops fast on a laptop CPU without changing what they compute.
 
 Every visualization is a loop of forward+backward passes through a CNN, compute-bound on the convolutions.
-Besides running only the layers needed and building no weight gradients (:mod:`helpers.ascent`), three
+Besides running only the layers needed and building no weight gradients (:mod:`helpers.toolbox.ascent`), three
 things help on a CPU:
 
 - **channels-last memory format** (:func:`channels_last_weights`): oneDNN's convolutions work in NHWC; with

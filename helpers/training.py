@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._checks import check_optimizer, finite_number, positive_int
-from ._state import kept_modes
+from ._checks import check_optimizer, finite_number, kept_modes, positive_int
 from .config import progress
 
 SGD_EXAMPLE = "lambda p: torch.optim.SGD(p, lr=0.01)"

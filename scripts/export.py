@@ -8,7 +8,7 @@ with a section "Where the code is" (the helpers modules the notebook calls, one 
   sheetN.ipynb                       the executed notebook WITHOUT its figures: text outputs (printed numbers,
                                      tables) are kept, image outputs and widget state are removed: every figure
                                      is in the PDF already (a second copy made sheet 5's ZIP 65 MB, now 3 MB)
-  helpers/*.py                       the package the notebook imports, as files
+  helpers/**/*.py                    the package the notebook imports, as files (with toolbox/ and trust/)
   requirements.txt, README.txt       the exact pins, and how to re-run: pip install -r requirements.txt, then
                                      run sheetN.ipynb from the ZIP's folder (it imports helpers from there)
 
@@ -251,7 +251,8 @@ def pack(zip_path: Path, pdf: Path, executed: Path) -> list[str]:
     readme = ZIP_README.format(notebook=executed.name, pdf=pdf.name)
     members: list[tuple[str, Path | str]] = [(pdf.name, pdf), (executed.name, zip_notebook(executed)),
                                              ("requirements.txt", ROOT / "requirements.txt"), ("README.txt", readme)]
-    members += [(f"helpers/{p.name}", p) for p in sorted((ROOT / "helpers").glob("*.py"))]
+    package = ROOT / "helpers"
+    members += [(f"helpers/{p.relative_to(package).as_posix()}", p) for p in sorted(package.rglob("*.py"))]
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in members:
             if isinstance(content, Path):

@@ -367,26 +367,40 @@ def markdown_to_typst(markdown: str, folder: Path) -> str:
 
 # ---- where the code is: which helpers modules the notebook calls ----
 
+def module_name(path: Path, package: Path) -> str:
+    """A module's name inside the package: ``helpers/toolbox/engine.py`` -> ``"toolbox.engine"``."""
+    return ".".join(path.relative_to(package).with_suffix("").parts)
+
+
+def module_file(module: str) -> str:
+    """The file of a module inside the package: ``"toolbox.engine"`` -> ``"toolbox/engine.py"``."""
+    return module.replace(".", "/") + ".py"
+
+
 def helpers_exports(package: Path) -> dict[str, str]:
-    """Public name -> module file stem, from the package's ``__init__.py`` (``from .mod import name``)."""
+    """Public name -> module (``"saliency"``, ``"toolbox.occlusion"``), from the package's ``__init__.py``
+    (``from .mod import name``)."""
     tree = ast.parse((package / "__init__.py").read_text(encoding="utf-8"))
     names = {}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             for alias in node.names:
-                names[alias.asname or alias.name] = node.module.split(".")[0]
+                names[alias.asname or alias.name] = node.module
     return names
 
 
-def module_imports(path: Path) -> set[str]:
-    """The package modules a helpers module imports (``from .x import ...``, also inside functions)."""
+def module_imports(path: Path, package: Path) -> set[str]:
+    """The package modules a helpers module imports (``from .x import ...``, ``from ..x import ...``, also inside
+    functions), by their names inside the package; a name that is not a module is left in (callers intersect)."""
+    here = module_name(path, package).split(".")[:-1]  # the module's own subpackage, [] at the top
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[: len(here) - (node.level - 1)]  # level 1: this subpackage, 2: its parent, ...
             if node.module:
-                found.add(node.module.split(".")[0])
+                found.add(".".join([*base, *node.module.split(".")]))
             else:  # from . import x
-                found.update(alias.name for alias in node.names)
+                found.update(".".join([*base, alias.name]) for alias in node.names)
     return found
 
 
@@ -409,9 +423,10 @@ def helpers_used(nb, package: Path = ROOT / "helpers") -> tuple[list[str], list[
 
     Returns:
         ``(called, imported)``: ``called`` in the order the notebook first uses them, ``imported`` (the
-        modules they need that the notebook does not call itself) sorted; e.g. ``["ascent.py"], ["config.py"]``.
+        modules they need that the notebook does not call itself) sorted; a module of a subpackage by its path,
+        e.g. ``["saliency.py", "toolbox/occlusion.py"], ["config.py"]``.
     """
-    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    modules = {module_name(p, package) for p in package.rglob("*.py") if p.name != "__init__.py"}
     exports = helpers_exports(package)
     called: list[str] = []
     aliases, star = set(), False  # names bound to the package; `from helpers import *` seen (kept across cells)
@@ -429,7 +444,7 @@ def helpers_used(nb, package: Path = ROOT / "helpers") -> tuple[list[str], list[
                     parts = alias.name.split(".")
                     if parts[0] == "helpers":
                         if len(parts) > 1:
-                            use(parts[1])
+                            use(".".join(parts[1:]))
                         if alias.asname or len(parts) == 1:
                             aliases.add(alias.asname or "helpers")
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -439,7 +454,7 @@ def helpers_used(nb, package: Path = ROOT / "helpers") -> tuple[list[str], list[
                 for alias in node.names:
                     if alias.name == "*":
                         star = True
-                    use(parts[1] if len(parts) > 1 else exports.get(alias.name, alias.name))
+                    use(".".join(parts[1:]) if len(parts) > 1 else exports.get(alias.name, alias.name))
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
                 use(exports.get(node.attr, node.attr))
@@ -449,11 +464,11 @@ def helpers_used(nb, package: Path = ROOT / "helpers") -> tuple[list[str], list[
     imported: set[str] = set()
     todo = list(called)
     while todo:
-        for module in module_imports(package / f"{todo.pop()}.py") & modules:
+        for module in module_imports(package / module_file(todo.pop()), package) & modules:
             if module not in called and module not in imported:
                 imported.add(module)
                 todo.append(module)
-    return [f"{m}.py" for m in called], [f"{m}.py" for m in sorted(imported)]
+    return [module_file(m) for m in called], [module_file(m) for m in sorted(imported)]
 
 # ---- Typst ----
 

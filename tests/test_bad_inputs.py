@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import helpers
-from helpers.engine import jitter, render
 from helpers.objectives import channel_mean
+from helpers.toolbox.engine import jitter, render
 
 SIZE = 16
 

@@ -4,8 +4,8 @@ import torchvision
 from conftest import assert_same_state, model_state
 from test_ascent import Boom, caller_state
 
-from helpers import L2PlusPlus, normalize, valid_range, visualize_activation, visualize_class
-from helpers.classviz import gaussian_blur, l2pp_step
+from helpers import L2PlusPlus, normalize, valid_range, visualize_class, visualize_filter
+from helpers.toolbox.ascent import gaussian_blur, l2pp_step
 
 FAST = dict(steps=30, lr=0.05, l2_weight=4e-5 * 16 * 16)  # a weak prior (per pixel; 4e-5 on the sum at 16 px): the
 #                                                              tiny model's score gradients are small
@@ -147,7 +147,7 @@ def test_batch_equals_one_by_one_with_l2pp(tiny_cnn):
 
 
 def test_maximize_activation_with_l2pp(tiny_cnn):
-    res = visualize_activation(tiny_cnn, "features.5", [0, 5], start=16, l2pp=L2PlusPlus(), **FAST)
+    res = visualize_filter(tiny_cnn, "features.5", [0, 5], start=16, l2pp=L2PlusPlus(), **FAST)
     assert (res.score > res.history[0] + 0.02).all()
     with torch.no_grad():
         acts = tiny_cnn.features[:6](res.image).mean(dim=(2, 3))  # features.5 is the last conv
@@ -167,9 +167,11 @@ def test_bad_inputs(tiny_cnn):
     with pytest.raises(ValueError, match="0 to 4"):
         visualize_class(tiny_cnn, 5, start=16, **FAST)
     with pytest.raises(ValueError, match="features"):
-        visualize_activation(tiny_cnn, "features.55", 0, start=16, **FAST)
+        visualize_filter(tiny_cnn, "features.55", 0, start=16, l2pp=L2PlusPlus(), **FAST)
     with pytest.raises(ValueError, match="0 to 15"):
-        visualize_activation(tiny_cnn, "features.5", 16, start=16, **FAST)
+        visualize_filter(tiny_cnn, "features.5", 16, start=16, l2pp=L2PlusPlus(), **FAST)
+    with pytest.raises(ValueError, match="lambda of the L2 prior"):
+        visualize_filter(tiny_cnn, "features.5", 0, start=16, l2pp=L2PlusPlus(), **dict(FAST, l2_weight=-1.0))
     with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
         visualize_class(tiny_cnn, [0, 1, 2], start=torch.zeros(2, 3, 8, 8), **FAST)
     with pytest.raises(ValueError, match="percentile"):
@@ -180,7 +182,7 @@ def test_caller_state_unchanged(tiny_cnn):
     caller_state(tiny_cnn)
     before = model_state(tiny_cnn)
     visualize_class(tiny_cnn, [0, 1], start=16, l2pp=L2PlusPlus(), **FAST)
-    visualize_activation(tiny_cnn, "features.5", 0, start=16, l2pp=L2PlusPlus(), **FAST)
+    visualize_filter(tiny_cnn, "features.5", 0, start=16, l2pp=L2PlusPlus(), **FAST)
     with pytest.raises(ValueError):
         visualize_class(tiny_cnn, 9, start=16, **FAST)  # raised inside the loop, after the first forward
     assert_same_state(before, model_state(tiny_cnn))
@@ -189,11 +191,11 @@ def test_caller_state_unchanged(tiny_cnn):
 def test_caller_state_unchanged_after_interrupt_and_forward_stops(tiny_cnn):
     caller_state(tiny_cnn)
     tiny_cnn.classifier = Boom()  # after the target layer: must never run
-    visualize_activation(tiny_cnn, "features.5", 0, start=16, **FAST)
+    visualize_filter(tiny_cnn, "features.5", 0, start=16, l2pp=L2PlusPlus(), **FAST)
     tiny_cnn.features[4] = Boom(KeyboardInterrupt)
     before = model_state(tiny_cnn)
     with pytest.raises(KeyboardInterrupt):
-        visualize_activation(tiny_cnn, "features.5", 0, start=16, **FAST)
+        visualize_filter(tiny_cnn, "features.5", 0, start=16, l2pp=L2PlusPlus(), **FAST)
     assert_same_state(before, model_state(tiny_cnn))
 
 
@@ -207,7 +209,7 @@ def test_resnet18_shared_relu_and_logits():
     net = torchvision.models.resnet18(weights=None).eval()
     before = model_state(net)
     cls = visualize_class(net, 7, start=32, steps=3)
-    act = visualize_activation(net, "layer1.0.relu", 3, start=32, steps=3)  # a ReLU module run twice per block
+    act = visualize_filter(net, "layer1.0.relu", 3, start=32, steps=3, l2pp=L2PlusPlus())  # a ReLU run twice
     assert cls.score[0] > cls.history[0, 0] and act.score[0] > act.history[0, 0]
     pp = visualize_class(net, [7, 8], start=32, steps=3, l2pp=L2PlusPlus(blur_every=2, norm_pct=30.0))
     assert pp.image.shape == (2, 3, 32, 32)
@@ -215,15 +217,13 @@ def test_resnet18_shared_relu_and_logits():
     assert_same_state(before, model_state(net))
 
 
-def test_the_default_l2_weight_is_the_old_one_at_the_default_size(tiny_cnn):
-    """l2_weight is per pixel since this release: the defaults are the old 1e-4 on the sum, times H*W of the
-    default start (224 px for classes, 128 px for channels), so the default image is the old one."""
+def test_the_default_l2_weight_is_1e_4_on_the_sum_at_the_default_size(tiny_cnn):
+    """l2_weight is per pixel: the default 1e-4 * 224 * 224 is 1e-4 on the summed squared norm of the default
+    224 px start."""
     from helpers import objectives as O
     from helpers import render
 
     new = visualize_class(tiny_cnn, 1, steps=3)
-    old = render(tiny_cnn, O.class_logit(1) - 1e-4 * O.l2(), start=224, steps=3, lr=0.05)
+    on_the_sum = O.Objective(lambda acts: 1e-4 * acts[O.IMAGE].pow(2).flatten(1).sum(1), {O.IMAGE: None}, "sum")
+    old = render(tiny_cnn, O.class_logit(1) - on_the_sum, start=224, steps=3, lr=0.05)
     assert new.image.shape == (1, 3, 224, 224) and torch.allclose(new.image, old.image, atol=1e-6)
-    new = visualize_activation(tiny_cnn, "features.5", 2, steps=3)
-    old = render(tiny_cnn, O.channel_mean("features.5", 2) - 1e-4 * O.l2(), start=128, steps=3, lr=0.05)
-    assert new.image.shape == (1, 3, 128, 128) and torch.allclose(new.image, old.image, atol=1e-6)

@@ -7,8 +7,8 @@ from test_ascent import Boom, caller_state
 from torch import nn
 
 from helpers import DREAM_LAYERS, capture_activations, deep_dream, total_variation, valid_range
-from helpers.engine import jitter_shifts, objective_score
 from helpers.objectives import layer_rms
+from helpers.toolbox.engine import jitter_shifts, objective_score
 
 
 def photo(seed: int = 0, size: int = 32) -> torch.Tensor:
@@ -125,7 +125,7 @@ def test_tv_gradient_is_taken_on_the_unrolled_image():
     expected = image.clone()
     for _ in range(3):
         x = expected.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(total_variation(x), x)
+        (g,) = torch.autograd.grad(total_variation(x).sum(), x)
         expected = expected - lr * tv_step * g / g.abs().mean()
     # on the rolled image the seam (last row/column next to the first) would count as an edge and be smoothed
     assert torch.allclose(res.image, expected, atol=1e-6)

@@ -4,7 +4,7 @@ from conftest import assert_same_state, model_state
 from test_ascent import Boom, caller_state
 
 from helpers import capture_activations, gram_matrix, gram_similarity, visualize_diverse
-from helpers.diversity import mean_pairwise
+from helpers.toolbox.diversity import mean_pairwise
 
 FAST = dict(steps=60, lr=0.05)
 

@@ -55,7 +55,7 @@ def literal(node: ast.expr) -> object:
     except ValueError:
         try:
             return eval(compile(ast.Expression(node), "<doc>", "eval"), {"__builtins__": {}})  # 2/255, 1e-4 * 224
-        except NameError:  # a named constant such as COURSE_NOISE
+        except NameError:  # a named constant
             return ...
 
 

@@ -11,34 +11,28 @@ from helpers import (
     invert_features,
     normalize,
     synthesize_texture,
-    visualize_activation,
     visualize_class,
     visualize_diverse,
     visualize_filter,
 )
 from helpers import objectives as O
-from helpers.deepdream import DreamStep
-from helpers.engine import RenderResult, Step, StopRender, jitter, objective_score, render
+from helpers.toolbox.deepdream import DreamStep
+from helpers.toolbox.engine import RenderResult, Step, StopRender, jitter, objective_score, render
 
 
 def test_visualize_filter_is_render(tiny_cnn):
     opts = dict(steps=12, lr=0.1, seed=5)
     res = visualize_filter(tiny_cnn, "features.5", [3, 8], start=16, jitter=2, tv_weight=0.3, l2_weight=0.2,
                            clamp=False, **opts)
-    objective = (O.channel_mean("features.5", [3, 8]) - O.total_variation(0.3, per_pixel=True)
-                 - O.l2(0.2, per_pixel=True))
-    direct = render(tiny_cnn, objective, start=16, fill=(150 / 255, 180 / 255), transforms=[jitter(2)],
+    objective = (O.channel_mean("features.5", [3, 8]) - O.total_variation(0.3)
+                 - O.l2(0.2))
+    direct = render(tiny_cnn, objective, start=16, transforms=[jitter(2)],
                     clamp=False, track={"score": O.channel_mean("features.5", [3, 8])}, **opts)
     assert torch.equal(res.image, direct.image)
     assert torch.equal(res.history, direct.tracked["score"])
     assert torch.equal(res.score, direct.tracked_score["score"])  # the channel means, without the priors
     assert torch.equal(res.tracked["total"], direct.history) and torch.equal(res.tracked_score["total"], direct.score)
     assert isinstance(res, RenderResult) and not res.interrupted and res.channels == [3, 8]
-    # per pixel means (weight / (H*W)) * the sum: the same image as the sum-weighted prior at 16 px
-    by_sum = render(tiny_cnn, O.channel_mean("features.5", [3, 8]) - (0.3 / 256) * O.total_variation()
-                    - (0.2 / 256) * O.l2(), start=16, fill=(150 / 255, 180 / 255), transforms=[jitter(2)],
-                    clamp=False, **opts)
-    assert torch.equal(res.image, by_sum.image)
 
 
 def test_visualize_filter_start_and_fill_are_renders(tiny_cnn):
@@ -55,14 +49,15 @@ def test_visualize_filter_start_and_fill_are_renders(tiny_cnn):
 
 
 def test_l2_weight_means_one_thing(tiny_cnn):
-    """The review's repro: the same objective, start, fill, lr and l2_weight through visualize_filter and
-    visualize_activation give the same image (they differed by a factor H*W)."""
+    """The same objective, start, fill, lr and l2_weight through visualize_filter, visualize_diverse and render
+    give the same image (the per-pixel prior everywhere)."""
     opts = dict(start=16, fill=(0.4, 0.6), steps=5, lr=0.1, l2_weight=2.0, seed=3)
     a = visualize_filter(tiny_cnn, "features.3", 1, **opts)
-    b = visualize_activation(tiny_cnn, "features.3", 1, **opts)
+    b = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0), start=16, steps=5, lr=0.1,
+               seed=3)
     assert torch.equal(a.image, b.image)
     c = visualize_diverse(tiny_cnn, "features.3", 1, n=2, diversity_weight=0.0, **opts)
-    d = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0, per_pixel=True), n=2, shared_noise=False,
+    d = render(tiny_cnn, O.channel_mean("features.3", 1) - O.l2(2.0), n=2, shared_noise=False,
                start=16, fill=(0.4, 0.6), steps=5, lr=0.1, seed=3)
     assert torch.equal(c.image, d.image)
     assert not torch.equal(a.image, visualize_filter(tiny_cnn, "features.3", 1, **dict(opts, l2_weight=0)).image)
@@ -74,7 +69,7 @@ def test_visualize_class_with_l2pp_is_render_with_the_l2pp_op(tiny_cnn):
     # contrib_pct > norm_pct: else the pixels the norm clip set to 0 would be all the contribution clip removes
     ops = H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=30.0)
     res = visualize_class(tiny_cnn, [1, 4], start=16, steps=8, l2_weight=w, l2pp=ops, jitter=3, seed=2)
-    direct = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w, per_pixel=True), start=16, steps=8,
+    direct = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w), start=16, steps=8,
                       transforms=[H.jitter(3)], after=[H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=30.0,
                                                                    l2_weight=w)],
                       seed=2, track={"score": O.class_logit([1, 4])})
@@ -84,14 +79,14 @@ def test_visualize_class_with_l2pp_is_render_with_the_l2pp_op(tiny_cnn):
     assert not torch.equal(res.image, visualize_class(tiny_cnn, [1, 4], start=16, steps=8, l2_weight=w, jitter=3,
                                                       seed=2).image)  # the L2++ operations ran
     # the contribution clip needs the prior's weight: without it, dS/dI is wrong and so is the image
-    wrong = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w, per_pixel=True), start=16, steps=8,
+    wrong = H.render(tiny_cnn, O.class_logit([1, 4]) - O.l2(w), start=16, steps=8,
                      transforms=[H.jitter(3)], after=[ops], seed=2)
     assert not torch.equal(res.image, wrong.image)
 
 
 def test_l2pp_op_uses_the_score_gradient(tiny_cnn):
     """The contribution clip of the op keeps the pixels with the largest |sum_rgb I * dS/dI|, dS/dI recovered
-    from the loss gradient of `score - l2(w, per_pixel=True)`: compare with autograd of the score alone."""
+    from the loss gradient of `score - l2(w)`: compare with autograd of the score alone."""
     img = normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
     w = 0.7
     (ds,) = torch.autograd.grad(tiny_cnn(img)[:, 2].sum(), img)  # dS/dI of the logit alone
@@ -108,18 +103,20 @@ def test_deep_dream_octave_is_render(tiny_cnn):
     dream = deep_dream(tiny_cnn, photo, ["features.3", "features.6"], steps=6, octaves=1, jitter=2, tv_step=0.5,
                        seed=4)
     direct = render(tiny_cnn, O.layer_rms(["features.3", "features.6"]), start=photo, steps=6, lr=0.02,
-                    optimizer=lambda params, lr: DreamStep(params, lr, 0.5),
+                    optimizer=lambda params: DreamStep(params, 0.02, 0.5),
                     transforms=[jitter(2, unrolled_first=True)], seed=4)
     assert torch.equal(dream.image, direct.image) and torch.equal(dream.octave_history[0], direct.history)
     assert torch.equal(dream.octave_end[0], direct.score) and torch.equal(dream.score, direct.score)
     assert torch.equal(dream.history, direct.history) and not dream.interrupted
 
 
-def test_visualize_activation_is_render(tiny_cnn):
-    res = visualize_activation(tiny_cnn, "features.6", [2, 7], start=(16, 12), fill=0.3, steps=7, lr=0.1,
-                               l2_weight=0.5, jitter=2, seed=3)
-    objective = O.channel_mean("features.6", [2, 7]) - O.l2(0.5, per_pixel=True)
+def test_visualize_filter_with_l2pp_is_render_with_its_after_step(tiny_cnn):
+    ops = H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0)
+    res = visualize_filter(tiny_cnn, "features.6", [2, 7], start=(16, 12), fill=0.3, steps=7, lr=0.1,
+                           l2_weight=0.5, l2pp=ops, jitter=2, seed=3)
+    objective = O.channel_mean("features.6", [2, 7]) - O.l2(0.5)
     direct = render(tiny_cnn, objective, start=(16, 12), fill=0.3, steps=7, lr=0.1, transforms=[jitter(2)], seed=3,
+                    after=[H.L2PlusPlus(blur_every=2, norm_pct=10.0, contrib_pct=10.0, l2_weight=0.5)],
                     track={"score": O.channel_mean("features.6", [2, 7])})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
     assert torch.equal(res.tracked_score["total"], direct.score) and not res.interrupted
@@ -130,7 +127,7 @@ def test_visualize_diverse_is_render(tiny_cnn):
                             diversity_layer="features.3", steps=6, lr=0.1, tv_weight=0.2, l2_weight=0.1, jitter=1,
                             seed=7)
     objective = (O.channel_mean("features.5", 4) + 0.5 * O.diversity("features.3")
-                 - O.total_variation(0.2, per_pixel=True) - O.l2(0.1, per_pixel=True))
+                 - O.total_variation(0.2) - O.l2(0.1))
     direct = render(tiny_cnn, objective, start=12, fill=(0.3, 0.7), n=3, shared_noise=False, steps=6, lr=0.1,
                     transforms=[jitter(1)], seed=7, track={"score": O.channel_mean("features.5", 4)})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
@@ -143,8 +140,8 @@ def test_invert_features_is_render(tiny_cnn):
                           seed=2)
     with torch.no_grad(), capture_activations(tiny_cnn, "features.3") as acts:
         tiny_cnn(photo)
-    objective = (O.feature_match("features.3", acts["features.3"]) - O.total_variation(0.5, beta=2.0, per_pixel=True)
-                 - O.alpha_norm(0.1, per_pixel=True))
+    objective = (O.feature_match("features.3", acts["features.3"]) - O.total_variation(0.5, beta=2.0)
+                 - O.alpha_norm(0.1))
     direct = render(tiny_cnn, objective, start=(12, 12), n=2, steps=6, lr=0.1, seed=2,
                     track={"score": O.feature_match("features.3", acts["features.3"])})
     assert torch.equal(res.image, direct.image) and torch.equal(res.score, direct.tracked_score["score"])
@@ -194,7 +191,7 @@ def test_deep_dream_octaves_are_renders(tiny_cnn):
     for k, size in enumerate(sizes):
         base = resize(photo, size)
         direct = render(tiny_cnn, O.layer_rms(["features.3"]), start=(base + resize(detail, size)).clamp(low, high),
-                        steps=3, lr=0.02, optimizer=lambda params, lr: DreamStep(params, lr, 0.3),
+                        steps=3, lr=0.02, optimizer=lambda params: DreamStep(params, 0.02, 0.3),
                         transforms=[jitter(2, unrolled_first=True)], seed=generator)
         assert torch.equal(dream.octave_history[k], direct.history) and torch.equal(dream.octave_end[k], direct.score)
         detail = direct.image - base
@@ -209,11 +206,14 @@ def test_score_rises_and_result_fields(tiny_cnn):
     assert (res.score > res.history[0] + 0.05).all()
 
 
-def test_optimizer_factory_with_lr(tiny_cnn):
+def test_an_optimizer_is_a_name_with_lr_or_a_factory_of_params_with_its_own(tiny_cnn):
     objective = O.channel_mean("features.6", 1)
     a = render(tiny_cnn, objective, start=16, steps=4, lr=0.3, optimizer="sgd")
-    b = render(tiny_cnn, objective, start=16, steps=4, lr=0.3, optimizer=lambda p, lr: torch.optim.SGD(p, lr=lr))
-    assert torch.equal(a.image, b.image)
+    b = render(tiny_cnn, objective, start=16, steps=4, lr=5.0, optimizer=lambda p: torch.optim.SGD(p, lr=0.3))
+    assert torch.equal(a.image, b.image)  # the factory's learning rate, not render's
+    # a class would silently run at its own default learning rate: refused, with the factory to write instead
+    with pytest.raises(TypeError, match=r"optimizer=SGD is a class; .*=lambda p: torch.optim.SGD\(p, lr=0.3\)"):
+        render(tiny_cnn, objective, start=16, steps=4, lr=0.3, optimizer=torch.optim.SGD)
 
 
 class InterruptAt:
@@ -294,8 +294,8 @@ WRAPPERS = {  # name -> (call, steps, the technique's objective without priors, 
     "visualize_filter": (lambda m: visualize_filter(m, "features.5", [1, 2], start=16, steps=6, tv_weight=0.2),
                          6, O.channel_mean("features.5", [1, 2])),
     "visualize_class": (lambda m: visualize_class(m, [0, 3], start=16, steps=6), 6, O.class_logit([0, 3])),
-    "visualize_activation": (lambda m: visualize_activation(m, "features.6", 2, start=16, steps=6), 6,
-                             O.channel_mean("features.6", 2)),
+    "visualize_filter with L2++": (lambda m: visualize_filter(m, "features.6", 2, start=16, steps=6, l2_weight=0.1,
+                                                              l2pp=H.L2PlusPlus()), 6, O.channel_mean("features.6", 2)),
     "visualize_diverse": (lambda m: visualize_diverse(m, "features.5", 4, start=12, n=2, steps=6), 6,
                           O.channel_mean("features.5", 4)),
     "deep_dream": (lambda m: deep_dream(m, normalize(torch.rand(1, 3, 16, 16)), "features.3", steps=4, octaves=2),

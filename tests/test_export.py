@@ -35,6 +35,11 @@ def no_tools(tmp_path) -> dict:
     return {"PATH": str(empty)}
 
 
+def package_files() -> list[str]:
+    """The ZIP names of the helpers package's files, subpackages included (``helpers/toolbox/engine.py``)."""
+    return sorted(f"helpers/{p.relative_to(ROOT / 'helpers').as_posix()}" for p in (ROOT / "helpers").rglob("*.py"))
+
+
 def run(*args: str, tmp_path: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     command = [sys.executable, str(EXPORT), *args, "--build-dir", str(tmp_path / "build"),
                "--out-dir", str(tmp_path / "out")]
@@ -133,13 +138,14 @@ def test_zip_holds_the_pdf_the_code_and_the_notebook_without_its_figures(tmp_pat
     nbformat.write(nb, executed)
     pdf.write_bytes(b"%PDF-1.7 stand-in")
     names = export.pack(tmp_path / "Doe-12345678.zip", pdf, executed)
-    helper_files = sorted(f"helpers/{p.name}" for p in (ROOT / "helpers").glob("*.py"))
+    helper_files = package_files()
     assert sorted(names) == sorted([pdf.name, "sheet4.ipynb", "requirements.txt", "README.txt", *helper_files])
     with zipfile.ZipFile(tmp_path / "Doe-12345678.zip") as zf:
         assert sorted(zf.namelist()) == sorted(names)
         packed = nbformat.reads(zf.read("sheet4.ipynb").decode(), as_version=4)
         readme = zf.read("README.txt").decode()
         assert zf.read("helpers/saliency.py") == (ROOT / "helpers" / "saliency.py").read_bytes()
+        assert zf.read("helpers/toolbox/engine.py") == (ROOT / "helpers" / "toolbox" / "engine.py").read_bytes()
         assert zf.read("requirements.txt") == (ROOT / "requirements.txt").read_bytes()
     nbformat.validate(packed)
     assert "widgets" not in packed.metadata
@@ -237,7 +243,7 @@ def test_quick_export_of_both_sheets(tmp_path, no_tools):
     assert "warning" not in result.stderr  # e.g. "no font of the PDF has ...": every character has a glyph
     for sheet in ("4", "5"):
         zip_path = tmp_path / "out" / f"sheet{sheet}" / "Mueller-12345678.zip"
-        helper_files = sorted(f"helpers/{p.name}" for p in (ROOT / "helpers").glob("*.py"))
+        helper_files = package_files()
         with zipfile.ZipFile(zip_path) as zf:
             assert sorted(zf.namelist()) == sorted([f"Mueller-12345678-sheet{sheet}.pdf", f"sheet{sheet}.ipynb",
                                                     "requirements.txt", "README.txt", *helper_files])

@@ -108,7 +108,7 @@ def test_an_unreadable_cache_names_the_file_and_retrain(tmp_path, damage):
 
 
 def test_a_root_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch):
-    import helpers.groundtruth as groundtruth
+    import helpers.trust.groundtruth as groundtruth
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before checking root")
@@ -130,7 +130,7 @@ def test_settings_that_train_nothing_are_refused(bad):
 def test_two_writers_of_the_same_stand_in_both_succeed(tmp_path, monkeypatch):
     import threading
 
-    import helpers.groundtruth as groundtruth
+    import helpers.trust.groundtruth as groundtruth
 
     real_save = torch.save
     both_saved = threading.Barrier(2)

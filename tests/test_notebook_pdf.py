@@ -371,6 +371,7 @@ def test_code_in_the_pdf_is_broken_at_commas_not_inside_strings(tmp_path):
 def write_package(folder: Path, modules: dict[str, str]) -> Path:
     folder.mkdir()
     for name, source in modules.items():
+        (folder / f"{name}.py").parent.mkdir(exist_ok=True)
         (folder / f"{name}.py").write_text(source)
     return folder
 
@@ -399,6 +400,20 @@ def test_helpers_used_follows_aliases_imports_and_module_imports(tmp_path):
     called, imported = notebook_pdf.helpers_used(nb, package)
     assert called == ["b.py", "a.py", "c.py", "d.py"]
     assert imported == ["e.py", "f.py", "g.py"]
+
+
+def test_helpers_used_follows_subpackages_by_their_paths(tmp_path):
+    package = write_package(tmp_path / "helpers", {
+        "__init__": "from .a import alpha\nfrom .box.b import beta\n",
+        "a": "", "c": "", "unused": "",
+        "box/__init__": "",
+        "box/b": "from ..c import gamma\nfrom .d import delta\nfrom .. import a\n",
+        "box/d": "", "box/e": "",
+    })
+    nb = notebook(code("import helpers as H\nH.beta()"), code("import helpers.box.e\nfrom helpers.box.d import delta"))
+    called, imported = notebook_pdf.helpers_used(nb, package)
+    assert called == ["box/b.py", "box/e.py", "box/d.py"]
+    assert imported == ["a.py", "c.py"]
 
 
 def test_helpers_used_finds_star_imports(tmp_path):

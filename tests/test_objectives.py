@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import assert_same_numbers, assert_same_state, model_state
 
-from helpers import capture_activations, gram_matrix, l2, occlusion_map, saliency_map, total_variation
+from helpers import capture_activations, gram_matrix, occlusion_map, saliency_map, total_variation
 from helpers import objectives as O
-from helpers.engine import objective_score
+from helpers.toolbox.engine import objective_score
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def test_values_equal_hand_computed(tiny_cnn, images):
         O.channel_max("features.6", 4): a6[:, 4].amax(dim=(1, 2)),
         O.layer_rms(["features.1", "features.6"], [1.0, 0.5]):
             a1.flatten(1).norm(dim=1) / math.sqrt(8 * 16 * 16) + 0.5 * a6.flatten(1).norm(dim=1) / math.sqrt(16 * 64),
-        O.total_variation(0.5): 0.5 * torch.stack([total_variation(img) for img in images]),
-        O.l2(2.0): 2.0 * images.pow(2).sum(dim=(1, 2, 3)),
+        O.total_variation(0.5): 0.5 * total_variation(images),
+        O.l2(2.0): 2.0 * images.pow(2).sum(dim=(1, 2, 3)) / (images.shape[-2] * images.shape[-1]),
     }
     for objective, expected in cases.items():
         assert torch.allclose(objective_score(tiny_cnn, images, objective), expected, atol=1e-5), objective
@@ -59,7 +59,7 @@ def test_arithmetic_and_repr():
     acts = {"a": torch.arange(8.0).view(2, 4, 1, 1), O.IMAGE: torch.ones(2, 3, 2, 2)}
     a, b = O.channel_mean("a", 1), O.channel_max("a", [2, 3])
     combined = a + 2 * b - 0.5 * O.l2() - (-a)
-    expected = acts["a"][:, 1, 0, 0] + 2 * torch.tensor([2.0, 7.0]) - 0.5 * 12 + acts["a"][:, 1, 0, 0]
+    expected = acts["a"][:, 1, 0, 0] + 2 * torch.tensor([2.0, 7.0]) - 0.5 * 12 / 4 + acts["a"][:, 1, 0, 0]  # l2/pixel
     assert torch.equal(combined(acts), expected)
     assert torch.equal(sum([a, b])(acts), a(acts) + b(acts))
     assert repr(O.class_logit(243) - 1e-4 * O.l2()) == "class_logit(243) - 1e-4 * l2"
@@ -102,11 +102,6 @@ def test_bad_names_and_indices(tiny_cnn, images):
     with pytest.raises(ValueError, match="no target Gram"):
         O.gram_match(["a", "b"], {"a": torch.eye(2)[None]})
     assert_same_state(before, model_state(tiny_cnn))
-
-
-def test_priors_reuse_the_regularizers(images):
-    assert torch.allclose(total_variation(images, per_image=True).sum(), total_variation(images))
-    assert torch.allclose(l2(images, per_image=True).sum(), l2(images))
 
 
 def test_class_probability_and_log_probability_are_the_softmax_of_the_logits(tiny_cnn, images):

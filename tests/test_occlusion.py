@@ -116,7 +116,7 @@ def test_leaves_model_and_input_as_found_also_on_errors(resnet):
 
 
 def test_progress_bar_counts_the_batches(monkeypatch, tiny_cnn):
-    module = importlib.import_module("helpers.occlusion")
+    module = importlib.import_module("helpers.toolbox.occlusion")
 
     totals = []
 

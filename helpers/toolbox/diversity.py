@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import index, positive_int
+from .._checks import index, positive_int
+from ..hooks import TruncatedForward, frozen_eval, model_device
+from ..objectives import channel_mean, diversity, gram_similarity
 from .ascent import with_priors
 from .engine import NOISE, Fill, OptimizerSpec, RenderResult, Start, jittered, render, technique_result
-from .hooks import TruncatedForward, frozen_eval, model_device
-from .objectives import channel_mean, diversity, gram_similarity
 
 
 def mean_pairwise(similarity: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import Target, as_batch, int_pair, positive_int, target_objective, target_scores
-from .config import progress
-from .hooks import capture, frozen_eval
-from .objectives import class_probability
+from .._checks import as_batch, int_pair, positive_int
+from ..config import progress
+from ..hooks import capture, frozen_eval
+from ..objectives import Target, class_probability, target_objective, target_scores
 
 MEAN_COLOUR = 0.0
 """The default baseline of occlusion and the deletion curve: 0 in the normalized space, the dataset's mean colour."""

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ._checks import Target, as_batch, target_objective, target_scores
-from .gradcam import grad_cam, guided_grad_cam
-from .guided import deconvnet, guided_backprop
-from .hooks import capture, frozen_eval
-from .objectives import class_probability
-from .occlusion import MEAN_COLOUR, occlusion_map
-from .saliency import saliency_map
+from .._checks import as_batch
+from ..gradcam import grad_cam, guided_grad_cam
+from ..guided import deconvnet, guided_backprop
+from ..hooks import capture, frozen_eval
+from ..objectives import Target, class_probability, target_objective, target_scores
+from ..saliency import saliency_map
+from ..toolbox.occlusion import MEAN_COLOUR, occlusion_map
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """An attribution method ``(model, images, target) -> maps``, e.g. :func:`helpers.saliency_map`."""

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import indices, positive_int
-from .config import progress
-from .hooks import TruncatedForward, frozen_eval, model_device
-from .images import ImageCollection, LazyImages
+from .._checks import indices, positive_int
+from ..config import progress
+from ..hooks import TruncatedForward, frozen_eval, model_device
+from ..images import ImageCollection, LazyImages
 
 
 def extract_features(model: nn.Module, images: ImageCollection, layer: str, *, size: int | None = 224,

@@ -22,16 +22,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import as_batch, finite_number, positive_int
-from .ascent import visualize_filter
-from .classviz import visualize_class
-from .config import DATA_DIR
-from .data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
-from .deepdream import deep_dream
-from .hooks import frozen_eval
-from .images import normalize
-from .training import evaluate, fit
-from .trust import angle_difference, axis_energy_ratio, orientation
+from .._checks import as_batch, finite_number, positive_int
+from ..config import DATA_DIR
+from ..data import SYNTHETIC_CLASSES, synthetic_images_with_masks, synthetic_two_object_images
+from ..hooks import frozen_eval
+from ..images import normalize
+from ..toolbox.ascent import visualize_filter
+from ..toolbox.classviz import visualize_class
+from ..toolbox.deepdream import deep_dream
+from ..training import evaluate, fit
+from .scores import angle_difference, axis_energy_ratio, orientation
 
 VERSION = 1  # bump when the architecture, the data or the training loop changes: the cache is rebuilt
 
@@ -254,8 +254,8 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
     conv = model.get_submodule(first_conv)
     angles, coherence = orientation(conv.weight, size=16)
     channel = int(coherence.argmax())
-    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, start=size, clamp=True, seed=seed,
-                            **fast)
+    filt = visualize_filter(model, first_relu, channel, steps=filter_steps, lr=0.05, start=size,
+                            fill=(150 / 255, 180 / 255), clamp=True, seed=seed, **fast)  # the course code's start
     seen = orientation(filt.image)[0]
     with torch.no_grad(), frozen_eval(model):
         before = model(images)

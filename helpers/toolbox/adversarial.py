@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import Target, as_batch, check_logits, positive_int, target_indices
+from .._checks import as_batch, check_logits, positive_int
+from ..hooks import explain_small_image, frozen_eval
+from ..images import IMAGENET_STD, denormalize, normalize
+from ..objectives import LOGITS, Objective, Target, class_logit, class_probability, target_indices
 from .engine import TOTAL, RenderResult, Step, StopRender, render
-from .hooks import explain_small_image, frozen_eval
-from .images import IMAGENET_STD, denormalize, normalize
-from .objectives import LOGITS, Objective, class_logit, class_probability
 
 RANGE_TOLERANCE = 1e-4  # how far outside [0, 1] a denormalized input pixel may be (float round-off)
 
@@ -150,7 +150,7 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
     t = target_indices(target, n, None, original.device)  # the class range: checked by class_logit on the logits
     start = normalize(_pixels(original, model))
     res = render(model, class_logit(t.tolist()), start=start, steps=max(max_steps, 1), lr=lr,
-                 optimizer=PixelStep, after=[_freeze_fooled(max_steps)],
+                 optimizer=lambda params: PixelStep(params, lr), after=[_freeze_fooled(max_steps)],
                  track={PROBABILITY: class_probability(t.tolist()), FOOLED: _predicts(t)}, amp=amp,
                  channels_last=channels_last, show_progress=show_progress, desc="fooling", too_small_fix=TOO_SMALL_FIX)
     device = original.device

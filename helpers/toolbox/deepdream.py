@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_batch, finite_number, image_too_small, positive_int
+from .._checks import as_batch, finite_number, image_too_small, positive_int
+from ..hooks import deepest_layer, model_device
+from ..images import valid_range
+from ..objectives import layer_rms, per_layer_weights
+from ..receptive import smallest_input
+from ..regularizers import total_variation
+from ..speed import lean_loop
 from .engine import RenderResult, Transform, jitter, objective_score, render
-from .hooks import deepest_layer, model_device
-from .images import valid_range
-from .objectives import layer_rms, per_layer_weights
-from .receptive import smallest_input
-from .regularizers import total_variation
-from .speed import lean_loop
 
 
 @dataclass(kw_only=True)
@@ -81,7 +81,7 @@ class DreamStep(torch.optim.Optimizer):
                 if group["tv_step"]:  # Eq. (1) on the unrolled image: the roll's wrap-around seam is no edge
                     with torch.enable_grad():
                         smooth = p.detach().requires_grad_(True)
-                        (tv_grad,) = torch.autograd.grad(total_variation(smooth), smooth)
+                        (tv_grad,) = torch.autograd.grad(total_variation(smooth).sum(), smooth)
                     ascent = ascent - group["tv_step"] * _normalized(tv_grad)
                 with torch.no_grad():
                     p.copy_(p + group["lr"] * ascent)
@@ -190,7 +190,7 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str
             start = octave_base + _resize(detail, size)  # the detail added so far, carried to this scale
             try:
                 res = render(model, objective, start=start.clamp(low, high) if clamp else start, steps=steps,
-                             lr=lr, optimizer=lambda params, lr: DreamStep(params, lr, tv_step),
+                             lr=lr, optimizer=lambda params: DreamStep(params, lr, tv_step),
                              transforms=jittered_first_unrolled(jitter), clamp=clamp, seed=generator, amp=amp,
                              channels_last=channels_last, show_progress=show_progress, too_small_fix=fix,
                              desc=f"deep dream {'+'.join(names)} octave {k + 1}/{octaves}")

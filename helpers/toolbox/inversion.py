@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch, finite_number, int_pair, positive_int
+from .._checks import as_batch, finite_number, int_pair, positive_int
+from ..hooks import TruncatedForward, frozen_eval, model_device
+from ..objectives import alpha_norm, feature_match, total_variation
 from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
-from .hooks import TruncatedForward, frozen_eval, model_device
-from .objectives import alpha_norm, feature_match, total_variation
 
 
 @dataclass(kw_only=True)
@@ -45,10 +45,10 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, start:
         ``||phi(I) - phi(I0)||^2 / ||phi(I0)||^2 + tv_weight * TV^beta(I) / (H*W)
         + alpha_weight * ||I||_alpha^alpha / (H*W)``
 
-    with ``phi`` the output of ``layer``, ``I0`` the photo and :func:`helpers.total_variation` with exponent
-    ``beta`` (both priors per pixel, in normalized units). Early layers give back almost the photo; late layers
-    keep what the network needs and lose the rest. Only the layers up to ``layer`` run; weights get no
-    gradients; the model and ``image`` are left as found. Paper: https://arxiv.org/abs/1412.0035
+    with ``phi`` the output of ``layer``, ``I0`` the photo and ``TV^beta(I) / (H*W)`` the per-pixel
+    :func:`helpers.total_variation` with exponent ``beta`` (both priors per pixel, in normalized units). Early layers
+    give back almost the photo; late layers keep what the network needs and lose the rest. Only the layers up to
+    ``layer`` run; weights get no gradients; the model and ``image`` are left as found. Paper: https://arxiv.org/abs/1412.0035
 
     Args:
         model: a CNN taking ImageNet-normalized images.
@@ -100,9 +100,9 @@ def invert_features(model: nn.Module, image: torch.Tensor, layer: str, *, start:
     alpha_weight = finite_number(alpha_weight, "alpha_weight")
     objective = fit
     if tv_weight:
-        objective = objective - total_variation(tv_weight, beta=beta, per_pixel=True)
+        objective = objective - total_variation(tv_weight, beta=beta)
     if alpha_weight:
-        objective = objective - alpha_norm(alpha_weight, alpha=alpha, per_pixel=True)
+        objective = objective - alpha_norm(alpha_weight, alpha=alpha)
     res = render(model, objective, start=start, fill=fill, n=n, steps=steps, lr=lr, optimizer=optimizer, clamp=clamp,
                  seed=seed, amp=amp, channels_last=channels_last, track={"score": fit}, show_progress=show_progress,
                  desc=f"invert {layer}")

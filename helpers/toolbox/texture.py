@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_batch, positive_int
+from .._checks import as_batch, positive_int
+from ..hooks import TruncatedForward, frozen_eval, model_device
+from ..objectives import gram_match, gram_matrix, per_layer_weights
 from .engine import NOISE, Fill, LossResult, OptimizerSpec, Start, render, technique_result
-from .hooks import TruncatedForward, frozen_eval, model_device
-from .objectives import gram_match, gram_matrix, per_layer_weights
 
 
 @dataclass(kw_only=True)

@@ -16,7 +16,6 @@ model is left exactly as found; Ctrl-C returns the images made so far. The techn
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ._checks import (
+from .._checks import (
     as_batch,
     check_optimizer,
     finite_number,
@@ -34,13 +33,13 @@ from ._checks import (
     positive_int,
     rgb_fix,
 )
-from .config import progress
-from .hooks import capture, frozen_eval, model_device
-from .images import normalize, valid_range
-from .objectives import Objective
-from .speed import lean_loop
+from ..config import progress
+from ..hooks import capture, frozen_eval, model_device
+from ..images import normalize, valid_range
+from ..objectives import Objective
+from ..speed import lean_loop
 
-OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
+OptimizerSpec = str | Callable[[list[torch.Tensor]], torch.optim.Optimizer]  # a name, or a factory params -> Optimizer
 Start = torch.Tensor | int | tuple[int, int]
 Fill = float | tuple[float, float]
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -94,14 +93,15 @@ def jitter_shift(jitter: int, generator: torch.Generator) -> tuple[int, int]:
 
 
 def make_optimizer(optimizer: OptimizerSpec, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """``"adam"`` or ``"sgd"`` with learning rate ``lr``, or a factory ``params -> Optimizer`` (``lr`` unused)
-    or ``(params, lr) -> Optimizer``."""
+    """``"adam"`` or ``"sgd"`` with learning rate ``lr``, or ``optimizer(params)`` for a factory
+    ``params -> Optimizer``, which sets its own learning rate (``lr`` is then unused). An optimizer class is refused:
+    called with the parameters only it would run at its own default learning rate, not ``lr``."""
+    if isinstance(optimizer, type):
+        raise TypeError(f"optimizer={optimizer.__name__} is a class; pass a factory params -> Optimizer with its "
+                        f"learning rate, e.g. optimizer=lambda p: torch.optim.{optimizer.__name__}(p, lr={lr:g}), "
+                        "or 'adam' / 'sgd' to use lr=")
     if callable(optimizer):
-        try:
-            takes_lr = len(inspect.signature(optimizer).parameters) >= 2
-        except (TypeError, ValueError):  # a builtin without a signature: call it with the params only
-            takes_lr = False
-        return optimizer(params, lr) if takes_lr else optimizer(params)
+        return optimizer(params)
     name = str(optimizer).lower()
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -287,7 +287,7 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
 
     Args:
         model: a CNN taking ImageNet-normalized ``(N, 3, H, W)`` images.
-        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - l2(1.0, per_pixel=True)``
+        objective: what to maximize, e.g. ``channel_mean("features.28", 5) - l2(1.0)``
             (:mod:`helpers.objectives`).
         start: a normalized start image ``(3, H, W)``, ``(1, 3, H, W)`` or ``(N, 3, H, W)`` (copied), or a size
             ``S`` / ``(H, W)`` for a start image made of ``fill``.
@@ -297,13 +297,14 @@ def render(model: nn.Module, objective: Objective, *, start: Start = 128, fill: 
         shared_noise: one noise image for the whole batch (True) or independent ones.
         steps: optimizer steps.
         lr: learning rate of a named optimizer, in normalized units (a pixel step of 1.0 is about 4.4 units).
-        optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> Optimizer`` or ``(params, lr) -> Optimizer``.
+        optimizer: ``"adam"``, ``"sgd"``, or a factory ``params -> Optimizer`` that sets its own learning rate
+            (e.g. ``lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9)``; ``lr`` is then unused).
         transforms: tensor -> tensor functions applied in order to the image before each forward pass
             (e.g. ``[jitter(8)]``); a transform with a ``bind(generator, steps)`` method draws its randomness
             from the run's generator.
         after: ``(image, Step) -> image`` operations applied in order after each optimizer step, before the
             clamp (e.g. ``L2PlusPlus(l2_weight=w)``, L2++'s blur and clips, for an objective with the prior
-            ``l2(w, per_pixel=True)``: :class:`helpers.L2PlusPlus`); one may raise :class:`StopRender` to end the run
+            ``l2(w)``: :class:`helpers.L2PlusPlus`); one may raise :class:`StopRender` to end the run
             there (that step undone), e.g. once every image has reached its goal.
         clamp: clamp the pixels to the displayable range (:func:`helpers.valid_range`) after each step.
         seed: seeds the start noise and the transforms' randomness (a local generator, or a generator to

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import Indices, indices, positive_int
-from .config import progress
-from .hooks import TruncatedForward, check_channels, check_output_channels, frozen_eval, model_device
-from .images import ImageCollection, LazyImages
-from .receptive import Box, Geometry, layer_geometry
+from .._checks import Indices, indices, positive_int
+from ..config import progress
+from ..hooks import TruncatedForward, check_channels, check_output_channels, frozen_eval, model_device
+from ..images import ImageCollection, LazyImages
+from ..receptive import Box, Geometry, layer_geometry
 
 # --- top-k search and crops --------------------------------------------------------------------------------
 
