@@ -74,8 +74,8 @@ def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
                       seed: int = 0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Image k maximizes the mean activation of filter filter_nmbr[k] of features[layer_nmbr]
     (minus tv_weight * Eq. (1) per pixel). Give the model in eval mode (VGG16's feature
-    layers act the same in both); its weights get no gradients.
-    Returns the images (N, 3, H, W) and the objective before each step (num_optim_steps, N)."""
+    layers act the same in both); its weights get no gradients. Returns the images
+    (N, 3, H, W) and the objective before each step (num_optim_steps, N)."""
     n, h, w = len(filter_nmbr), rand_img.shape[-2], rand_img.shape[-1]
     layers = model.features[: layer_nmbr + 1]          # truncated forward: up to the layer
     # the pixels are the parameters: one copy of rand_img per filter
@@ -93,7 +93,7 @@ def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
         act = conv_output[torch.arange(n), filter_nmbr].float().mean(dim=(-2, -1))
         loss = -act.sum() + tv_weight * tv_loss(img).sum() / (h * w)
         opt.zero_grad()
-        loss.backward(inputs=[img])                             # gradients for the pixels only
+        loss.backward(inputs=[img])                             # gradients: pixels only
         opt.step()
         with torch.no_grad():
             img.clamp_(low, high)                               # stay a displayable picture
@@ -101,13 +101,14 @@ def visualize_filters(model: nn.Module, layer_nmbr: int, filter_nmbr: list[int],
     return img.detach(), torch.stack(history)
 
 
-def dream_objective(model: nn.Module, img: torch.Tensor, layer_nmbrs: list[int]) -> torch.Tensor:
+def dream_objective(model: nn.Module, img: torch.Tensor,
+                    layer_nmbrs: list[int]) -> torch.Tensor:
     """DeepDream's objective per image, (N, 3, H, W) -> (N,): the sum over the layers
     features[i], i in layer_nmbrs (ReLU outputs), of the L2 norm of the activations over the
     square root of their number (the RMS activation: layers of any size weigh alike)."""
     if not all(isinstance(model.features[i], nn.ReLU) for i in layer_nmbrs):
-        raise ValueError(f"dream layers must be ReLU outputs of model.features (e.g. 11, 20, 27), "
-                         f"got {layer_nmbrs}")
+        raise ValueError("dream layers must be ReLU outputs of model.features "
+                         f"(e.g. 11, 20, 27), got {layer_nmbrs}")
     total, x = 0.0, img
     for i, module in enumerate(model.features[: max(layer_nmbrs) + 1]):
         x = module(x)
@@ -118,11 +119,13 @@ def dream_objective(model: nn.Module, img: torch.Tensor, layer_nmbrs: list[int])
 
 
 def dream(model: nn.Module, photo: torch.Tensor, layer_nmbrs: list[int], *, steps: int = 10,
-          lr: float = 0.02, tv_weight: float = 0.0, octaves: int = 3, octave_scale: float = 1.4,
-          jitter: int = 16, seed: int = 0, amp: bool = False) -> torch.Tensor:
-    """DeepDream on normalized photos (N, 3, H, W): at each scale, smallest first, `steps` steps
-    on dream_objective - tv_weight * Eq. (1) per pixel, each the gradient over its mean |.| times
-    lr (lr = mean change per pixel); a scale's detail is enlarged into the next. -> (N, 3, H, W)"""
+          lr: float = 0.02, tv_weight: float = 0.0, octaves: int = 3,
+          octave_scale: float = 1.4, jitter: int = 16, seed: int = 0,
+          amp: bool = False) -> torch.Tensor:
+    """DeepDream on normalized photos (N, 3, H, W): at each scale, smallest first, `steps`
+    steps on dream_objective - tv_weight * Eq. (1) per pixel, each the gradient over its
+    mean |.| times lr (lr = mean change per pixel); a scale's detail is enlarged into the
+    next. Returns the dreams (N, 3, H, W)."""
     low, high = valid_range(photo)
     gen = torch.Generator().manual_seed(seed)
     h, w = photo.shape[-2:]

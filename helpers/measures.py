@@ -44,6 +44,18 @@ def before_after(a: float, b: float, digits: int = 3, *, relative: bool = True) 
     return f"{pair} ({percent_change(a, b)})" if relative else pair
 
 
+def from_to(a: float, b: float, digits: int = 3, unit: str = "") -> str:
+    """``"rises from 0.112 to 0.410"``, ``"falls from 98% to 14%"`` (``unit="%"``) or ``"stays at 0.500"``: the
+    direction as the printed values show it (compared after rounding to ``digits``, so the verb never contradicts
+    the numbers); ``"goes from n/a to 0.500"`` when either value is NaN."""
+    x, y = number(a, digits) + unit, number(b, digits) + unit
+    if math.isnan(a) or math.isnan(b):
+        return f"goes from {x} to {y}"
+    if round(a, digits) == round(b, digits):
+        return f"stays at {x}"
+    return f"{'rises' if b > a else 'falls'} from {x} to {y}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], digits: int = 3) -> str:
     """A Markdown table; floats are printed with ``digits`` decimals and a Unicode minus, everything else as is."""
     def cell(v: object) -> str:

@@ -24,6 +24,15 @@ def test_numbers_use_a_unicode_minus_and_relative_change():
     assert M.table(["a", "b"], [["x", -1.25]], digits=1) == "| a | b |\n|---|---|\n| x | −1.2 |"
 
 
+def test_from_to_names_the_direction_the_printed_numbers_show():
+    assert M.from_to(0.112, 0.41) == "rises from 0.112 to 0.410"
+    assert M.from_to(98, 14, 0, "%") == "falls from 98% to 14%"
+    assert M.from_to(-0.5, -0.7, 1, " px") == "falls from −0.5 px to −0.7 px"
+    assert M.from_to(0.5, 0.5004) == "stays at 0.500"          # equal as printed: no direction
+    assert M.from_to(0.5, 0.5006) == "rises from 0.500 to 0.501"
+    assert M.from_to(float("nan"), 0.5) == "goes from n/a to 0.500"
+
+
 def test_pixel_change_brightness_bounds_colour_contrast():
     black, white = pixels(torch.zeros(1, 3, 4, 4)), pixels(torch.ones(1, 3, 4, 4))
     grey = pixels(torch.full((1, 3, 4, 4), 0.5))
