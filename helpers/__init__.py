@@ -86,6 +86,7 @@ from .models import (
 )
 from .objectives import Objective
 from .occlusion import occlusion_map
+from .parallel import fit_many
 from .patches import Patches, crop_window, max_activating_patches, top_activations
 from .plotting import (
     plot_accuracy,
@@ -237,6 +238,7 @@ __all__ = [
     "GapCNN",
     "count_parameters",
     "fit",
+    "fit_many",
     "evaluate",
     "train_epoch",
     # measures the answers rest on (sheet 4)
