@@ -264,6 +264,7 @@ def case_sheet4_training(n_train: int, n_test: int, epochs: int) -> dict:
     return {"baseline_s": t["baseline"], "ours_s": t["ours"], "speedup": t["baseline"] / t["ours"],
             "unit": "s for both runs",
             "curve_gap_points": gap(values["baseline"], ours), "seed_spread_points": gap(ours, values["seed1"]),
+            "start_s": t["ours"] - max(sum(h.seconds) for h in ours.values()),  # spawning, importing, sending
             "final_test_acc": {name: h.test_acc[-1] for name, h in ours.items()},
             "worker_threads": {name: h.threads for name, h in ours.items()},
             "work": f"LeNet plain + augmented, {epochs} epochs of {len(train_set)} images, test {len(test_set)}, "
