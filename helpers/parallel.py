@@ -1,8 +1,8 @@
 """Independent training runs side by side in worker processes: :func:`fit_many`.
 
 Sheet 4 trains two LeNets (plain, and normalized + augmented) that share nothing. A batch-16 LeNet step is too
-small to split well over several cores (per-operator overhead, not arithmetic, sets its time), but two runs on
-two cores, one thread each, run at almost the speed of one. Each worker process runs the very same :func:`fit`
+small to split well over several cores (a second thread shortens it by 15-20%), but two runs on two cores, one
+thread each, run at almost the speed of one. Each worker process runs the very same :func:`fit`
 (and so :func:`train_epoch`'s plain loop) that runs in the notebook; only where it runs changes.
 
 The processes are started with the ``spawn`` method (a fresh interpreter that imports ``helpers``), the one that
@@ -26,6 +26,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ._checks import finite_number, positive_int
+from ._state import model_device
 from .config import progress
 from .data import TensorLoader
 from .training import History, fit, not_empty
@@ -57,9 +58,9 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
     (:class:`TensorLoader`, a ``DataLoader(generator=...)``) gives the numbers of the in-process run.
 
     An error in a run stops all of them and is raised here with the run's name. Ctrl-C or any error stops every
-    worker; none is left running. When worker processes cannot be used (one core, one run, a model not on the
-    CPU, a process that cannot start or cannot load a model defined in the notebook), the runs train one after
-    the other in this process and a ``RuntimeWarning`` says why.
+    worker; none is left running. When worker processes cannot be used (one core, a model not on the CPU, a
+    process that cannot start or cannot load a model defined in the notebook), the runs train one after the other
+    in this process and a ``RuntimeWarning`` says why; a single run always trains in this process.
 
     Args:
         runs: ``{name: (model, train_loader, test_loader)}``, as for :func:`fit`; the names label the progress
@@ -67,8 +68,8 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
         epochs: passes over each training loader.
         lr: learning rate of Adam.
         threads: as for :func:`fit` (``"auto"``: the faster of 1 and the run's share of the cores, per epoch).
-        concurrent: None: worker processes when there are at least 2 runs and 2 cores and every model is on the
-            CPU; True: worker processes also on one core; False: one run after the other in this process.
+        concurrent: None: worker processes when there are 2 cores and every model is on the CPU; True: also on
+            one core; False: one run after the other in this process.
         show_progress: one bar per run (training steps of all epochs); None follows ``CNNVIS_PROGRESS``.
 
     Returns:
@@ -85,31 +86,18 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
             not_empty(run[2], f"the test_loader of run {name!r}")
     epochs = positive_int(epochs, "epochs")
     lr = finite_number(lr, "lr", minimum=0)
+    if concurrent is False or len(runs) == 1:
+        return _sequential(runs, epochs, lr, threads, show_progress)
     cores = cpu_cores()
-    reason = None
-    if concurrent is False:
-        pass
-    elif len(runs) < 2:
-        reason = "there is only one run"
-    elif concurrent is None and cores < 2:
-        reason = f"this machine has {cores} CPU core"
-    elif any(_device(model).type != "cpu" for model, _, _ in runs.values()):
-        reason = "a model is not on the CPU"
-    if concurrent is False or reason is not None:
-        if reason is not None and concurrent is not False:
-            _announce(reason, len(runs))
-        return _sequential(runs, epochs, lr, threads, show_progress)
+    reason = (f"this machine has {cores} CPU core" if concurrent is None and cores < 2 else
+              "a model is not on the CPU" if any(model_device(m).type != "cpu" for m, _, _ in runs.values()) else None)
     try:
-        return _concurrent(runs, epochs, lr, threads, max(1, cores // len(runs)), show_progress)
+        if reason is None:
+            return _concurrent(runs, epochs, lr, threads, max(1, cores // len(runs)), show_progress)
     except _StartFailed as e:
-        _announce(str(e), len(runs))
-        return _sequential(runs, epochs, lr, threads, show_progress)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in [*model.parameters(), *model.buffers()]:
-        return t.device
-    return torch.device("cpu")
+        reason = str(e)
+    _announce(reason, len(runs))
+    return _sequential(runs, epochs, lr, threads, show_progress)
 
 
 def _announce(reason: str, n: int) -> None:
