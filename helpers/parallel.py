@@ -60,7 +60,8 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
     An error in a run stops all of them and is raised here with the run's name. Ctrl-C or any error stops every
     worker; none is left running. When worker processes cannot be used (one core, a model not on the CPU, a
     process that cannot start or cannot load a model defined in the notebook), the runs train one after the other
-    in this process and a ``RuntimeWarning`` says why; a single run always trains in this process.
+    in this process and a ``RuntimeWarning`` says why; a single run always trains in this process. In a script
+    (not a notebook), call it under ``if __name__ == "__main__":``: each worker imports the script first.
 
     Args:
         runs: ``{name: (model, train_loader, test_loader)}``, as for :func:`fit`; the names label the progress
