@@ -217,6 +217,60 @@ def case_cifar(subset: int | None, repeats: int) -> dict:
                     f"(median of {repeats})"}
 
 
+def sheet4_data(n_train: int, n_test: int) -> tuple:
+    """CIFAR-10's train and test split when on disk (cut to the sizes), else the synthetic stand-in made that large
+    in memory (nothing written: the stand-in on disk keeps its size)."""
+    splits = []
+    for train, n in ((True, n_train), (False, n_test)):
+        dataset = H.cifar10_dataset(H.DATA_DIR, train, subset=n)
+        if len(dataset) < n:  # the synthetic stand-in on disk is smaller than CIFAR-10
+            images, labels = H.synthetic_cifar10_images(n, seed=0 if train else 1)
+            dataset.data, dataset.targets = images, labels.tolist()
+        splits.append(dataset)
+    return tuple(splits)
+
+
+def sheet4_runs(train_set, test_set, seed: int) -> dict:
+    """Sheet 4's two trainings as its cells 3.3 and 3.4 set them up: plain, and normalized + augmented."""
+    runs = {}
+    for name, changed in (("plain", False), ("augmented", True)):
+        torch.manual_seed(seed)
+        runs[name] = (H.LeNet(), H.TensorLoader(train_set, 16, shuffle=True, augment=changed, normalize=changed,
+                                                seed=seed),
+                      H.TensorLoader(test_set, 500, shuffle=False, normalize=changed))
+    return runs
+
+
+def case_sheet4_training(n_train: int, n_test: int, epochs: int) -> dict:
+    """Both trainings of sheet 4, one after the other in this process (fit, threads="auto", as the notebook did
+    before issue 23) against fit_many (one worker process per run). Besides the times: the largest difference of
+    the two paths' test-accuracy curves for the same seed, next to that of the fast path for two seeds."""
+    train_set, test_set = sheet4_data(n_train, n_test)
+
+    def eager(seed: int) -> dict:
+        return {name: H.fit(model, train, test, epochs, lr=1e-3, threads="auto", show_progress=False)
+                for name, (model, train, test) in sheet4_runs(train_set, test_set, seed).items()}
+
+    def fast(seed: int) -> dict:
+        return H.fit_many(sheet4_runs(train_set, test_set, seed), epochs, lr=1e-3, threads="auto",
+                          show_progress=False)
+
+    t, values = interleaved({"baseline": lambda: eager(0), "ours": lambda: fast(0), "seed1": lambda: fast(1)}, 1)
+
+    def gap(a: dict, b: dict) -> float:  # percentage points, largest over runs and epochs
+        return 100 * max(abs(x - y) for name in a for x, y in zip(a[name].test_acc, b[name].test_acc, strict=True))
+
+    ours = values["ours"]
+    return {"baseline_s": t["baseline"], "ours_s": t["ours"], "speedup": t["baseline"] / t["ours"],
+            "unit": "s for both runs",
+            "curve_gap_points": gap(values["baseline"], ours), "seed_spread_points": gap(ours, values["seed1"]),
+            "start_s": t["ours"] - max(sum(h.seconds) for h in ours.values()),  # spawning, importing, sending
+            "final_test_acc": {name: h.test_acc[-1] for name, h in ours.items()},
+            "worker_threads": {name: h.threads for name, h in ours.items()},
+            "work": f"LeNet plain + augmented, {epochs} epochs of {len(train_set)} images, test {len(test_set)}, "
+                    f"batch 16, Adam 1e-3; eager in one process vs fit_many on {os.cpu_count()} cores"}
+
+
 def case_top10(model: nn.Module, size: int, steps: int, photos: int, k: int) -> dict:
     images = list(H.photo_set(photos, size=size, device="cpu").values())
     layer = "features.17"
@@ -263,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             "deep_dream_3_octaves": lambda: case_deep_dream(model, 96, 1, 1),
             "cifar_epoch_augmented": lambda: case_cifar(256, 1),
             "sheet5_top10_section": lambda: case_top10(model, 64, 1, 2, 3),
+            "sheet4_training_both_runs": lambda: case_sheet4_training(1_000, 500, 1),
         }
     else:
         plan = {
@@ -271,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "deep_dream_3_octaves": lambda: case_deep_dream(model, 512, 10, 2),
             "cifar_epoch_augmented": lambda: case_cifar(None, 3),
             "sheet5_top10_section": lambda: case_top10(model, 128, 10, 5, 10),
+            "sheet4_training_both_runs": lambda: case_sheet4_training(50_000, 10_000, 10),
         }
     if lucent is None:
         print("lucent is not installed: no lucent column (benchmarks/run.sh installs it into benchmarks/.lucent)")

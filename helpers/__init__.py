@@ -74,6 +74,7 @@ from .models import (
     weights_path,
 )
 from .objectives import Objective
+from .parallel import fit_many
 from .plotting import (
     plot_accuracy,
     plot_channels,
@@ -242,6 +243,7 @@ __all__ = [
     "GapCNN",
     "count_parameters",
     "fit",
+    "fit_many",
     "evaluate",
     "train_epoch",
     # measures the answers rest on (sheet 4)

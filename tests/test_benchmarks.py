@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {"filter_vis_features10", "filter_vis_features28", "deep_dream_3_octaves", "cifar_epoch_augmented",
-         "sheet5_top10_section"}
+         "sheet5_top10_section", "sheet4_training_both_runs"}
 
 
 def test_quick_benchmark_writes_its_json(tmp_path):

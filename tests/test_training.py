@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -230,3 +232,19 @@ def test_train_epoch_is_one_adam_pass_with_cross_entropy():
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert loss == pytest.approx(sum(losses) / 4, rel=1e-5) and accuracy == correct / 64
+
+
+def test_fits_fused_adam_takes_the_steps_of_torchs_default_adam_within_float32_rounding():
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(48, 5), torch.randint(0, 3, (48,))), batch_size=16)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    textbook = copy.deepcopy(model)
+    fit(model, data, None, epochs=2, lr=1e-2)
+    opt = torch.optim.Adam(textbook.parameters(), lr=1e-2, foreach=False)  # the plain per-parameter loop
+    for _ in range(2):
+        for x, y in data:
+            opt.zero_grad()
+            nn.functional.cross_entropy(textbook(x), y).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), textbook.parameters(), strict=True):  # 6 steps moved them by up to 0.06
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

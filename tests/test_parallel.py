@@ -1,0 +1,170 @@
+"""fit_many: the same runs as fit in this process, whether they train in worker processes or not; errors, Ctrl-C
+and a failed start leave no worker behind. Every test that starts workers pays their start (importing torch and
+helpers, a few seconds), so the data are tiny."""
+
+import multiprocessing
+import sys
+import time
+import types
+from multiprocessing.context import SpawnProcess
+
+import pytest
+import torch
+from torch import nn
+
+import helpers.parallel as parallel
+from helpers import LeNet, TensorLoader, fit, fit_many, synthetic_cifar10_images
+
+EPOCHS = 2
+LONG = 1000  # epochs of 3 steps: several seconds, so a worker not stopped is still running at the check
+
+
+def split(n: int, seed: int) -> types.SimpleNamespace:
+    """What TensorLoader reads from a torchvision CIFAR10: ``data`` uint8 (N, 32, 32, 3) and ``targets``."""
+    images, labels = synthetic_cifar10_images(n, seed)
+    return types.SimpleNamespace(data=images, targets=labels.tolist())
+
+
+TRAIN, TEST = split(48, 0), split(32, 1)
+
+
+def sheet4_runs(model_class=LeNet, seed: int = 3) -> dict:
+    """The sheet's two runs at toy size: plain, and normalized + augmented (shuffled loaders seeded by ``seed``).
+    The plain model comes in eval mode, the augmented one in train mode: both must leave as they came."""
+    runs = {}
+    for name, changed in (("plain", False), ("augmented", True)):
+        torch.manual_seed(0)
+        model = model_class().train(changed)
+        runs[name] = (model, TensorLoader(TRAIN, 16, shuffle=True, augment=changed, normalize=changed, seed=seed),
+                      TensorLoader(TEST, 16, shuffle=False, normalize=changed))
+    return runs
+
+
+def in_process(runs: dict) -> dict:
+    """The reference: fit, one run after the other, on one thread (the workers' thread count on two cores)."""
+    return {name: fit(model, train, test, EPOCHS, threads=1, show_progress=False)
+            for name, (model, train, test) in runs.items()}
+
+
+def weights(model: nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().flatten() for t in model.state_dict().values()])
+
+
+def assert_same_runs(a: dict, histories_a: dict, b: dict, histories_b: dict) -> None:
+    """The same training up to float32 rounding. Bit-equal when both ran the same kernels on one thread. Under
+    --fp-noise (which perturbs this process only, not the workers) rounding flips a few max-pool choices between
+    near-equal values and so routes some gradients elsewhere: then the weights must still be far closer than two
+    runs that differ only in the shuffling seed (a hundredth of their distance), and the accuracy curves no further
+    apart than those two runs' curves plus one image. The loaders' random state and the modules' modes are equal."""
+    other_runs = sheet4_runs(seed=4)
+    other = in_process(other_runs)
+    for name in a:
+        w_a, w_b, w_other = weights(a[name][0]), weights(b[name][0]), weights(other_runs[name][0])
+        assert torch.linalg.norm(w_a - w_b) <= 0.01 * torch.linalg.norm(w_b - w_other), name  # 5e-4 measured
+        for curve, n in (("train_acc", len(TRAIN.targets)), ("test_acc", len(TEST.targets))):
+            ours, reference, spread = (getattr(h[name], curve) for h in (histories_a, histories_b, other))
+            gaps = [abs(x - y) for x, y in zip(ours, reference, strict=True)]
+            spreads = [abs(x - y) for x, y in zip(reference, spread, strict=True)]
+            assert all(g <= s + 1.01 / n for g, s in zip(gaps, spreads, strict=True)), (name, curve, gaps, spreads)
+        assert torch.equal(a[name][1].generator.get_state(), b[name][1].generator.get_state())
+        assert [m.training for m in a[name][0].modules()] == [m.training for m in b[name][0].modules()]
+
+
+def test_workers_train_the_same_runs_as_fit_and_hand_back_the_trained_models():
+    reference = sheet4_runs()
+    expected = in_process(reference)
+    runs = sheet4_runs()
+    untrained = {name: weights(model) for name, (model, _, _) in runs.items()}
+    rng = torch.get_rng_state()
+    histories = fit_many(runs, EPOCHS, concurrent=True, show_progress=False)
+    assert list(histories) == ["plain", "augmented"]
+    assert all(h.threads == [1] * EPOCHS for h in histories.values())  # one thread per worker on two cores
+    for name, (model, _, _) in runs.items():
+        assert not torch.equal(weights(model), untrained[name])  # the caller's model holds the trained weights
+    assert_same_runs(runs, histories, reference, expected)
+    assert not runs["plain"][0].training and runs["augmented"][0].training  # the modes they came with
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert multiprocessing.active_children() == []
+
+
+def test_one_core_trains_in_process_with_a_message(monkeypatch):
+    monkeypatch.setattr(parallel, "cpu_cores", lambda: 1)
+    monkeypatch.setattr(SpawnProcess, "start", lambda self: pytest.fail("no worker process on one core"))
+    reference, runs = sheet4_runs(), sheet4_runs()
+    expected = in_process(reference)
+    with pytest.warns(RuntimeWarning, match=r"1 CPU core, so the 2 runs train one after the other in this process"):
+        histories = fit_many(runs, EPOCHS, threads=1, show_progress=False)
+    assert_same_runs(runs, histories, reference, expected)
+
+
+def test_a_process_that_cannot_start_falls_back_to_training_in_process(monkeypatch):
+    def refuse(self):
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(SpawnProcess, "start", refuse)
+    reference, runs = sheet4_runs(), sheet4_runs()
+    expected = in_process(reference)
+    with pytest.warns(RuntimeWarning, match=r"could not start \(OSError: no processes here\), so the 2 runs train"):
+        histories = fit_many(runs, EPOCHS, threads=1, concurrent=True, show_progress=False)
+    assert_same_runs(runs, histories, reference, expected)
+    assert multiprocessing.active_children() == []
+
+
+class NotebookLeNet(LeNet):
+    """A model class the workers cannot import, as one defined in a notebook (its module exists only here)."""
+
+
+def test_a_model_the_workers_cannot_load_trains_in_process(monkeypatch):
+    module = types.ModuleType("cnnvis_notebook_only")
+    NotebookLeNet.__module__ = module.__name__
+    module.NotebookLeNet = NotebookLeNet
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    reference, runs = sheet4_runs(NotebookLeNet), sheet4_runs(NotebookLeNet)
+    expected = in_process(reference)
+    with pytest.warns(RuntimeWarning, match=r"could not load it \(ModuleNotFoundError: .*cnnvis_notebook_only"):
+        histories = fit_many(runs, EPOCHS, threads=1, concurrent=True, show_progress=False)
+    assert_same_runs(runs, histories, reference, expected)
+    assert multiprocessing.active_children() == []
+
+
+def test_an_error_in_a_worker_is_raised_here_with_the_run_name():
+    runs = sheet4_runs()
+    model, _, test = runs["augmented"]
+    bad = types.SimpleNamespace(data=TRAIN.data, targets=[12] * len(TRAIN.targets))  # a label LeNet does not have
+    runs["augmented"] = (model, TensorLoader(bad, 16, shuffle=True), test)
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"^run 'augmented': label\(s\) \[12\] out of range") as error:
+        fit_many(runs, LONG, concurrent=True, show_progress=False)  # the plain run would go on for seconds
+    assert "\n" not in str(error.value)
+    assert torch.equal(weights(model), before)  # nothing is loaded from a failed run
+    assert multiprocessing.active_children() == []
+
+
+def test_ctrl_c_while_waiting_stops_every_worker(monkeypatch):
+    class Interrupting:  # the progress bar: Ctrl-C arrives while the caller shows the first progress report
+        def update(self, steps):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(parallel, "progress", lambda **kwargs: Interrupting())
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        fit_many(sheet4_runs(), LONG, concurrent=True)  # Ctrl-C in epoch 1 of runs that would go on for seconds
+    assert multiprocessing.active_children() == []
+    assert time.perf_counter() - start < 60
+
+
+def test_bad_runs_are_refused_before_any_process_starts(monkeypatch):
+    monkeypatch.setattr(SpawnProcess, "start", lambda self: pytest.fail("started a worker for a bad call"))
+    with pytest.raises(TypeError, match="non-empty dict"):
+        fit_many({}, 1)
+    with pytest.raises(TypeError, match=r"run 'plain' must be a tuple \(model, train_loader, test_loader\)"):
+        fit_many({"plain": (LeNet(), TensorLoader(TRAIN, 16, shuffle=True))}, 1)
+    empty = types.SimpleNamespace(data=TRAIN.data[:0], targets=[])
+    with pytest.raises(ValueError, match="the train_loader of run 'b' is empty"):
+        fit_many({"a": (LeNet(), TensorLoader(TRAIN, 16, shuffle=True), None),
+                  "b": (LeNet(), TensorLoader(empty, 16, shuffle=True), None)}, 1)
+    with pytest.raises(ValueError, match="epochs"):
+        fit_many(sheet4_runs(), 0)
