@@ -44,15 +44,18 @@ def before_after(a: float, b: float, digits: int = 3, *, relative: bool = True) 
     return f"{pair} ({percent_change(a, b)})" if relative else pair
 
 
-def from_to(a: float, b: float, digits: int = 3, unit: str = "") -> str:
+def from_to(a: float, b: float, digits: int = 3, unit: str = "", close: float = 0.05) -> str:
     """``"rises from 0.112 to 0.410"``, ``"falls from 98% to 14%"`` (``unit="%"``) or ``"stays at 0.500"``: the
     direction as the printed values show it (compared after rounding to ``digits``, so the verb never contradicts
-    the numbers); ``"goes from n/a to 0.500"`` when either value is NaN."""
+    the numbers). A change of at most ``close`` of the larger magnitude is no direction: ``"stays within 5%
+    (0.49 px to 0.48 px)"``. ``"goes from n/a to 0.500"`` when either value is NaN."""
     x, y = number(a, digits) + unit, number(b, digits) + unit
     if math.isnan(a) or math.isnan(b):
         return f"goes from {x} to {y}"
     if round(a, digits) == round(b, digits):
         return f"stays at {x}"
+    if abs(b - a) <= close * max(abs(a), abs(b)):
+        return f"stays within {close:.0%} ({x} to {y})"
     return f"{'rises' if b > a else 'falls'} from {x} to {y}"
 
 

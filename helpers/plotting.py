@@ -1,4 +1,6 @@
-"""Display only: nothing here computes a result. Two contracts, by what a plot draws:
+"""The notebooks' figures; display only: nothing here computes a result.
+
+Two contracts, by what a plot draws:
 
 - axes-level plots (``show_image``, ``plot_map``, ``plot_overlay``, ``plot_gradient_image``, ``plot_accuracy``,
   ``plot_objective``, ``plot_filters``, ``plot_embedding``) draw into one Axes: they take ``ax=None`` (None: a

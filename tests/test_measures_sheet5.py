@@ -29,7 +29,11 @@ def test_from_to_names_the_direction_the_printed_numbers_show():
     assert M.from_to(98, 14, 0, "%") == "falls from 98% to 14%"
     assert M.from_to(-0.5, -0.7, 1, " px") == "falls from −0.5 px to −0.7 px"
     assert M.from_to(0.5, 0.5004) == "stays at 0.500"          # equal as printed: no direction
-    assert M.from_to(0.5, 0.5006) == "rises from 0.500 to 0.501"
+    assert M.from_to(0.5, 0.5006) == "stays within 5% (0.500 to 0.501)"   # 0.1%: no direction
+    assert M.from_to(0.5, 0.5006, close=0) == "rises from 0.500 to 0.501"
+    assert M.from_to(0.49, 0.48, 2, " px") == "stays within 5% (0.49 px to 0.48 px)"
+    assert M.from_to(0.49, 0.46, 2, " px") == "falls from 0.49 px to 0.46 px"   # 6% of 0.49
+    assert M.from_to(-1.0, 1.0, 1) == "rises from −1.0 to 1.0"
     assert M.from_to(float("nan"), 0.5) == "goes from n/a to 0.500"
 
 
