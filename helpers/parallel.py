@@ -32,6 +32,8 @@ from .training import History, fit, not_empty
 
 REPORT_EVERY = 100  # a worker reports its progress every this many training steps (about 0.2 s of LeNet)
 STOP_WAIT_S = 2.0   # how long a worker gets to stop by itself after an error or Ctrl-C before it is terminated
+MAIN_GUARD_FIX = ("fit_many was called while a worker process imports your script: put the call under "
+                  "'if __name__ == \"__main__\":' (each worker imports the script first)")
 
 
 def cpu_cores() -> int:
@@ -60,7 +62,8 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
     worker; none is left running. When worker processes cannot be used (one core, a model not on the CPU, a
     process that cannot start or cannot load a model defined in the notebook), the runs train one after the other
     in this process and a ``RuntimeWarning`` says why; a single run always trains in this process. In a script
-    (not a notebook), call it under ``if __name__ == "__main__":``: each worker imports the script first.
+    (not a notebook), call it under ``if __name__ == "__main__":``: each worker imports the script first (without
+    the guard each worker stops there with that advice, and the runs train in this process).
 
     Args:
         runs: ``{name: (model, train_loader, test_loader)}``, as for :func:`fit`; the names label the progress
@@ -75,6 +78,8 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
     Returns:
         ``{name: History}`` in the order of ``runs``.
     """
+    if getattr(mp.current_process(), "_inheriting", False):  # multiprocessing's own test: a worker importing the script
+        raise RuntimeError(MAIN_GUARD_FIX)
     if not isinstance(runs, Mapping) or not runs:
         raise TypeError("runs must be a non-empty dict {name: (model, train_loader, test_loader)}, e.g. "
                         "{'plain': (lenet, train_loader, test_loader)}")
@@ -153,6 +158,10 @@ def _concurrent(runs, epochs, lr, threads, worker_threads, show_progress) -> dic
                 links[name].send((pickle.dumps(model), _light(train), _light(test), epochs, lr, threads,
                                   worker_threads, rng_state))
             except Exception as e:  # noqa: BLE001 - a run that cannot be pickled or a worker that died: in-process
+                if isinstance(e, OSError):  # the worker's end of the pipe is closed: did it end while starting?
+                    workers[name].join(timeout=5)
+                    if workers[name].exitcode is not None:
+                        raise _ended(name, workers[name], False) from e
                 raise _StartFailed(f"run {name!r} could not be sent to its worker process "
                                    f"({type(e).__name__}: {_line(e)})") from e
         started: set[str] = set()
@@ -194,7 +203,8 @@ def _ended(name: str, process: mp.Process, started: bool) -> Exception:
     (killed, e.g. out of memory)."""
     process.join(timeout=5)
     if not started:
-        return _StartFailed(f"the worker process of run {name!r} exited with code {process.exitcode} while starting")
+        return _StartFailed(f"the worker process of run {name!r} exited with code {process.exitcode} while starting "
+                            "(in a script: is fit_many under 'if __name__ == \"__main__\":'?)")
     return RuntimeError(f"the worker process of run {name!r} ended with exit code {process.exitcode} before "
                         "returning its result (killed, e.g. out of memory?); fit_many(..., concurrent=False) trains "
                         "in this process")

@@ -3,15 +3,19 @@ and a failed start leave no worker behind. Every test that starts workers pays t
 helpers, a few seconds), so the data are tiny."""
 
 import multiprocessing
+import os
+import subprocess
 import sys
 import time
 import types
 from multiprocessing.context import SpawnProcess
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import helpers
 import helpers.parallel as parallel
 from helpers import LeNet, TensorLoader, fit, fit_many, synthetic_cifar10_images
 
@@ -168,3 +172,30 @@ def test_bad_runs_are_refused_before_any_process_starts(monkeypatch):
                   "b": (LeNet(), TensorLoader(empty, 16, shuffle=True), None)}, 1)
     with pytest.raises(ValueError, match="epochs"):
         fit_many(sheet4_runs(), 0)
+
+
+SCRIPT_WITHOUT_MAIN_GUARD = """
+import types
+import helpers as H
+images, labels = H.synthetic_cifar10_images(32, 0)
+data = types.SimpleNamespace(data=images, targets=labels.tolist())
+runs = {name: (H.LeNet(), H.TensorLoader(data, 16, shuffle=True), None) for name in ("a", "b")}
+H.fit_many(runs, 1, concurrent=True, show_progress=False)
+print("trained", flush=True)
+"""
+
+
+def test_a_script_without_the_main_guard_trains_once_and_says_why(tmp_path):
+    """Each spawned worker imports the script first; there fit_many must fail at once (multiprocessing's own rule),
+    not train every run itself and only then start the worker's run."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD, encoding="utf-8")
+    package_root = str(Path(helpers.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["trained"]  # the caller's run only: no worker trained the script's runs
+    assert parallel.MAIN_GUARD_FIX in done.stderr  # a worker says what to fix (a slow one may be stopped first)
+    assert "so the 2 runs train one after the other in this process" in done.stderr
+    assert multiprocessing.active_children() == []
