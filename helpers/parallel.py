@@ -54,9 +54,10 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
     each for two runs on two cores) as torch's setting, which ``threads`` then acts on as in :func:`fit`. When a
     run ends its trained weights (parameters and buffers) are loaded into the caller's model (its train/eval flags
     untouched) and its loaders' ``generator`` state is advanced as an in-process run leaves it, so the next run
-    over the same loader continues the same random sequence. Each worker starts from the caller's global torch
-    RNG state, which stays as found: a run whose randomness comes from its loaders' own generators
-    (:class:`TensorLoader`, a ``DataLoader(generator=...)``) gives the numbers of the in-process run.
+    over the same loader continues the same random sequence. Each run starts from the caller's global torch
+    RNG state (in a worker or in this process alike), which stays as found: a run whose randomness comes from its
+    loaders' own generators (:class:`TensorLoader`, a ``DataLoader(generator=...)``) gives the numbers of
+    :func:`fit`, and so does one drawing from the global RNG (dropout) when it is the first.
 
     An error in a run stops all of them and is raised here with the run's name. Ctrl-C or any error stops every
     worker; none is left running. When worker processes cannot be used (one core, a model not on the CPU, a
@@ -111,8 +112,15 @@ def _announce(reason: str, n: int) -> None:
 
 
 def _sequential(runs, epochs, lr, threads, show_progress) -> dict[str, History]:
-    return {name: fit(model, train, test, epochs, lr=lr, threads=threads, show_progress=show_progress)
-            for name, (model, train, test) in runs.items()}
+    """The runs one after the other in this process, each from the caller's global RNG state as a worker starts
+    (so the numbers do not depend on the cores); that state is left as found."""
+    histories = {}
+    with torch.random.fork_rng(devices=[]):
+        rng_state = torch.get_rng_state()
+        for name, (model, train, test) in runs.items():
+            torch.set_rng_state(rng_state)
+            histories[name] = fit(model, train, test, epochs, lr=lr, threads=threads, show_progress=show_progress)
+    return histories
 
 
 class _StartFailed(RuntimeError):

@@ -96,23 +96,42 @@ def test_each_worker_starts_from_the_callers_global_rng_state(monkeypatch):
     """A run whose randomness is the global RNG's (dropout) trains in a worker as fit trains it from the caller's
     state, in both workers alike; a run from another global seed is the scale of "different"."""
     monkeypatch.setattr(parallel, "cpu_cores", lambda: 2)
-
-    def dropout_run() -> tuple:
-        torch.manual_seed(0)
-        return nn.Sequential(LeNet(), nn.Dropout(0.5)), TensorLoader(TRAIN, 16, shuffle=True, seed=3), None
-
-    trained = {}
-    for seed in (7, 8):
-        model, train, _ = dropout_run()
-        torch.manual_seed(seed)
-        fit(model, train, None, EPOCHS, threads=1, show_progress=False)
-        trained[seed] = weights(model)
+    trained = dropout_references()
     runs = {"a": dropout_run(), "b": dropout_run()}
     torch.manual_seed(7)
     fit_many(runs, EPOCHS, concurrent=True, show_progress=False)
     scale = torch.linalg.norm(trained[8] - trained[7])
     for name, (model, _, _) in runs.items():
         assert torch.linalg.norm(weights(model) - trained[7]) <= 0.01 * scale, name
+
+
+def test_in_process_every_run_starts_from_the_callers_rng_state_as_in_a_worker():
+    """The fallback gives the numbers the workers give: each run from the caller's RNG state, left as found."""
+    trained = dropout_references()
+    runs = {"a": dropout_run(), "b": dropout_run()}
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    fit_many(runs, EPOCHS, threads=1, concurrent=False, show_progress=False)
+    for name, (model, _, _) in runs.items():
+        assert torch.equal(weights(model), trained[7]), name  # the same kernels in the same process
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def dropout_run() -> tuple:
+    """A run whose randomness is partly the global RNG's: dropout on LeNet's logits."""
+    torch.manual_seed(0)
+    return nn.Sequential(LeNet(), nn.Dropout(0.5)), TensorLoader(TRAIN, 16, shuffle=True, seed=3), None
+
+
+def dropout_references() -> dict[int, torch.Tensor]:
+    """The trained weights of :func:`dropout_run` by fit from global seeds 7 and 8."""
+    trained = {}
+    for seed in (7, 8):
+        model, train, _ = dropout_run()
+        torch.manual_seed(seed)
+        fit(model, train, None, EPOCHS, threads=1, show_progress=False)
+        trained[seed] = weights(model)
+    return trained
 
 
 def test_one_core_trains_in_process_with_a_message(monkeypatch):
