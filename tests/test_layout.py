@@ -4,6 +4,8 @@ points one way only (top <- toolbox <- trust)."""
 
 import ast
 import graphlib
+import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,26 @@ def test_every_module_is_importable_and_every_public_name_resolves():
     for module in graph():
         __import__(f"helpers.{module}" if module else "helpers")
     assert all(hasattr(helpers, name) for name in helpers.__all__)
+
+
+def resolves(dotted: str) -> bool:
+    """Whether ``helpers.a.b`` names a module or an attribute of one (after the layout moves: no old path)."""
+    parts = dotted.split(".")
+    obj = importlib.import_module(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+            continue
+        try:
+            obj = importlib.import_module(".".join(parts[: i + 1]))
+        except ImportError:
+            return False
+    return True
+
+
+def test_every_helpers_name_in_the_docstrings_exists():
+    reference = re.compile(r":(?:func|class|mod|data|meth|attr):`~?(helpers(?:\.\w+)+)|``(helpers(?:\.\w+)+)")
+    stale = sorted({f"{path.relative_to(PACKAGE.parent)}: {name}" for path in PACKAGE.rglob("*.py")
+                    for match in reference.finditer(path.read_text(encoding="utf-8"))
+                    for name in [match.group(1) or match.group(2)] if not resolves(name)})
+    assert not stale

@@ -131,7 +131,7 @@ def fooling_image(model: nn.Module, image: torch.Tensor, target: Target, *, lr: 
         max_steps: give up after this many steps (``fooled`` then says which images made it).
         amp: run the network in bfloat16 autocast (the image stays float32).
         channels_last: channels-last convolutions (:mod:`helpers.speed`); None: on the CPU yes, on a GPU no.
-        show_progress: progress bar over the steps; None follows ``helpers.progress_enabled()``.
+        show_progress: progress bar over the steps; None follows ``helpers.config.progress_enabled()``.
 
     Returns:
         :class:`FoolingResult` with the images (of the input's shape, ``(3, H, W)`` for one ``(3, H, W)`` image,

@@ -49,7 +49,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, target: Target, *, patc
             value): 0 is the dataset mean (ImageNet's mean colour); a ``(3,)`` or ``(3, 1, 1)`` tensor gives one
             value per channel.
         batch_size: occluded copies per forward pass.
-        show_progress: progress bar over the batches; None follows ``helpers.progress_enabled()``.
+        show_progress: progress bar over the batches; None follows ``helpers.config.progress_enabled()``.
 
     Returns:
         Tensor ``(N, H, W)`` (``(1, H, W)`` for a single image) of probability drops, on the image's device.

@@ -223,8 +223,8 @@ def synthesis_checks(model: nn.Module, images: torch.Tensor, target: torch.Tenso
     1. Class visualization (plain L2, :func:`helpers.visualize_class`) of the vertical- and the horizontal-stripes
        class: :func:`helpers.axis_energy_ratio` of each image (> 1: energy along x, i.e. vertical structure).
     2. Filter visualization (:func:`helpers.visualize_filter` of ``first_relu``, the ReLU after ``first_conv``) of
-       the channel whose weights are most oriented (largest :func:`helpers.orientation` coherence): the angle of
-       the weights and of the visualization.
+       the channel whose weights are most oriented (largest :func:`helpers.trust.scores.orientation` coherence):
+       the angle of the weights and of the visualization.
     3. DeepDream (:func:`helpers.deep_dream` on ``dream_layer``) on ``images``: the mean change of the centred
        logits (each logit minus the mean of the image's logits) of the classes present in each image
        (``target``) and of the others. Centred, not raw: amplifying the activations shifts every logit by a
