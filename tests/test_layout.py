@@ -97,3 +97,13 @@ def test_every_helpers_name_in_the_docstrings_exists():
                     for match in reference.finditer(path.read_text(encoding="utf-8"))
                     for name in [match.group(1) or match.group(2)] if not resolves(name)})
     assert not stale
+
+
+def test_pyproject_lists_every_subpackage_so_a_plain_install_has_them():
+    """``[tool.setuptools] packages`` is an explicit list: a sub-package missing from it is missing from a
+    non-editable ``pip install .`` (the editable install of the tests would not notice)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(listed["packages"]) == on_disk
