@@ -28,7 +28,7 @@ from torch import nn
 from ._checks import finite_number, model_device, positive_int
 from .config import progress
 from .data import TensorLoader
-from .training import History, fit, not_empty
+from .training import History, check_threads, fit, not_empty
 
 REPORT_EVERY = 100  # a worker reports its progress every this many training steps (about 0.2 s of LeNet)
 STOP_WAIT_S = 2.0   # how long a worker gets to stop by itself after an error or Ctrl-C before it is terminated
@@ -92,6 +92,7 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
             not_empty(run[2], f"the test_loader of run {name!r}")
     epochs = positive_int(epochs, "epochs")
     lr = finite_number(lr, "lr", minimum=0)
+    threads = check_threads(threads)
     if concurrent is False or len(runs) == 1:
         return _sequential(runs, epochs, lr, threads, show_progress)
     cores = cpu_cores()

@@ -148,9 +148,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     history = History()
     threads_before = torch.get_num_threads()
     auto = threads == "auto"
-    if threads is not None and not auto:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive number of CPU threads, 'auto' or None, got {threads!r}")
+    if check_threads(threads) is not None and not auto:
         torch.set_num_threads(threads)
     try:
         with kept_modes(model):
@@ -170,6 +168,15 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     finally:
         torch.set_num_threads(threads_before)
     return history
+
+
+def check_threads(threads: int | str | None) -> int | str | None:
+    """``threads`` of :func:`fit` when it is a positive int, ``"auto"`` or None, else a ``ValueError``."""
+    if threads is None or threads == "auto":
+        return threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive number of CPU threads, 'auto' or None, got {threads!r}")
+    return threads
 
 
 def check_loss(loss: float, epoch: int, lr: float | None) -> None:

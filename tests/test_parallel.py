@@ -213,6 +213,8 @@ def test_bad_runs_are_refused_before_any_process_starts(monkeypatch):
                   "b": (LeNet(), TensorLoader(empty, 16, shuffle=True), None)}, 1)
     with pytest.raises(ValueError, match="epochs"):
         fit_many(sheet4_runs(), 0)
+    with pytest.raises(ValueError, match="threads must be a positive number of CPU threads, 'auto' or None"):
+        fit_many(sheet4_runs(), 1, threads=0, concurrent=True)
 
 
 SCRIPT_WITHOUT_MAIN_GUARD = """
