@@ -63,3 +63,13 @@ def test_sheet_notebooks_stay_short(path):
     assert sum(map(len, cells)) <= 350
     defined = [line.strip() for lines in cells for line in lines if re.match(r"\s*(async def|def|class) ", line)]
     assert len(defined) <= 4, defined
+
+
+@pytest.mark.parametrize("path", SHEETS, ids=[p.name for p in SHEETS])
+def test_printed_code_lines_fit_the_pdf(path):
+    # scripts/notebook_pdf.CODE_COLUMNS characters fit a code cell's frame; a longer line is broken there, often
+    # inside an f-string. Widget cells (tag "widget") are left out of the PDF.
+    printed = [c for c in json.loads(path.read_text())["cells"]
+               if c["cell_type"] == "code" and "widget" not in c.get("metadata", {}).get("tags", [])]
+    long = [line for c in printed for line in "".join(c["source"]).splitlines() if len(line) > 96]
+    assert not long, long
