@@ -64,7 +64,15 @@ from .images import (
     to_image,
     valid_range,
 )
-from .measures import accuracy_summary, central_box, contrast_correlation, map_correlation, top_inside
+from .measures import (
+    accuracy_summary,
+    central_box,
+    contrast_correlation,
+    correct_predictions,
+    map_correlation,
+    paired_difference,
+    top_inside,
+)
 from .models import (
     LeNet,
     OfflineStandInWarning,
@@ -250,7 +258,9 @@ __all__ = [
     "accuracy_summary",
     "central_box",
     "contrast_correlation",
+    "correct_predictions",
     "map_correlation",
+    "paired_difference",
     "top_inside",
     "StandIn",
     "StandInSettings",

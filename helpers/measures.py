@@ -7,10 +7,11 @@ on the displayable pixel values in ``[0, 1]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from ._checks import frozen_eval, model_device
 from .activations import upsample_map
 from .images import denormalize
 from .receptive import Box
@@ -175,7 +176,9 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
         difference of the two curves :func:`helpers.plot_accuracy` draws); ``first_gap``: the same in the
         first epoch; ``best``/``best_epoch``: the highest test accuracy and its epoch (1-based, the first if
         tied); ``late``: the mean test accuracy of the last ``last`` epochs; ``test_ahead``: the number of
-        epochs whose test accuracy is at least the training accuracy.
+        epochs whose test accuracy is at least the training accuracy; ``train_after_best``: the last epoch's running
+        training accuracy minus that of the best test epoch (what training gained on its own images after the test
+        accuracy stopped improving).
     """
     train, test = [100 * a for a in history.train_acc], [100 * a for a in history.test_acc]
     if not test or len(test) != len(train):
@@ -185,7 +188,44 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
     return {"train": train[-1], "test": test[-1], "gap": train[-1] - test[-1],
             "first_gap": train[0] - test[0], "best": test[best],
             "best_epoch": best + 1, "late": sum(tail) / len(tail),
-            "test_ahead": sum(te >= tr for tr, te in zip(train, test, strict=True))}
+            "test_ahead": sum(te >= tr for tr, te in zip(train, test, strict=True)),
+            "train_after_best": train[-1] - train[best]}
+
+
+def correct_predictions(model: torch.nn.Module, loader: Iterable) -> torch.Tensor:
+    """Which of the loader's images ``model`` classifies correctly: ``(N,)`` bool in the loader's order.
+
+    Scored like :func:`helpers.evaluate` (eval mode, no gradients); every module's train/eval flag and every
+    parameter's ``requires_grad`` are left as found. ``correct_predictions(m, loader).float().mean()`` is
+    ``evaluate(m, loader)``.
+    """
+    device = model_device(model)
+    with frozen_eval(model), torch.no_grad():
+        right = [(model(x.to(device)).argmax(1) == y.to(device)).cpu() for x, y in loader]
+    if not right:
+        raise ValueError("loader yields no batches: give it at least one image")
+    return torch.cat(right)
+
+
+def paired_difference(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[float, float]:
+    """Accuracy of model a minus that of model b on the same test images, and its standard error, in points.
+
+    The per-image differences ``d_i = a_i - b_i`` (1, 0 or -1) are the sample: the difference is their mean and
+    the standard error their standard deviation over ``sqrt(N)`` (``scipy.stats.sem``). Because both models see
+    the same images, an image that both get right or both get wrong adds no noise. It measures how much the
+    difference could change with another draw of test images of the same kind, not with another training seed.
+
+    Args:
+        correct_a, correct_b: ``(N,)`` bool from :func:`correct_predictions`, the same images in the same order.
+
+    Returns:
+        ``(difference, standard_error)`` in percentage points.
+    """
+    a, b = torch.as_tensor(correct_a).flatten().double(), torch.as_tensor(correct_b).flatten().double()
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"need the same images (at least 2) for both models, got {a.numel()} and {b.numel()}")
+    d = a - b
+    return 100 * d.mean().item(), 100 * (d.std() / math.sqrt(d.numel())).item()
 
 
 def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

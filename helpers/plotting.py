@@ -177,6 +177,14 @@ def plot_filter_grid(images: torch.Tensor | list[list[torch.Tensor]], *,
 # --- sheet 4: activation maps, overlays and saliency (display only) -----------------------------------------
 
 
+def _mark_constant(ax: Axes, m: torch.Tensor) -> None:
+    """Say so on the panel when a map has one value everywhere (e.g. an all-zero Grad-CAM): a colour map draws
+    it as one uniform colour, which reads like a strong or a weak map depending on the colour map."""
+    if m.numel() and m.min() == m.max():
+        ax.text(0.5, 0.5, f"constant map:\n{m.flatten()[0].item():.3g} everywhere", transform=ax.transAxes,
+                ha="center", va="center", fontsize="small", bbox={"facecolor": "white", "alpha": 0.8})
+
+
 def _minmax(t: torch.Tensor) -> torch.Tensor:
     low, high = t.min(), t.max()
     return (t - low) / (high - low) if high > low else torch.zeros_like(t)
@@ -194,6 +202,7 @@ def plot_map(m, ax: Axes | None = None, *, title: str | None = None, cmap: str =
         ax.imshow(to_image(torch.stack([_minmax(c) for c in t]), normalized=False))
     elif t.dim() == 2:
         im = ax.imshow(t.numpy(), cmap=cmap)
+        _mark_constant(ax, t)
         if colorbar:
             cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
             if label:
@@ -227,6 +236,7 @@ def plot_overlay(image: torch.Tensor, heat, ax: Axes | None = None, *, alpha: fl
                          "resample the map first with helpers.upsample_map(maps, size)")
     ax.imshow(img)
     im = ax.imshow(h.numpy(), cmap=cmap, alpha=alpha)
+    _mark_constant(ax, h)
     if colorbar:
         cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         if label:

@@ -47,8 +47,9 @@ def source_lines(obj: object, start: str | None = None, stop: str | None = None)
 def show_source(obj: object, start: str | None = None, stop: str | None = None):
     """The source of `obj` (or the excerpt from `start` to `stop`) as highlighted Markdown for a notebook.
 
-    The object returned displays as a fenced Python block headed by its file and line numbers, so it is
-    highlighted in Jupyter and in the exported PDF alike. Arguments as in `source_lines`.
+    The object returned displays as a fenced Python block whose first line is a comment with its file and line
+    numbers (inside the block, so a page break cannot part the two), highlighted in Jupyter and in the exported
+    PDF alike. Arguments as in `source_lines`.
     """
     from IPython.display import Markdown
 
@@ -56,4 +57,4 @@ def show_source(obj: object, start: str | None = None, stop: str | None = None):
     indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
     body = "\n".join(line[indent:] for line in lines)
     last = first + len(lines) - 1
-    return Markdown(f"`{path}`, lines {first}–{last}:\n\n```python\n{body}\n```")
+    return Markdown(f"```python\n# {path}, lines {first}–{last}\n{body}\n```")

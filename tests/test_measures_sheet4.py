@@ -17,6 +17,7 @@ def test_accuracy_summary_by_hand():
     assert (s["best"], s["best_epoch"]) == (pytest.approx(55), 2)
     assert s["late"] == pytest.approx((55 + 52 + 54) / 3)
     assert s["test_ahead"] == 2  # epochs 1 and 2: test at least train
+    assert s["train_after_best"] == pytest.approx(70 - 50)  # best test epoch 2, train 50% there
     with pytest.raises(ValueError, match="test accuracy per epoch"):
         H.accuracy_summary(history([0.5], []))
 
@@ -67,3 +68,41 @@ def test_top_inside_by_hand():
     assert H.top_inside(noise, H.central_box(40)).mean().item() == pytest.approx(0.25, abs=0.02)  # area share
     with pytest.raises(ValueError, match="inside"):
         H.top_inside(m, H.central_box(20))
+
+
+def test_correct_predictions_match_evaluate_and_keep_the_model_state():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(8, 3))
+    model.train()
+    model[1].weight.requires_grad_(False)
+    x, y = torch.randn(50, 3, 2, 2), torch.randint(0, 3, (50,))
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 50, 16)]  # batches of 16, 16, 16, 2
+    right = H.correct_predictions(model, loader)
+    assert right.dtype == torch.bool and right.shape == (50,)
+    with torch.no_grad():
+        expected = model.eval()(x).argmax(1) == y  # dropout off: eval mode
+    model.train()
+    assert torch.equal(right, expected)
+    assert right.float().mean().item() == pytest.approx(H.evaluate(model, loader))
+    assert model.training and model[2].training
+    assert not model[1].weight.requires_grad and model[3].weight.requires_grad
+    with pytest.raises(ValueError, match="no batches"):
+        H.correct_predictions(model, [])
+
+
+def test_paired_difference_against_scipy_sem():
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(400, generator=g) < 0.7
+    b = a.clone()
+    b[torch.randperm(400, generator=g)[:60]] ^= True  # the models disagree on 60 images
+    diff, se = H.paired_difference(a, b)
+    d = (a.double() - b.double()).numpy()
+    assert diff == pytest.approx(100 * d.mean())
+    assert se == pytest.approx(100 * stats.sem(d))
+    # the same correct images: no difference and no noise; the order of a and b flips the sign only
+    assert H.paired_difference(a, a) == (0.0, 0.0)
+    assert H.paired_difference(b, a) == (pytest.approx(-diff), pytest.approx(se))
+    with pytest.raises(ValueError, match="same images"):
+        H.paired_difference(a, b[:10])

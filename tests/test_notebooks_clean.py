@@ -47,3 +47,29 @@ def test_notebooks_use_public_names_only(path):
         if cell["cell_type"] == "code":
             hits = private.findall("".join(cell["source"]))
             assert not hits, f"cell {i} uses private names: {hits}"
+
+
+SHEETS = [p for p in NOTEBOOKS if p.name.startswith("sheet")]
+
+
+@pytest.mark.parametrize("path", SHEETS, ids=[p.name for p in SHEETS])
+def test_sheet_notebooks_stay_short(path):
+    # issue 25's limits for a hand-in a tutor reads: cells of at most 30 lines, at most 350 code lines, at most
+    # four functions or classes defined in the notebook (only what the sheet asks the student to write there)
+    cells = ["".join(c["source"]).splitlines() for c in json.loads(path.read_text())["cells"]
+             if c["cell_type"] == "code"]
+    long = {i: len(lines) for i, lines in enumerate(cells) if len(lines) > 30}
+    assert not long, f"code cells longer than 30 lines (code cell index: lines): {long}"
+    assert sum(map(len, cells)) <= 350
+    defined = [line.strip() for lines in cells for line in lines if re.match(r"\s*(async def|def|class) ", line)]
+    assert len(defined) <= 4, defined
+
+
+@pytest.mark.parametrize("path", SHEETS, ids=[p.name for p in SHEETS])
+def test_printed_code_lines_fit_the_pdf(path):
+    # scripts/notebook_pdf.CODE_COLUMNS characters fit a code cell's frame; a longer line is broken there, often
+    # inside an f-string. Widget cells (tag "widget") are left out of the PDF.
+    printed = [c for c in json.loads(path.read_text())["cells"]
+               if c["cell_type"] == "code" and "widget" not in c.get("metadata", {}).get("tags", [])]
+    long = [line for c in printed for line in "".join(c["source"]).splitlines() if len(line) > 96]
+    assert not long, long

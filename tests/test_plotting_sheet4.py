@@ -56,3 +56,11 @@ def test_plot_accuracy_keeps_one_colour_per_run_across_panels():
     assert colour[(left, "a: test")] == colour[(right, "a: test")] == colour[(right, "a: train")]
     assert colour[(left, "b: test")] == colour[(right, "b: train")] != colour[(right, "a: train")]
     plt.close(fig)
+
+
+def test_a_constant_map_is_labelled_as_such_and_a_varying_one_is_not():
+    image = torch.zeros(1, 3, 16, 16)
+    zero = plot_overlay(image, torch.zeros(16, 16))
+    assert [t.get_text() for t in zero.texts] == ["constant map:\n0 everywhere"]
+    assert [t.get_text() for t in plot_map(torch.full((4, 4), 2.5)).texts] == ["constant map:\n2.5 everywhere"]
+    assert len(plot_overlay(image, torch.rand(16, 16)).texts) == 0 and len(plot_map(torch.rand(4, 4)).texts) == 0

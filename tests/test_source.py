@@ -24,12 +24,13 @@ def test_excerpt_from_start_to_stop_inclusive():
     assert first >= whole_first
 
 
-def test_markdown_is_a_dedented_fenced_block_with_the_line_range():
+def test_markdown_is_a_dedented_fenced_block_headed_by_the_line_range():
     lines, first, _ = source_lines(H.total_variation, start="return")
     text = H.show_source(H.total_variation, start="return").data
-    assert text.startswith(f"`helpers/regularizers.py`, lines {first}–{first + len(lines) - 1}:")
+    assert text.startswith("```python\n")
     body = text.split("```python\n", 1)[1].rsplit("\n```", 1)[0]
-    assert body.splitlines()[0] == lines[0].lstrip()
+    assert body.splitlines()[0] == f"# helpers/regularizers.py, lines {first}–{first + len(lines) - 1}"
+    assert body.splitlines()[1] == lines[0].lstrip()
 
 
 def test_missing_marker_is_a_clear_error():
