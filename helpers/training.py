@@ -141,10 +141,13 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     not_empty(train_loader, "train_loader")
     if test_loader is not None:
         not_empty(test_loader, "test_loader")
-    fused = device.type in FUSED_ADAM_DEVICES  # one kernel for the whole update: fewer operator calls per step
-    opt = check_optimizer((optimizer or (lambda p: torch.optim.Adam(p, lr=lr, fused=fused)))(model.parameters()),
-                          "fit", f"e.g. optimizer={SGD_EXAMPLE}, or None for Adam")
-    loss_fn = CrossEntropy()
+    fused = device.type in FUSED_ADAM_DEVICES  # the whole update in one kernel
+    if optimizer is None:  # the sheet's optimizer
+        opt = torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
+    else:
+        opt = check_optimizer(optimizer(model.parameters()), "fit",
+                              f"e.g. optimizer={SGD_EXAMPLE}, or None for Adam")
+    loss_fn = CrossEntropy()  # nn.CrossEntropyLoss; a bad label names its fix
     history = History()
     threads_before = torch.get_num_threads()
     auto = threads == "auto"
