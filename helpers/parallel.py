@@ -67,8 +67,8 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
     the guard each worker stops there with that advice, and the runs train in this process).
 
     Args:
-        runs: ``{name: (model, train_loader, test_loader)}``, as for :func:`fit`; the names label the progress
-            bars and the result.
+        runs: ``{name: (model, train_loader, test_loader)}``, as for :func:`fit`, each with its own train_loader
+            (a test_loader may be shared); the names label the progress bars and the result.
         epochs: passes over each training loader.
         lr: learning rate of Adam.
         threads: as for :func:`fit` (``"auto"``: the faster of 1 and the run's share of the cores, per epoch).
@@ -90,6 +90,11 @@ def fit_many(runs: Mapping[str, tuple[nn.Module, Iterable, Iterable | None]], ep
         not_empty(run[1], f"the train_loader of run {name!r}")
         if run[2] is not None:
             not_empty(run[2], f"the test_loader of run {name!r}")
+    shared = [name for name, run in runs.items()
+              if any(run[1] is other[1] for other in runs.values() if other is not run)]
+    if shared:  # in workers both would draw the same shuffles, in one process one after the other: refuse both
+        raise ValueError(f"runs {shared} share one train_loader object; give each run its own (e.g. a second "
+                         "TensorLoader with its own seed); a test_loader may be shared")
     epochs = positive_int(epochs, "epochs")
     lr = finite_number(lr, "lr", minimum=0)
     threads = check_threads(threads)

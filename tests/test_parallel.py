@@ -213,6 +213,10 @@ def test_bad_runs_are_refused_before_any_process_starts(monkeypatch):
                   "b": (LeNet(), TensorLoader(empty, 16, shuffle=True), None)}, 1)
     with pytest.raises(ValueError, match="epochs"):
         fit_many(sheet4_runs(), 0)
+    loader, test = TensorLoader(TRAIN, 16, shuffle=True), TensorLoader(TEST, 16, shuffle=False)
+    with pytest.raises(ValueError, match=r"runs \['a', 'b'\] share one train_loader object"):
+        fit_many({"a": (LeNet(), loader, test), "b": (LeNet(), loader, test), "c": (LeNet(), TensorLoader(
+            TRAIN, 16, shuffle=True), test)}, 1)
     with pytest.raises(ValueError, match="threads must be a positive number of CPU threads, 'auto' or None"):
         fit_many(sheet4_runs(), 1, threads=0, concurrent=True)
 
