@@ -65,12 +65,12 @@ from .images import (
     valid_range,
 )
 from .measures import (
+    accuracy_difference,
     accuracy_summary,
     central_box,
     contrast_correlation,
     correct_predictions,
     map_correlation,
-    paired_difference,
     top_inside,
 )
 from .models import (
@@ -255,12 +255,12 @@ __all__ = [
     "evaluate",
     "train_epoch",
     # measures the answers rest on (sheet 4)
+    "accuracy_difference",
     "accuracy_summary",
     "central_box",
     "contrast_correlation",
     "correct_predictions",
     "map_correlation",
-    "paired_difference",
     "top_inside",
     "StandIn",
     "StandInSettings",

@@ -260,9 +260,6 @@ def photo_set(k: int = 5, folder: str | os.PathLike | None = None, size: int | N
 ImageCollection = str | os.PathLike | torch.Tensor | Sequence[torch.Tensor] | torch.utils.data.Dataset
 
 
-# --- a set of images: a folder, a batch tensor, a list of tensors, or a dataset ------------------------------
-
-
 def rgb_fix(channels: int, *, batched: bool = True) -> str:
     """How to turn an image with ``channels`` channels into the RGB one the models take (``x`` a batch
     ``(N, C, H, W)``, or one ``(C, H, W)`` image with ``batched=False``)."""

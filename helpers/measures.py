@@ -176,9 +176,7 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
         difference of the two curves :func:`helpers.plot_accuracy` draws); ``first_gap``: the same in the
         first epoch; ``best``/``best_epoch``: the highest test accuracy and its epoch (1-based, the first if
         tied); ``late``: the mean test accuracy of the last ``last`` epochs; ``test_ahead``: the number of
-        epochs whose test accuracy is at least the training accuracy; ``train_after_best``: the last epoch's running
-        training accuracy minus that of the best test epoch (what training gained on its own images after the test
-        accuracy stopped improving).
+        epochs whose test accuracy is at least the training accuracy.
     """
     train, test = [100 * a for a in history.train_acc], [100 * a for a in history.test_acc]
     if not test or len(test) != len(train):
@@ -188,8 +186,7 @@ def accuracy_summary(history: History, last: int = 3) -> dict[str, float]:
     return {"train": train[-1], "test": test[-1], "gap": train[-1] - test[-1],
             "first_gap": train[0] - test[0], "best": test[best],
             "best_epoch": best + 1, "late": sum(tail) / len(tail),
-            "test_ahead": sum(te >= tr for tr, te in zip(train, test, strict=True)),
-            "train_after_best": train[-1] - train[best]}
+            "test_ahead": sum(te >= tr for tr, te in zip(train, test, strict=True))}
 
 
 def correct_predictions(model: torch.nn.Module, loader: Iterable) -> torch.Tensor:
@@ -207,25 +204,36 @@ def correct_predictions(model: torch.nn.Module, loader: Iterable) -> torch.Tenso
     return torch.cat(right)
 
 
-def paired_difference(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[float, float]:
-    """Accuracy of model a minus that of model b on the same test images, and its standard error, in points.
+def accuracy_difference(correct_a: torch.Tensor, correct_b: torch.Tensor, *, paired: bool) -> tuple[float, float]:
+    """Accuracy a minus accuracy b and the standard error of that difference, in percentage points.
 
-    The per-image differences ``d_i = a_i - b_i`` (1, 0 or -1) are the sample: the difference is their mean and
-    the standard error their standard deviation over ``sqrt(N)`` (``scipy.stats.sem``). Because both models see
-    the same images, an image that both get right or both get wrong adds no noise. It measures how much the
-    difference could change with another draw of test images of the same kind, not with another training seed.
+    ``paired=True``: two models on the same images (the same order). The per-image differences ``a_i - b_i``
+    (1, 0 or -1) are the sample: the difference is their mean, the standard error their standard deviation over
+    ``sqrt(N)`` (``scipy.stats.sem``); an image both get right or both get wrong adds no noise.
+    ``paired=False``: two independent sets of images, e.g. one network on its training and on its test images:
+    ``sqrt(s_a^2 / N_a + s_b^2 / N_b)`` with each set's sample variance (Welch's standard error).
+
+    Either way it measures how much the difference could change with another draw of images of the same kind,
+    not with another training seed.
 
     Args:
-        correct_a, correct_b: ``(N,)`` bool from :func:`correct_predictions`, the same images in the same order.
+        correct_a, correct_b: ``(N,)`` bool from :func:`correct_predictions`.
+        paired: whether the two are the same images.
 
     Returns:
-        ``(difference, standard_error)`` in percentage points.
+        ``(difference, standard_error)`` in points.
     """
     a, b = torch.as_tensor(correct_a).flatten().double(), torch.as_tensor(correct_b).flatten().double()
-    if a.shape != b.shape or a.numel() < 2:
-        raise ValueError(f"need the same images (at least 2) for both models, got {a.numel()} and {b.numel()}")
-    d = a - b
-    return 100 * d.mean().item(), 100 * (d.std() / math.sqrt(d.numel())).item()
+    if min(a.numel(), b.numel()) < 2:
+        raise ValueError(f"need at least 2 images on each side, got {a.numel()} and {b.numel()}")
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired=True needs the same images for both, got {a.numel()} and {b.numel()}; "
+                             "paired=False for two different sets")
+        d = a - b
+        return 100 * d.mean().item(), 100 * (d.std() / math.sqrt(d.numel())).item()
+    se = math.sqrt(a.var().item() / a.numel() + b.var().item() / b.numel())
+    return 100 * (a.mean() - b.mean()).item(), 100 * se
 
 
 def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -64,11 +64,12 @@ def plot_accuracy(histories: dict[str, History], ax: Axes | None = None, *, trai
     """Accuracy per epoch of one or more training runs (x: epoch, y: accuracy in %), with a legend.
 
     Each run keeps one colour (the ``i``-th of matplotlib's cycle for the ``i``-th run), in every panel drawn with
-    the same ``histories``: training accuracy dashed, test accuracy solid."""
+    the same ``histories``: training accuracy (each epoch's running value, see :class:`History`) dashed, test
+    accuracy solid."""
     ax = _axes(ax)
     for i, (name, h) in enumerate(histories.items()):
         if train:
-            ax.plot(h.epochs, [100 * a for a in h.train_acc], "--o", color=f"C{i}", label=f"{name}: train")
+            ax.plot(h.epochs, [100 * a for a in h.train_acc], "--o", color=f"C{i}", label=f"{name}: train (running)")
         if test and h.test_acc:
             ax.plot(h.epochs[: len(h.test_acc)], [100 * a for a in h.test_acc], "-o", color=f"C{i}",
                     label=f"{name}: test")

@@ -24,12 +24,13 @@ from torch import fx, nn
 from ._checks import frozen_eval, get_layer, model_device, positive_int
 
 
-def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0,
+                     dilation: int = 1) -> int:
     """Length of a convolution's (or pooling's) output along one axis.
 
-    ``floor((n + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1``: the padded input has
-    ``n + 2p`` positions, a dilated kernel covers ``d(k - 1) + 1`` of them, and the window can start at
-    every ``stride``-th position from which it still fits.
+    ``floor((n + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1``: the padded input
+    has ``n + 2p`` positions, a dilated kernel covers ``d(k - 1) + 1`` of them, and the window
+    can start at every ``stride``-th position from which it still fits.
 
     Args:
         n: input length (pixels along one axis).
@@ -42,7 +43,8 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dil
         The output length, at least 1.
 
     Raises:
-        ValueError: a non-positive size, a negative padding, or a (dilated) kernel wider than the padded input.
+        ValueError: a non-positive size, a negative padding, or a (dilated) kernel wider than
+            the padded input.
     """
     positive_int(n, "n")
     positive_int(kernel, "kernel")

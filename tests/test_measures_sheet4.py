@@ -17,7 +17,6 @@ def test_accuracy_summary_by_hand():
     assert (s["best"], s["best_epoch"]) == (pytest.approx(55), 2)
     assert s["late"] == pytest.approx((55 + 52 + 54) / 3)
     assert s["test_ahead"] == 2  # epochs 1 and 2: test at least train
-    assert s["train_after_best"] == pytest.approx(70 - 50)  # best test epoch 2, train 50% there
     with pytest.raises(ValueError, match="test accuracy per epoch"):
         H.accuracy_summary(history([0.5], []))
 
@@ -91,18 +90,28 @@ def test_correct_predictions_match_evaluate_and_keep_the_model_state():
         H.correct_predictions(model, [])
 
 
-def test_paired_difference_against_scipy_sem():
+def test_accuracy_difference_against_scipy():
     stats = pytest.importorskip("scipy.stats")
     g = torch.Generator().manual_seed(1)
     a = torch.rand(400, generator=g) < 0.7
     b = a.clone()
     b[torch.randperm(400, generator=g)[:60]] ^= True  # the models disagree on 60 images
-    diff, se = H.paired_difference(a, b)
+    diff, se = H.accuracy_difference(a, b, paired=True)
     d = (a.double() - b.double()).numpy()
     assert diff == pytest.approx(100 * d.mean())
     assert se == pytest.approx(100 * stats.sem(d))
     # the same correct images: no difference and no noise; the order of a and b flips the sign only
-    assert H.paired_difference(a, a) == (0.0, 0.0)
-    assert H.paired_difference(b, a) == (pytest.approx(-diff), pytest.approx(se))
-    with pytest.raises(ValueError, match="same images"):
-        H.paired_difference(a, b[:10])
+    assert H.accuracy_difference(a, a, paired=True) == (0.0, 0.0)
+    assert H.accuracy_difference(b, a, paired=True) == (pytest.approx(-diff), pytest.approx(se))
+    # two independent sets: Welch's standard error, as scipy's Welch t-test implies it (t = difference / se)
+    c = torch.rand(150, generator=g) < 0.5
+    diff, se = H.accuracy_difference(a, c, paired=False)
+    t = stats.ttest_ind(a.double().numpy(), c.double().numpy(), equal_var=False).statistic
+    assert diff == pytest.approx(100 * (a.double().mean() - c.double().mean()).item())
+    assert diff / se == pytest.approx(t)
+    # the same images unpaired: larger than paired when the two are right on mostly the same images
+    assert H.accuracy_difference(a, b, paired=False)[1] > H.accuracy_difference(a, b, paired=True)[1]
+    with pytest.raises(ValueError, match="paired=False for two different sets"):
+        H.accuracy_difference(a, c, paired=True)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        H.accuracy_difference(a[:1], c, paired=False)

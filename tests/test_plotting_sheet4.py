@@ -53,8 +53,8 @@ def test_plot_accuracy_keeps_one_colour_per_run_across_panels():
     H.plot_accuracy(runs, left, train=False)
     H.plot_accuracy(runs, right)
     colour = {(ax, line.get_label()): to_hex(line.get_color()) for ax in (left, right) for line in ax.get_lines()}
-    assert colour[(left, "a: test")] == colour[(right, "a: test")] == colour[(right, "a: train")]
-    assert colour[(left, "b: test")] == colour[(right, "b: train")] != colour[(right, "a: train")]
+    assert colour[(left, "a: test")] == colour[(right, "a: test")] == colour[(right, "a: train (running)")]
+    assert colour[(left, "b: test")] == colour[(right, "b: train (running)")] != colour[(right, "a: train (running)")]
     plt.close(fig)
 
 
