@@ -100,9 +100,10 @@ def contrast(images: torch.Tensor) -> torch.Tensor:
 
 
 def correlation_length(images: torch.Tensor, margin: int = 0) -> torch.Tensor:
-    """Size of the motif: the distance (px) at which the radially averaged autocorrelation of each image's grey
-    values falls to half its peak (linearly interpolated), without a border band of ``margin`` px. ``(N,)``; NaN for
-    a flat image (no motif), ``side / 2`` when it never falls to half. White noise gives < 1 px."""
+    """Grain size: the distance (px) at which the radially averaged autocorrelation of each image's grey values
+    falls to half its peak (linearly interpolated), without a border band of ``margin`` px. ``(N,)``; NaN for a
+    flat image, ``side / 2`` when it never falls to half. White noise gives < 1 px. It is the half-width of the
+    autocorrelation: fine strokes repeated over the frame give a short one, whatever the size of their pattern."""
     x = denormalize(images.float()).mean(dim=1)
     if margin:
         x = x[..., margin:-margin, margin:-margin]

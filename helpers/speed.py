@@ -1,4 +1,5 @@
-"""What makes the gradient-ascent loops fast on a laptop CPU without changing what they compute.
+"""What makes the gradient-ascent loops fast on a laptop CPU: layout and allocation that leave the results as they
+are, and an opt-in bfloat16 autocast that changes the rounding.
 
 Every visualization is a loop of forward+backward passes through a CNN, compute-bound on the convolutions.
 Besides running only the layers needed and building no weight gradients (:mod:`helpers.toolbox.ascent`), three
