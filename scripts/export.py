@@ -9,6 +9,7 @@ with a section "Where the code is" (the helpers modules the notebook calls, one 
                                      tables) are kept, image outputs and widget state are removed: every figure
                                      is in the PDF already (a second copy made sheet 5's ZIP 65 MB, now 3 MB)
   helpers/**/*.py                    the package the notebook imports, as files (with toolbox/ and trust/)
+  tests/*.py                         the package's tests, which the solution's text cites
   requirements.txt, README.txt       the exact pins, and how to re-run: pip install -r requirements.txt, then
                                      run sheetN.ipynb from the ZIP's folder (it imports helpers from there)
 
@@ -210,7 +211,8 @@ def to_pdf(executed: Path, pdf: Path, *, title: str, name: str, matriculation: s
 
 ZIP_README = """\
 {notebook}: the solution's code, executed; its figures are in {pdf} (the notebook keeps its text outputs,
-its figures were removed to keep this ZIP small). helpers/ is the package the notebook imports.
+its figures were removed to keep this ZIP small). helpers/ is the package the notebook imports, tests/ its
+tests (they run in the project's repository, beside its notebooks and data).
 
 To re-run it (Python 3.10 or newer, 3.11 tested):
     python -m venv .venv && .venv/bin/pip install -r requirements.txt
@@ -247,12 +249,14 @@ def zip_notebook(executed: Path) -> str:
 
 def pack(zip_path: Path, pdf: Path, executed: Path) -> list[str]:
     """The submission ZIP: the PDF, the executed notebook without figures (`zip_notebook`), the helpers package
-    source, requirements.txt and a README.txt that says how to re-run it. Returns the member names."""
+    source and its tests, requirements.txt and a README.txt that says how to re-run it. Returns the member
+    names."""
     readme = ZIP_README.format(notebook=executed.name, pdf=pdf.name)
     members: list[tuple[str, Path | str]] = [(pdf.name, pdf), (executed.name, zip_notebook(executed)),
                                              ("requirements.txt", ROOT / "requirements.txt"), ("README.txt", readme)]
     package = ROOT / "helpers"
     members += [(f"helpers/{p.relative_to(package).as_posix()}", p) for p in sorted(package.rglob("*.py"))]
+    members += [(f"tests/{p.name}", p) for p in sorted((ROOT / "tests").glob("*.py"))]  # the text cites them
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in members:
             if isinstance(content, Path):

@@ -36,8 +36,10 @@ def no_tools(tmp_path) -> dict:
 
 
 def package_files() -> list[str]:
-    """The ZIP names of the helpers package's files, subpackages included (``helpers/toolbox/engine.py``)."""
-    return sorted(f"helpers/{p.relative_to(ROOT / 'helpers').as_posix()}" for p in (ROOT / "helpers").rglob("*.py"))
+    """The ZIP names of the helpers package's files, subpackages included (``helpers/toolbox/engine.py``), and of
+    its tests (``tests/test_saliency.py``: the notebooks cite them)."""
+    return sorted([f"helpers/{p.relative_to(ROOT / 'helpers').as_posix()}" for p in (ROOT / "helpers").rglob("*.py")]
+                  + [f"tests/{p.name}" for p in (ROOT / "tests").glob("*.py")])
 
 
 def run(*args: str, tmp_path: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
