@@ -425,7 +425,7 @@ class TensorLoader:
     def __iter__(self):
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        # the per-image transforms run on chunks of whole batches (the same result as batch by batch,
+        # the per-image transforms run on chunks of whole batches (the same distribution as batch by batch,
         # since each image draws its own crop and flip), so their fixed cost per call is paid once per
         # chunk, not per step
         chunk = max(1, CHUNK_IMAGES // self.batch_size) * self.batch_size
