@@ -130,6 +130,8 @@ def run_all_cells(page, name: str) -> dict:
 
     Returns what was seen on the way: whether a progress widget appeared while cells still ran.
     """
+    from playwright.sync_api import Error as PlaywrightError
+
     page.locator(".jp-Notebook").first.wait_for()
     kernel_idle(page, timeout=180)
     for dismiss in page.locator(".jp-Notification-Toast button", has_text="No").all():
@@ -142,8 +144,11 @@ def run_all_cells(page, name: str) -> dict:
         busy = kernel_status(page) != "Idle"
         bars = page.locator(".jp-OutputArea .widget-hprogress")
         if busy and bars.count() > 0:
-            if not seen_progress_while_busy:
-                bars.last.screenshot(path=str(ARTIFACTS / f"{name}-progress.png"))
+            if not seen_progress_while_busy and bars.last.is_visible():
+                try:  # the artifact only: a bar with leave=False hides itself when its loop ends
+                    bars.last.screenshot(path=str(ARTIFACTS / f"{name}-progress.png"), timeout=2_000)
+                except PlaywrightError:
+                    pass
             seen_progress_while_busy = True
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                               has_text="Traceback")
