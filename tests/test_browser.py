@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -145,10 +145,8 @@ def run_all_cells(page, name: str) -> dict:
         bars = page.locator(".jp-OutputArea .widget-hprogress")
         if busy and bars.count() > 0:
             if not seen_progress_while_busy and bars.last.is_visible():
-                try:  # the artifact only: a bar with leave=False hides itself when its loop ends
+                with suppress(PlaywrightError):  # an artifact only: a leave=False bar hides when its loop ends
                     bars.last.screenshot(path=str(ARTIFACTS / f"{name}-progress.png"), timeout=2_000)
-                except PlaywrightError:
-                    pass
             seen_progress_while_busy = True
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                               has_text="Traceback")
