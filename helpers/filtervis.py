@@ -105,7 +105,8 @@ def dream_objective(model: nn.Module, img: torch.Tensor,
                     layer_nmbrs: list[int]) -> torch.Tensor:
     """DeepDream's objective per image, (N, 3, H, W) -> (N,): the sum over the layers
     features[i], i in layer_nmbrs (ReLU outputs), of the L2 norm of the activations over the
-    square root of their number (the RMS activation: layers of any size weigh alike)."""
+    square root of their number (the RMS activation: a layer's number of units does not set its
+    weight; its activation scale still does)."""
     if not all(isinstance(model.features[i], nn.ReLU) for i in layer_nmbrs):
         raise ValueError("dream layers must be ReLU outputs of model.features "
                          f"(e.g. 11, 20, 27), got {layer_nmbrs}")

@@ -227,7 +227,8 @@ def per_layer_weights(names: list[str], weights: Sequence[float] | Mapping[str, 
 
 def layer_rms(layers: str | Sequence[str], weights: Sequence[float] | None = None) -> Objective:
     """DeepDream's objective: ``sum_l w_l * ||A_l||_2 / sqrt(numel(A_l))``, each layer's root-mean-square
-    activation per image, so layers and octaves of different sizes weigh alike (Mordvintsev et al. 2015).
+    activation per image, so a layer's or octave's size does not set its weight, its activation scale still does
+    (Mordvintsev et al. 2015).
     ``weights``: the per-layer weights ``w_l``, one per layer (default all 1; :func:`helpers.deep_dream`'s
     ``layer_weights=``)."""
     names = _names(layers)
