@@ -71,6 +71,7 @@ from .measures import (
     contrast_correlation,
     correct_predictions,
     map_correlation,
+    monte_carlo_p,
     top_inside,
 )
 from .models import (
@@ -261,6 +262,7 @@ __all__ = [
     "contrast_correlation",
     "correct_predictions",
     "map_correlation",
+    "monte_carlo_p",
     "top_inside",
     "StandIn",
     "StandInSettings",

@@ -1,4 +1,4 @@
-"""CIFAR-10 through ``torchvision.datasets.CIFAR10``, and an honest synthetic stand-in for offline machines.
+"""CIFAR-10 through ``torchvision.datasets.CIFAR10``, and a synthetic stand-in for offline machines.
 
 The real data set is always preferred and always checksum-verified by torchvision. Only when it is neither
 on disk nor downloadable, and the user opted in with ``CNNVIS_OFFLINE=1``, a synthetic data set in the very

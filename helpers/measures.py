@@ -237,6 +237,30 @@ def accuracy_difference(correct_a: torch.Tensor, correct_b: torch.Tensor, *, pai
     return 100 * (a.mean() - b.mean()).item(), 100 * se
 
 
+def monte_carlo_p(value: float, baseline: Sequence[float], *, alternative: str = "two-sided") -> float:
+    """How unusual ``value`` is among ``baseline``, values of the same statistic from draws without the effect
+    (e.g. networks with random weights): the Monte Carlo p-value ``(1 + k) / (n + 1)``, ``k`` the baseline values
+    at least as far out as ``value`` (as ``scipy.stats.monte_carlo_test`` computes it).
+
+    If ``value`` comes from the same distribution as the ``n`` baseline draws, ``P(p <= alpha) <= alpha``; the
+    smallest possible p is ``1 / (n + 1)`` one-sided and ``2 / (n + 1)`` two-sided (19 draws: 0.05 and 0.1).
+
+    Args:
+        value: the statistic of the case under test (e.g. the trained network's correlation).
+        baseline: the statistic of each baseline draw.
+        alternative: ``"greater"`` (is ``value`` unusually large?), ``"less"`` or ``"two-sided"``.
+    """
+    null = torch.as_tensor(baseline, dtype=torch.float64).flatten()
+    if null.numel() < 1 or not torch.isfinite(null).all() or not math.isfinite(value):
+        raise ValueError(f"need a finite value and at least one finite baseline value, got {value} and {baseline}")
+    gamma = abs(value) * 100 * torch.finfo(torch.float64).eps  # ties despite rounding count as "as far out"
+    greater = (1 + (null >= value - gamma).sum().item()) / (null.numel() + 1)
+    less = (1 + (null <= value + gamma).sum().item()) / (null.numel() + 1)
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    return {"greater": greater, "less": less, "two-sided": min(1.0, 2 * min(greater, less))}[alternative]
+
+
 def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of two maps over their pixels, per pair: 1 for maps that rise and fall together.
 

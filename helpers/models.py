@@ -1,4 +1,4 @@
-"""Models: torchvision's pretrained VGG16 / ResNet-18 with honest offline behaviour, and sheet 4's LeNet."""
+"""Models: torchvision's pretrained VGG16 / ResNet-18 with labelled offline stand-ins, and sheet 4's LeNet."""
 
 from __future__ import annotations
 

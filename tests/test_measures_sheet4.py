@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,30 @@ def test_accuracy_difference_against_scipy():
         H.accuracy_difference(a, c, paired=True)
     with pytest.raises(ValueError, match="at least 2 images"):
         H.accuracy_difference(a[:1], c, paired=False)
+
+
+def test_monte_carlo_p_against_scipy():
+    # scipy's monte_carlo_test on a null distribution given as data: one batch of rvs is the baseline itself
+    stats = pytest.importorskip("scipy.stats")
+    baseline = torch.tensor([0.31, 0.42, 0.35, 0.50, 0.42, 0.28, 0.39], dtype=torch.float64)
+    for value in (0.20, 0.28, 0.42, 0.45, 0.55):
+        for alternative in ("greater", "less", "two-sided"):
+            ref = stats.monte_carlo_test(np.array([value]), lambda size: baseline.numpy().reshape(size),
+                                         lambda x, axis: np.asarray(x)[..., 0], n_resamples=len(baseline),
+                                         batch=len(baseline), vectorized=True, alternative=alternative)
+            assert H.monte_carlo_p(value, baseline, alternative=alternative) == pytest.approx(min(1, ref.pvalue))
+
+
+def test_monte_carlo_p_is_valid_under_the_null():
+    # a value from the baseline's own distribution: P(p <= 0.05) is at most 0.05 (exactly 1/20 with 19 draws)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.randn(4000, 20, generator=g)
+    p = torch.tensor([H.monte_carlo_p(d[0].item(), d[1:], alternative="greater") for d in draws])
+    assert (p <= 0.05).float().mean().item() == pytest.approx(0.05, abs=0.012)
+    assert H.monte_carlo_p(10.0, draws[0, 1:], alternative="greater") == pytest.approx(1 / 20)
+    assert H.monte_carlo_p(10.0, draws[0, 1:], alternative="two-sided") == pytest.approx(2 / 20)
+    assert H.monte_carlo_p(-10.0, draws[0, 1:], alternative="greater") == 1.0
+    with pytest.raises(ValueError, match="alternative"):
+        H.monte_carlo_p(0.0, [1.0], alternative="bigger")
+    with pytest.raises(ValueError, match="finite"):
+        H.monte_carlo_p(float("nan"), [1.0])
