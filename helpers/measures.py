@@ -250,14 +250,14 @@ def monte_carlo_p(value: float, baseline: Sequence[float], *, alternative: str =
         baseline: the statistic of each baseline draw.
         alternative: ``"greater"`` (is ``value`` unusually large?), ``"less"`` or ``"two-sided"``.
     """
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
     null = torch.as_tensor(baseline, dtype=torch.float64).flatten()
     if null.numel() < 1 or not torch.isfinite(null).all() or not math.isfinite(value):
         raise ValueError(f"need a finite value and at least one finite baseline value, got {value} and {baseline}")
     gamma = abs(value) * 100 * torch.finfo(torch.float64).eps  # ties despite rounding count as "as far out"
     greater = (1 + (null >= value - gamma).sum().item()) / (null.numel() + 1)
     less = (1 + (null <= value + gamma).sum().item()) / (null.numel() + 1)
-    if alternative not in ("greater", "less", "two-sided"):
-        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
     return {"greater": greater, "less": less, "two-sided": min(1.0, 2 * min(greater, less))}[alternative]
 
 
